@@ -1,0 +1,365 @@
+//! yq's `*` merge of two values documents.
+//!
+//! yq merges by walking every node of the right side in document order and
+//! assigning it to the same path on the left: mappings merge their
+//! attributes (comments, anchor, style when the left has none), scalars,
+//! aliases and sequences replace the left node, missing keys are appended.
+//! The attribute rules decide how the output looks (a double-quoted value
+//! stays double-quoted when a later layer sets a plain string there), so
+//! they are reproduced as yq v4.30 has them.
+
+use crate::yaml::node::{Kind, Node, Origin, Style, MAP_TAG, MERGE_TAG, NULL_TAG, STR_TAG};
+use crate::yaml::resolve::resolve;
+
+/// How sequences of one layer combine with what earlier layers built.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum MergeMode {
+    /// yq `*`: a sequence replaces the earlier one whole.
+    #[default]
+    Replace,
+    /// yq `*+`: sequences are appended to the earlier ones.
+    Append,
+    /// yq `*d`: sequences merge element by element, by index.
+    ByIndex,
+}
+
+impl MergeMode {
+    pub fn parse(s: &str) -> Option<MergeMode> {
+        match s {
+            "replace" | "*" => Some(MergeMode::Replace),
+            "append" | "*+" => Some(MergeMode::Append),
+            "by-index" | "deep" | "*d" => Some(MergeMode::ByIndex),
+            _ => None,
+        }
+    }
+}
+
+/// A merge that yq itself refuses.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum MergeError {
+    #[error("Cannot multiply {left} with {right}")]
+    CannotMultiply { left: String, right: String },
+    #[error("{left} cannot be added to a !!seq at {path}")]
+    CannotAppend { left: String, path: String },
+}
+
+/// Something a layer did that is legal but usually a mistake.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum MergeEvent {
+    /// A null erased a non-empty mapping or sequence built by earlier layers.
+    NullClobber {
+        path: Vec<String>,
+        at: Origin,
+        erased_keys: Vec<String>,
+        erased_origin: Origin,
+    },
+    /// A mapping became a scalar or sequence, or the reverse.
+    TypeChange {
+        path: Vec<String>,
+        at: Origin,
+        from: &'static str,
+        to: &'static str,
+        from_origin: Origin,
+    },
+}
+
+/// The accumulated result of a reduce: a node plus yq's "leading content"
+/// (the first file's header comments and `---` lines) and "trailing
+/// content" (a document's foot comment, printed after it).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Candidate {
+    pub node: Node,
+    pub leading_content: String,
+    pub trailing_content: String,
+}
+
+impl Candidate {
+    /// The `{}` that `ireduce ({}; . * $item)` starts from.
+    pub fn empty() -> Candidate {
+        Candidate {
+            node: Node::empty_mapping(),
+            leading_content: String::new(),
+            trailing_content: String::new(),
+        }
+    }
+}
+
+/// `acc * doc` as yq evaluates it, `doc` being a document node read from
+/// a file, with the leading and trailing content yq's reader gave it.
+pub fn multiply(
+    acc: &Candidate,
+    doc: &Candidate,
+    mode: MergeMode,
+    events: &mut Vec<MergeEvent>,
+) -> Result<Candidate, MergeError> {
+    // Comments are taken before the document is unwrapped: the document's
+    // own head comment becomes the result's unless the left has one.
+    let mut lead = doc.leading_content.as_str();
+    let mut head = doc.node.head_comment.as_str();
+    let mut foot = doc.node.foot_comment.as_str();
+    let mut trail = doc.trailing_content.as_str();
+    if !acc.node.head_comment.is_empty() || !acc.leading_content.is_empty() {
+        head = &acc.node.head_comment;
+        lead = &acc.leading_content;
+    }
+    if !acc.node.foot_comment.is_empty() || !acc.trailing_content.is_empty() {
+        foot = &acc.node.foot_comment;
+        trail = &acc.trailing_content;
+    }
+    let doc = &doc.node;
+    let lhs = &acc.node;
+    let rhs = doc.unwrap_document();
+    if rhs.tag == NULL_TAG {
+        return Ok(acc.clone());
+    }
+    let mergeable = matches!(
+        (lhs.kind, rhs.kind),
+        (Kind::Mapping, Kind::Mapping) | (Kind::Sequence, Kind::Sequence)
+    ) || (lhs.tag == NULL_TAG
+        && matches!(rhs.kind, Kind::Mapping | Kind::Sequence));
+    if !mergeable {
+        return Err(MergeError::CannotMultiply {
+            left: lhs.tag.clone(),
+            right: rhs.tag.clone(),
+        });
+    }
+    let mut out = Candidate {
+        node: lhs.clone(),
+        leading_content: lead.to_string(),
+        trailing_content: trail.to_string(),
+    };
+    out.node.head_comment = head.to_string();
+    out.node.foot_comment = foot.to_string();
+    let mut path = Vec::new();
+    apply(&mut out.node, rhs, mode, &mut path, events)?;
+    Ok(out)
+}
+
+/// Assigns `r` onto `t` (same path on both sides), then its children.
+fn apply(
+    t: &mut Node,
+    r: &Node,
+    mode: MergeMode,
+    path: &mut Vec<String>,
+    events: &mut Vec<MergeEvent>,
+) -> Result<(), MergeError> {
+    let is_seq = r.kind == Kind::Sequence;
+    observe(t, r, path, events);
+    if mode == MergeMode::Append && is_seq {
+        add_assign(t, r, path)?;
+    } else if r.kind == Kind::Mapping || (mode == MergeMode::ByIndex && is_seq) {
+        update_attributes_from(t, r);
+    } else {
+        update_from(t, r);
+    }
+    if r.kind == Kind::Alias || r.content.is_empty() {
+        return Ok(());
+    }
+    match r.kind {
+        Kind::Mapping => {
+            for (k, v) in r.pairs() {
+                if k.tag != MERGE_TAG {
+                    for i in find_or_create_key(t, &k.value) {
+                        update_from(&mut t.content[i], k);
+                    }
+                }
+                for i in find_or_create_key(t, &k.value) {
+                    path.push(k.value.clone());
+                    apply(&mut t.content[i + 1], v, mode, path, events)?;
+                    path.pop();
+                }
+            }
+        }
+        // Replace mode visits the elements too, but they were just copied
+        // from `r`, so that pass changes nothing; append mode skips them.
+        Kind::Sequence if mode == MergeMode::ByIndex => {
+            if t.kind != Kind::Sequence {
+                return Ok(());
+            }
+            for (idx, e) in r.content.iter().enumerate() {
+                while t.content.len() <= idx {
+                    if t.content.is_empty() {
+                        t.style = Style::default();
+                    }
+                    t.content.push(Node::scalar(NULL_TAG, "null"));
+                }
+                path.push(idx.to_string());
+                apply(&mut t.content[idx], e, mode, path, events)?;
+                path.pop();
+            }
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+fn kind_name(n: &Node) -> &'static str {
+    match n.kind {
+        Kind::Mapping => "map",
+        Kind::Sequence => "sequence",
+        Kind::Alias => "alias",
+        Kind::Document => "document",
+        Kind::Scalar if n.tag == NULL_TAG => "null",
+        Kind::Scalar => "scalar",
+    }
+}
+
+/// Records the suspicious assignments the lints report.
+fn observe(t: &Node, r: &Node, path: &[String], events: &mut Vec<MergeEvent>) {
+    if path.is_empty() || t.origin == Origin::SYNTHESIZED {
+        return;
+    }
+    let t_collection = matches!(t.kind, Kind::Mapping | Kind::Sequence);
+    if r.kind == Kind::Scalar && r.tag == NULL_TAG {
+        if t_collection && !t.content.is_empty() {
+            let erased_keys = match t.kind {
+                Kind::Mapping => t.pairs().map(|(k, _)| k.value.clone()).collect(),
+                _ => (0..t.content.len()).map(|i| format!("[{i}]")).collect(),
+            };
+            events.push(MergeEvent::NullClobber {
+                path: path.to_vec(),
+                at: r.origin,
+                erased_keys,
+                erased_origin: t.origin,
+            });
+        }
+        return;
+    }
+    if t.kind == Kind::Scalar && t.tag == NULL_TAG {
+        return;
+    }
+    let t_map = t.kind == Kind::Mapping;
+    let r_map = r.kind == Kind::Mapping;
+    if t_map != r_map && !(t.kind == Kind::Alias || r.kind == Kind::Alias) {
+        events.push(MergeEvent::TypeChange {
+            path: path.to_vec(),
+            at: r.origin,
+            from: kind_name(t),
+            to: kind_name(r),
+            from_origin: t.origin,
+        });
+    }
+}
+
+/// Indices of the keys in mapping `t` that match `key` (yq matches keys as
+/// glob patterns), appending a `key: null` entry when none does.
+fn find_or_create_key(t: &mut Node, key: &str) -> Vec<usize> {
+    if t.kind != Kind::Mapping {
+        return Vec::new();
+    }
+    let found: Vec<usize> = (0..t.content.len())
+        .step_by(2)
+        .filter(|&i| glob_match(&t.content[i].value, key))
+        .collect();
+    if !found.is_empty() {
+        return found;
+    }
+    if t.content.is_empty() {
+        t.style = Style::default();
+    }
+    t.content.push(Node::scalar(STR_TAG, key));
+    t.content.push(Node::scalar(NULL_TAG, "null"));
+    vec![t.content.len() - 2]
+}
+
+/// yq's key matching: `*` and `?` are wildcards in the wanted key.
+pub fn glob_match(name: &str, pattern: &str) -> bool {
+    if pattern.is_empty() {
+        return name.is_empty();
+    }
+    if pattern == "*" {
+        return true;
+    }
+    if !pattern.contains(['*', '?']) {
+        return name == pattern;
+    }
+    fn deep(s: &[u8], p: &[u8]) -> bool {
+        match p.first() {
+            None => s.is_empty(),
+            Some(b'*') => deep(s, &p[1..]) || (!s.is_empty() && deep(&s[1..], p)),
+            Some(b'?') => !s.is_empty() && deep(&s[1..], &p[1..]),
+            Some(&c) => s.first() == Some(&c) && deep(&s[1..], &p[1..]),
+        }
+    }
+    deep(name.as_bytes(), pattern.as_bytes())
+}
+
+/// The tag yq guesses for a node, for deciding whether a new value keeps
+/// the old one's quoting style.
+fn guess_tag(n: &Node) -> String {
+    if n.tag.starts_with("!!") || n.value.is_empty() {
+        return n.tag.clone();
+    }
+    resolve(&n.value).to_string()
+}
+
+/// yq's `UpdateFrom`: replace value and content, keep the left's style
+/// unless the type changed or the left had none.
+fn update_from(t: &mut Node, r: &Node) {
+    if (t.kind != Kind::Scalar && t.content.is_empty()) || guess_tag(t) != guess_tag(r) {
+        t.style = r.style;
+    }
+    t.content = r.content.clone();
+    t.kind = r.kind;
+    t.value = r.value.clone();
+    t.origin = r.origin;
+    update_attributes_from(t, r);
+}
+
+/// yq's `UpdateAttributesFrom`: kind, tag (custom tags stay), anchor,
+/// style when the left has none, and non-empty comments.
+fn update_attributes_from(t: &mut Node, r: &Node) {
+    if t.kind != r.kind {
+        t.content.clear();
+        t.value.clear();
+        t.origin = r.origin;
+    } else if t.kind == Kind::Mapping && t.origin == Origin::SYNTHESIZED {
+        t.origin = r.origin;
+    }
+    t.kind = r.kind;
+    if t.tag.starts_with("!!") || t.tag.is_empty() {
+        t.tag = r.tag.clone();
+    }
+    if r.kind == Kind::Alias {
+        t.value = r.value.clone();
+    }
+    t.anchor = r.anchor.clone();
+    if t.style.is_plain() {
+        t.style = r.style;
+    }
+    if !r.foot_comment.is_empty() {
+        t.foot_comment = r.foot_comment.clone();
+    }
+    if !r.head_comment.is_empty() {
+        t.head_comment = r.head_comment.clone();
+    }
+    if !r.line_comment.is_empty() {
+        t.line_comment = r.line_comment.clone();
+    }
+}
+
+/// yq's `*+` on a sequence: append to an existing sequence, set a missing
+/// one.
+fn add_assign(t: &mut Node, r: &Node, path: &[String]) -> Result<(), MergeError> {
+    match t.kind {
+        Kind::Sequence => {
+            if t.content.is_empty() {
+                t.style = r.style;
+            }
+            t.content.extend(r.content.iter().cloned());
+            Ok(())
+        }
+        Kind::Scalar if t.tag == NULL_TAG => {
+            update_from(t, r);
+            Ok(())
+        }
+        _ => Err(MergeError::CannotAppend {
+            left: if t.kind == Kind::Mapping {
+                MAP_TAG.to_string()
+            } else {
+                t.tag.clone()
+            },
+            path: path.join("."),
+        }),
+    }
+}

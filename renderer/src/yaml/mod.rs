@@ -1,0 +1,130 @@
+//! A YAML layer built for lossless layered rendering.
+//!
+//! The pipeline mirrors libyaml: [`scanner`] (characters to tokens, plus
+//! comment records), [`parser`] (tokens to events, comments attached),
+//! [`compose`] (events to [`Node`] trees), and back out through
+//! [`emitter`] (nodes to events to text). Comment placement and output
+//! formatting reproduce go-yaml v3, the library behind yq v4, because the
+//! renderer's output must be byte-identical to yq's.
+//!
+//! Limits (see ARCHITECTURE.md): inputs larger than [`MAX_INPUT_BYTES`],
+//! nesting deeper than [`scanner::MAX_DEPTH`], invalid UTF-8 and control
+//! characters are refused. Aliases are never expanded, so alias bombs cost
+//! nothing.
+
+mod chars;
+pub mod compose;
+pub mod emitter;
+pub mod node;
+mod parser;
+pub mod resolve;
+pub mod scanner;
+mod token;
+
+pub use node::{Kind, Node, Origin, Style};
+pub use token::Mark;
+
+/// Largest accepted input file.
+pub const MAX_INPUT_BYTES: usize = 16 * 1024 * 1024;
+
+/// A malformed or refused input, with the one-based position of the problem.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{line}:{column}: {message}")]
+pub struct SyntaxError {
+    pub line: usize,
+    pub column: usize,
+    pub message: String,
+}
+
+impl SyntaxError {
+    pub(crate) fn new(mark: Mark, context: &str, problem: &str) -> SyntaxError {
+        let message = if context.is_empty() {
+            problem.to_string()
+        } else {
+            format!("{problem} ({context})")
+        };
+        SyntaxError {
+            line: (mark.line.max(0) + 1) as usize,
+            column: (mark.column.max(0) + 1) as usize,
+            message,
+        }
+    }
+
+    fn at(line: usize, column: usize, message: &str) -> SyntaxError {
+        SyntaxError {
+            line,
+            column,
+            message: message.to_string(),
+        }
+    }
+}
+
+/// Checks what the scanner must never see: oversized input, invalid UTF-8,
+/// and characters YAML does not allow in a stream.
+pub fn check_input(input: &[u8]) -> Result<(), SyntaxError> {
+    if input.len() > MAX_INPUT_BYTES {
+        return Err(SyntaxError::at(
+            1,
+            1,
+            &format!(
+                "file is larger than the {} MiB limit",
+                MAX_INPUT_BYTES / (1024 * 1024)
+            ),
+        ));
+    }
+    let text = match std::str::from_utf8(input) {
+        Ok(t) => t,
+        Err(e) => {
+            let (line, column) = position_of(input, e.valid_up_to());
+            return Err(SyntaxError::at(line, column, "invalid UTF-8"));
+        }
+    };
+    for (idx, ch) in text.char_indices() {
+        let allowed = matches!(ch, '\t' | '\n' | '\r')
+            || ('\u{20}'..='\u{7E}').contains(&ch)
+            || ch == '\u{85}'
+            || ('\u{A0}'..='\u{D7FF}').contains(&ch)
+            || ('\u{E000}'..='\u{FFFD}').contains(&ch)
+            || ch >= '\u{10000}';
+        if !allowed {
+            let (line, column) = position_of(input, idx);
+            return Err(SyntaxError::at(
+                line,
+                column,
+                &format!("control character U+{:04X} is not allowed", ch as u32),
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn position_of(input: &[u8], offset: usize) -> (usize, usize) {
+    let before = &input[..offset];
+    let line = before.iter().filter(|&&b| b == b'\n').count() + 1;
+    let line_start = before
+        .iter()
+        .rposition(|&b| b == b'\n')
+        .map_or(0, |p| p + 1);
+    let column = String::from_utf8_lossy(&before[line_start..])
+        .chars()
+        .count()
+        + 1;
+    (line, column)
+}
+
+/// Parses every document of a stream. `layer` is recorded in each node's
+/// [`Origin`].
+pub fn parse_documents(input: &[u8], layer: u32) -> Result<Vec<Node>, SyntaxError> {
+    check_input(input)?;
+    let mut composer = compose::Composer::new(input, layer);
+    let mut docs = Vec::new();
+    while let Some(doc) = composer.next_document()? {
+        docs.push(doc);
+    }
+    Ok(docs)
+}
+
+/// Formats a node as one YAML document, go-yaml v3 style.
+pub fn to_string(node: &Node, indent: usize) -> String {
+    emitter::emit_document(node, indent)
+}

@@ -1,0 +1,194 @@
+//! `yq eval-all '. as $item ireduce ({}; . * $item)' FILE...`, whole.
+//!
+//! On top of the merge this reproduces yq's reading and printing: the first
+//! file's leading comment and `---` lines are kept aside and printed first
+//! ("leading content"); later files' leading comments go through the YAML
+//! parser and land on nodes; null documents are skipped; a document's foot
+//! comment is kept aside and printed after the result.
+
+use crate::merge::{multiply, Candidate, MergeError, MergeEvent, MergeMode};
+use crate::yaml::{self, SyntaxError};
+
+/// One input file of a merge.
+#[derive(Clone, Copy, Debug)]
+pub struct Layer<'a> {
+    /// How the file is named in errors.
+    pub name: &'a str,
+    pub bytes: &'a [u8],
+    pub mode: MergeMode,
+}
+
+/// Why a merge failed, naming the file.
+#[derive(Debug, thiserror::Error)]
+pub enum LayerError {
+    #[error("{file}:{error}")]
+    Syntax { file: String, error: SyntaxError },
+    #[error("{file}: {error}")]
+    Merge { file: String, error: MergeError },
+}
+
+const DOC_SEPARATOR_MARK: &str = "$yqDocSeperator$";
+
+/// Splits yq's leading content off the first file: lines starting (within
+/// their first three bytes) with `#`, and `---` lines, until anything else.
+pub fn split_leading_content(input: &[u8]) -> (String, &[u8]) {
+    let mut out = String::new();
+    let mut pos = 0;
+    loop {
+        if input.len() < pos + 3 {
+            return (out, &input[pos..]);
+        }
+        let peek = &input[pos..pos + 3];
+        let line_end = input[pos..]
+            .iter()
+            .position(|&b| b == b'\n')
+            .map(|p| pos + p + 1);
+        if peek == b"---" {
+            out.push_str(DOC_SEPARATOR_MARK);
+            out.push('\n');
+        } else if starts_with_comment(peek) {
+            let end = line_end.unwrap_or(input.len());
+            out.push_str(&String::from_utf8_lossy(&input[pos..end]));
+        } else {
+            return (out, &input[pos..]);
+        }
+        match line_end {
+            Some(e) => pos = e,
+            None => return (out, &input[input.len()..]),
+        }
+    }
+}
+
+/// `^\s*#`
+fn starts_with_comment(b: &[u8]) -> bool {
+    for &c in b {
+        match c {
+            b'#' => return true,
+            b' ' | b'\t' | b'\n' | b'\r' | b'\x0c' => continue,
+            _ => return false,
+        }
+    }
+    false
+}
+
+/// Prints leading content the way yq's YAML encoder does.
+pub fn print_leading_content(content: &str, out: &mut String) {
+    let mut rest = content;
+    loop {
+        let (line, eof) = match rest.find('\n') {
+            Some(i) => (&rest[..=i], false),
+            None => (rest, true),
+        };
+        rest = &rest[line.len()..];
+        if line.contains(DOC_SEPARATOR_MARK) {
+            out.push_str("---\n");
+        } else {
+            if !line.is_empty()
+                && line != "\n"
+                && !line.starts_with('%')
+                && !starts_with_comment(line.as_bytes())
+            {
+                out.push_str("# ");
+            }
+            out.push_str(line);
+        }
+        if eof {
+            if !line.is_empty() {
+                out.push('\n');
+            }
+            break;
+        }
+    }
+}
+
+/// Merges the documents of all layers in order. `events` collects what the
+/// lints need.
+pub fn merge_layers(
+    layers: &[Layer<'_>],
+    events: &mut Vec<(usize, MergeEvent)>,
+) -> Result<Candidate, LayerError> {
+    let mut acc = Candidate::empty();
+    for (idx, layer) in layers.iter().enumerate() {
+        let (leading, body) = if idx == 0 {
+            split_leading_content(layer.bytes)
+        } else {
+            (String::new(), layer.bytes)
+        };
+        let syntax = |error: SyntaxError| {
+            // Positions are relative to the body; the leading content the
+            // first file lost is whole lines.
+            let skipped = layer.bytes[..layer.bytes.len() - body.len()]
+                .iter()
+                .filter(|&&b| b == b'\n')
+                .count();
+            LayerError::Syntax {
+                file: layer.name.to_string(),
+                error: SyntaxError {
+                    line: error.line + skipped,
+                    ..error
+                },
+            }
+        };
+        yaml::check_input(layer.bytes).map_err(|e| LayerError::Syntax {
+            file: layer.name.to_string(),
+            error: e,
+        })?;
+        let docs = yaml::parse_documents(body, idx as u32).map_err(syntax)?;
+        let mut leading = leading.as_str();
+        for mut node in docs {
+            // yq's reader moves a document's foot comment aside as
+            // "trailing content".
+            let trailing_content = std::mem::take(&mut node.foot_comment);
+            let doc = Candidate {
+                node,
+                leading_content: leading.to_string(),
+                trailing_content,
+            };
+            let mut local = Vec::new();
+            acc = multiply(&acc, &doc, layer.mode, &mut local).map_err(|error| {
+                LayerError::Merge {
+                    file: layer.name.to_string(),
+                    error,
+                }
+            })?;
+            events.extend(local.into_iter().map(|e| (idx, e)));
+            leading = "";
+        }
+    }
+    Ok(acc)
+}
+
+/// The text yq prints for a merge result.
+pub fn print(result: &Candidate) -> String {
+    let mut out = String::new();
+    print_leading_content(&result.leading_content, &mut out);
+    out.push_str(&yaml::to_string(&result.node, 2));
+    print_leading_content(&result.trailing_content, &mut out);
+    out
+}
+
+/// Merge and print in one go.
+pub fn eval_all(layers: &[Layer<'_>]) -> Result<String, LayerError> {
+    let mut events = Vec::new();
+    let result = merge_layers(layers, &mut events)?;
+    Ok(print(&result))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn leading_content_stops_at_content() {
+        let (lead, rest) = split_leading_content(b"# a\n---\n# b\nkey: 1\n");
+        assert_eq!(lead, "# a\n$yqDocSeperator$\n# b\n");
+        assert_eq!(rest, b"key: 1\n");
+    }
+
+    #[test]
+    fn leading_content_printed_with_separator() {
+        let mut out = String::new();
+        print_leading_content("# a\n$yqDocSeperator$\n", &mut out);
+        assert_eq!(out, "# a\n---\n");
+    }
+}
