@@ -1,14 +1,103 @@
 //! The `plimsoll` command: glue between the command line and the crates.
+//! Only this file knows about clap, anyhow, the filesystem layout of
+//! outputs and exit codes.
 
 use std::io::Write;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use anyhow::Context;
+use anyhow::{bail, Context};
+use clap::{Parser, Subcommand, ValueEnum};
 use plimsoll_renderer::merge::MergeMode;
+use plimsoll_renderer::render::{self, Rendered};
+use plimsoll_renderer::stack::{self, Stack};
 use plimsoll_renderer::yq::{self, Layer};
+use plimsoll_renderer::{json, keys};
+
+#[derive(Parser)]
+#[command(
+    name = "plimsoll",
+    version,
+    about = "Layered values rendering and safe transitions for Helm-deployed stateful platforms"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Merge values files exactly as `yq eval-all '. as $item ireduce ({}; . * $item)'` does.
+    Merge {
+        /// How sequences combine: replace (yq `*`), append (`*+`), by-index (`*d`).
+        #[arg(long, default_value = "replace", value_parser = parse_mode)]
+        mode: MergeMode,
+        /// Layers, first to last.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
+    /// Render every release of the stack file (plimsoll.yaml) into its values file.
+    Render {
+        #[command(flatten)]
+        common: Common,
+        /// Write outputs under this directory instead of the stack file's `output`.
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Render in memory and exit 1 if the committed outputs or lock are stale.
+        #[arg(long)]
+        check: bool,
+        /// Output format of the rendered values.
+        #[arg(long, value_enum, default_value_t = Format::Yaml)]
+        format: Format,
+        /// Treat lint warnings as errors.
+        #[arg(long)]
+        strict: bool,
+        /// Report keys that neither an earlier layer nor the chart's values.yaml defines.
+        #[arg(long)]
+        strict_keys: bool,
+    },
+    /// Show a key's final value, the layer that set it and what it overrode.
+    Explain {
+        #[command(flatten)]
+        common: Common,
+        /// Release name.
+        release: String,
+        /// Key path, e.g. `mariadb-galera.persistence.size` or `a."dotted.key"[0]`.
+        path: String,
+    },
+}
+
+#[derive(clap::Args)]
+struct Common {
+    /// The deployment repository (holds plimsoll.yaml).
+    #[arg(long, default_value = ".")]
+    repo: PathBuf,
+    /// Set a stack variable, e.g. --set segment=l.
+    #[arg(long = "set", value_name = "VAR=VALUE", value_parser = parse_assignment)]
+    set: Vec<(String, String)>,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Format {
+    Yaml,
+    Json,
+}
+
+fn parse_mode(s: &str) -> Result<MergeMode, String> {
+    MergeMode::parse(s)
+        .ok_or_else(|| format!("unknown merge mode {s:?} (replace, append, by-index)"))
+}
+
+fn parse_assignment(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
+        _ => Err(format!("expected VAR=VALUE, got {s:?}")),
+    }
+}
 
 fn main() -> ExitCode {
-    match run() {
+    let cli = Cli::parse();
+    match run(cli) {
         Ok(code) => code,
         Err(err) => {
             if is_broken_pipe(&err) {
@@ -26,35 +115,32 @@ fn is_broken_pipe(err: &anyhow::Error) -> bool {
         .any(|e| e.kind() == std::io::ErrorKind::BrokenPipe)
 }
 
-fn run() -> anyhow::Result<ExitCode> {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    match args.first().map(String::as_str) {
-        Some("merge") => cmd_merge(&args[1..]),
-        _ => {
-            eprintln!("usage: plimsoll merge [--mode MODE] FILE...");
-            Ok(ExitCode::from(2))
-        }
+fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Merge { mode, files } => cmd_merge(mode, &files),
+        Command::Render {
+            common,
+            out,
+            check,
+            format,
+            strict,
+            strict_keys,
+        } => cmd_render(&common, out.as_deref(), check, format, strict, strict_keys),
+        Command::Explain {
+            common,
+            release,
+            path,
+        } => cmd_explain(&common, &release, &path),
     }
 }
 
-fn cmd_merge(args: &[String]) -> anyhow::Result<ExitCode> {
-    let mut mode = MergeMode::Replace;
-    let mut files = Vec::new();
-    let mut it = args.iter();
-    while let Some(a) = it.next() {
-        match a.as_str() {
-            "--mode" => {
-                let m = it.next().context("--mode needs a value")?;
-                mode = MergeMode::parse(m).with_context(|| format!("unknown merge mode {m:?}"))?;
-            }
-            _ => files.push(a.clone()),
-        }
-    }
+fn cmd_merge(mode: MergeMode, files: &[PathBuf]) -> anyhow::Result<ExitCode> {
     let contents: Vec<Vec<u8>> = files
         .iter()
-        .map(|f| std::fs::read(f).with_context(|| format!("cannot read {f}")))
+        .map(|f| std::fs::read(f).with_context(|| format!("cannot read {}", f.display())))
         .collect::<anyhow::Result<_>>()?;
-    let layers: Vec<Layer<'_>> = files
+    let names: Vec<String> = files.iter().map(|f| f.display().to_string()).collect();
+    let layers: Vec<Layer<'_>> = names
         .iter()
         .zip(&contents)
         .map(|(name, bytes)| Layer { name, bytes, mode })
@@ -62,4 +148,266 @@ fn cmd_merge(args: &[String]) -> anyhow::Result<ExitCode> {
     let out = yq::eval_all(&layers)?;
     std::io::stdout().write_all(out.as_bytes())?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// Reads files of the repository, refusing paths that leave it.
+fn repo_reader(repo: &Path) -> impl Fn(&str) -> std::io::Result<Vec<u8>> + '_ {
+    move |rel: &str| {
+        let path = repo.join(rel);
+        let canon = path.canonicalize()?;
+        let root = repo.canonicalize()?;
+        if !canon.starts_with(&root) {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::PermissionDenied,
+                format!("{rel} resolves outside the repository"),
+            ));
+        }
+        std::fs::read(canon)
+    }
+}
+
+fn load_stack(common: &Common) -> anyhow::Result<(Stack, stack::Assignments)> {
+    let path = common.repo.join("plimsoll.yaml");
+    let bytes = std::fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?;
+    let stack = stack::parse(&path.display().to_string(), &bytes)?;
+    let vars = stack.assignments(&common.set)?;
+    Ok((stack, vars))
+}
+
+struct Output {
+    path: PathBuf,
+    text: String,
+}
+
+fn planned_outputs(
+    rendered: &Rendered,
+    repo: &Path,
+    out: Option<&Path>,
+    format: Format,
+) -> anyhow::Result<Vec<Output>> {
+    let mut outputs = Vec::new();
+    for r in &rendered.releases {
+        let (rel_path, text) = match format {
+            Format::Yaml => (r.output_path.clone(), r.text.clone()),
+            Format::Json => {
+                let p = Path::new(&r.output_path)
+                    .with_extension("json")
+                    .display()
+                    .to_string();
+                let text = json::to_json(&r.result.node)
+                    .with_context(|| format!("release {}", r.release.name))?;
+                (p, text)
+            }
+        };
+        outputs.push(Output {
+            path: place(repo, out, &rel_path),
+            text,
+        });
+    }
+    outputs.push(Output {
+        path: place(repo, out, &rendered.lock_path),
+        text: render::lock_text(rendered),
+    });
+    Ok(outputs)
+}
+
+/// Where an output path (relative to the repository, under the stack's
+/// output directory) goes when `--out` overrides that directory.
+fn place(repo: &Path, out: Option<&Path>, rel: &str) -> PathBuf {
+    match out {
+        Some(dir) => dir.join(Path::new(rel).file_name().unwrap_or_default()),
+        None => repo.join(rel),
+    }
+}
+
+fn cmd_render(
+    common: &Common,
+    out: Option<&Path>,
+    check: bool,
+    format: Format,
+    strict: bool,
+    strict_keys: bool,
+) -> anyhow::Result<ExitCode> {
+    let (stack, vars) = load_stack(common)?;
+    let read = repo_reader(&common.repo);
+    let rendered = render::render(&stack, &vars, &read)?;
+
+    let mut lints: Vec<render::Lint> = rendered
+        .releases
+        .iter()
+        .flat_map(|r| r.lints.clone())
+        .collect();
+    if strict_keys {
+        for r in &rendered.releases {
+            match chart_defaults(&common.repo, &r.release.chart)? {
+                Some(defaults) => {
+                    let files = render::load_layers(&r.release, &vars, &read)?;
+                    lints.extend(keys::unknown_keys(&r.release.name, &files, &defaults)?);
+                }
+                None => eprintln!(
+                    "note: release {}: chart {} is not available locally; unknown keys not checked",
+                    r.release.name, r.release.chart
+                ),
+            }
+        }
+    }
+    let level = if strict { "error" } else { "warning" };
+    for l in &lints {
+        eprintln!("{level}: {l}");
+    }
+    if strict && !lints.is_empty() {
+        eprintln!(
+            "error: {} lint finding(s) with --strict; nothing written",
+            lints.len()
+        );
+        return Ok(ExitCode::from(1));
+    }
+
+    let outputs = planned_outputs(&rendered, &common.repo, out, format)?;
+    if check {
+        let mut stale = 0;
+        for o in &outputs {
+            match std::fs::read(&o.path) {
+                Ok(disk) if disk == o.text.as_bytes() => {}
+                Ok(_) => {
+                    println!("stale: {}", o.path.display());
+                    stale += 1;
+                }
+                Err(_) => {
+                    println!("missing: {}", o.path.display());
+                    stale += 1;
+                }
+            }
+        }
+        if stale > 0 {
+            eprintln!("{stale} output(s) out of date: run `plimsoll render` and commit the result");
+            return Ok(ExitCode::from(1));
+        }
+        println!("up to date: {} file(s)", outputs.len());
+        return Ok(ExitCode::SUCCESS);
+    }
+    write_all_atomically(&outputs)?;
+    for o in &outputs {
+        println!("wrote {}", o.path.display());
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Writes every output to a temporary file beside it, then renames them
+/// all: a failure before the renames leaves every earlier output as it was.
+fn write_all_atomically(outputs: &[Output]) -> anyhow::Result<()> {
+    let mut temps: Vec<(PathBuf, &Path)> = Vec::new();
+    let result = (|| -> anyhow::Result<()> {
+        for o in outputs {
+            let dir = o.path.parent().unwrap_or(Path::new("."));
+            std::fs::create_dir_all(dir)
+                .with_context(|| format!("cannot create {}", dir.display()))?;
+            let name = o.path.file_name().unwrap_or_default().to_string_lossy();
+            let tmp = dir.join(format!(".{name}.plimsoll-tmp-{}", std::process::id()));
+            let mut f = std::fs::File::create(&tmp)
+                .with_context(|| format!("cannot write {}", tmp.display()))?;
+            temps.push((tmp.clone(), &o.path));
+            f.write_all(o.text.as_bytes())?;
+            f.sync_all()?;
+        }
+        Ok(())
+    })();
+    if let Err(e) = result {
+        for (tmp, _) in &temps {
+            let _ = std::fs::remove_file(tmp);
+        }
+        return Err(e);
+    }
+    for (tmp, dest) in &temps {
+        std::fs::rename(tmp, dest).with_context(|| format!("cannot replace {}", dest.display()))?;
+    }
+    Ok(())
+}
+
+/// The default values of a chart available locally (a directory or a
+/// packaged `.tgz`, relative to the repository), or `None`.
+fn chart_defaults(
+    repo: &Path,
+    chart: &str,
+) -> anyhow::Result<Option<plimsoll_renderer::yaml::Node>> {
+    let path = repo.join(chart);
+    let files = if path.is_dir() {
+        chart_dir(&path)?
+    } else if path.is_file() && chart.ends_with(".tgz") {
+        let bytes =
+            std::fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?;
+        keys::chart_from_tgz(&bytes).with_context(|| path.display().to_string())?
+    } else {
+        return Ok(None);
+    };
+    Ok(Some(
+        keys::defaults(&files).with_context(|| path.display().to_string())?,
+    ))
+}
+
+fn chart_dir(dir: &Path) -> anyhow::Result<keys::ChartFiles> {
+    let mut files = keys::ChartFiles::default();
+    let values = dir.join("values.yaml");
+    if values.is_file() {
+        files.values = Some(std::fs::read(&values)?);
+    }
+    let charts = dir.join("charts");
+    if charts.is_dir() {
+        let mut entries: Vec<_> = std::fs::read_dir(&charts)?.collect::<Result<_, _>>()?;
+        entries.sort_by_key(|e| e.file_name());
+        for e in entries {
+            let p = e.path();
+            let name = e.file_name().to_string_lossy().into_owned();
+            if p.is_dir() {
+                files.subcharts.push((name, chart_dir(&p)?));
+            } else if let Some(stem) = name.strip_suffix(".tgz") {
+                let sub = keys::chart_from_tgz(&std::fs::read(&p)?)?;
+                let stem = match stem.rfind('-') {
+                    Some(i) if stem[i + 1..].starts_with(|c: char| c.is_ascii_digit()) => {
+                        &stem[..i]
+                    }
+                    _ => stem,
+                };
+                files.subcharts.push((stem.to_string(), sub));
+            }
+        }
+    }
+    Ok(files)
+}
+
+fn cmd_explain(common: &Common, release: &str, path: &str) -> anyhow::Result<ExitCode> {
+    let (stack, vars) = load_stack(common)?;
+    let Some(rel) = stack.release(release) else {
+        let names: Vec<&str> = stack.releases.iter().map(|r| r.name.as_str()).collect();
+        bail!("no release {release:?} (releases: {})", names.join(", "));
+    };
+    let keys = render::parse_path(path);
+    let read = repo_reader(&common.repo);
+    let steps = render::explain(rel, &vars, &read, &keys)?;
+    let mut out = std::io::stdout().lock();
+    let Some(last) = steps.last() else {
+        writeln!(out, "{path}: not set by any layer of {release}")?;
+        return Ok(ExitCode::from(1));
+    };
+    match &last.value {
+        Some(v) => writeln!(out, "{path} = {}", indent_block(v))?,
+        None => writeln!(out, "{path} is absent from the rendered values")?,
+    }
+    writeln!(out, "  set by {}:{}", last.file, last.line)?;
+    for s in steps.iter().rev().skip(1) {
+        let what = match &s.value {
+            Some(v) => indent_block(v),
+            None => "(absent)".to_string(),
+        };
+        writeln!(out, "  overrode {what}  ({}:{})", s.file, s.line)?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn indent_block(v: &str) -> String {
+    if v.contains('\n') {
+        format!("\n    {}", v.replace('\n', "\n    "))
+    } else {
+        v.to_string()
+    }
 }

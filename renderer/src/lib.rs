@@ -10,6 +10,10 @@
 //!
 //! Nothing here does I/O: callers read files and hand over bytes.
 
+pub mod json;
+pub mod keys;
 pub mod merge;
+pub mod render;
+pub mod stack;
 pub mod yaml;
 pub mod yq;

@@ -1,0 +1,417 @@
+//! Rendering a stack: every release's layers merged into one values
+//! document, with the lock (digests of inputs and outputs) and lints.
+//!
+//! Pure: files are read through the `read` function the caller passes, so
+//! the same code renders from a working tree or from a git revision.
+
+use sha2::{Digest, Sha256};
+
+use crate::merge::{Candidate, MergeEvent, MergeMode};
+use crate::stack::{substitute, Assignments, Release, Stack};
+use crate::yaml::{Node, Origin};
+use crate::yq::{self, Layer, LayerError};
+
+/// One input of a rendered release, after variable substitution.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct InputFile {
+    pub path: String,
+    pub sha256: String,
+    pub mode: MergeMode,
+}
+
+/// What a lint found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LintKind {
+    NullClobber,
+    TypeChange,
+    UnknownKey,
+}
+
+impl LintKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            LintKind::NullClobber => "null-clobber",
+            LintKind::TypeChange => "type-change",
+            LintKind::UnknownKey => "unknown-key",
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Lint {
+    pub kind: LintKind,
+    pub release: String,
+    pub file: String,
+    pub line: u32,
+    pub column: u32,
+    pub message: String,
+}
+
+impl std::fmt::Display for Lint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{}:{}:{}: [{}] {}: {}",
+            self.file,
+            self.line,
+            self.column,
+            self.kind.name(),
+            self.release,
+            self.message
+        )
+    }
+}
+
+/// One release's rendered values.
+#[derive(Clone, Debug)]
+pub struct RenderedRelease {
+    pub release: Release,
+    /// Where the output goes, relative to the repository root.
+    pub output_path: String,
+    pub result: Candidate,
+    /// The rendered YAML, byte-identical to yq's output for the same files.
+    pub text: String,
+    pub inputs: Vec<InputFile>,
+    pub lints: Vec<Lint>,
+}
+
+#[derive(Clone, Debug)]
+pub struct Rendered {
+    pub assignments: Assignments,
+    pub releases: Vec<RenderedRelease>,
+    /// Path of the lock file, relative to the repository root.
+    pub lock_path: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RenderError {
+    #[error("plimsoll.yaml:{line}: release {release:?}: cannot read layer {path}: {source}")]
+    MissingLayer {
+        release: String,
+        path: String,
+        line: u32,
+        source: std::io::Error,
+    },
+    #[error("release {release:?}: {source}")]
+    Layer { release: String, source: LayerError },
+}
+
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    let digest = Sha256::digest(bytes);
+    let mut s = String::with_capacity(64);
+    for b in digest {
+        s.push_str(&format!("{b:02x}"));
+    }
+    s
+}
+
+/// Renders every release of `stack` with `vars`, reading layer files
+/// (paths relative to the repository root) through `read`.
+pub fn render(
+    stack: &Stack,
+    vars: &Assignments,
+    read: &dyn Fn(&str) -> std::io::Result<Vec<u8>>,
+) -> Result<Rendered, RenderError> {
+    let mut releases = Vec::new();
+    for release in &stack.releases {
+        releases.push(render_release(stack, release, vars, read)?);
+    }
+    Ok(Rendered {
+        assignments: vars.clone(),
+        releases,
+        lock_path: join(&substitute(&stack.output, vars), "plimsoll.lock"),
+    })
+}
+
+fn join(dir: &str, file: &str) -> String {
+    if dir.is_empty() || dir == "." {
+        file.to_string()
+    } else {
+        format!("{}/{}", dir.trim_end_matches('/'), file)
+    }
+}
+
+/// Reads and substitutes a release's layers.
+pub fn load_layers(
+    release: &Release,
+    vars: &Assignments,
+    read: &dyn Fn(&str) -> std::io::Result<Vec<u8>>,
+) -> Result<Vec<(String, Vec<u8>, MergeMode)>, RenderError> {
+    release
+        .layers
+        .iter()
+        .map(|spec| {
+            let path = substitute(&spec.path, vars);
+            let bytes = read(&path).map_err(|source| RenderError::MissingLayer {
+                release: release.name.clone(),
+                path: path.clone(),
+                line: spec.line,
+                source,
+            })?;
+            Ok((path, bytes, spec.mode))
+        })
+        .collect()
+}
+
+fn render_release(
+    stack: &Stack,
+    release: &Release,
+    vars: &Assignments,
+    read: &dyn Fn(&str) -> std::io::Result<Vec<u8>>,
+) -> Result<RenderedRelease, RenderError> {
+    let files = load_layers(release, vars, read)?;
+    let layers: Vec<Layer<'_>> = files
+        .iter()
+        .map(|(path, bytes, mode)| Layer {
+            name: path,
+            bytes,
+            mode: *mode,
+        })
+        .collect();
+    let mut events = Vec::new();
+    let result = yq::merge_layers(&layers, &mut events).map_err(|source| RenderError::Layer {
+        release: release.name.clone(),
+        source,
+    })?;
+    let text = yq::print(&result);
+    let lints = events
+        .iter()
+        .map(|(idx, ev)| lint_from_event(&release.name, &files, *idx, ev))
+        .collect();
+    Ok(RenderedRelease {
+        release: release.clone(),
+        output_path: join(
+            &substitute(&stack.output, vars),
+            &substitute(&release.output, vars),
+        ),
+        result,
+        text,
+        inputs: files
+            .iter()
+            .map(|(path, bytes, mode)| InputFile {
+                path: path.clone(),
+                sha256: sha256_hex(bytes),
+                mode: *mode,
+            })
+            .collect(),
+        lints,
+    })
+}
+
+fn place(files: &[(String, Vec<u8>, MergeMode)], o: Origin) -> String {
+    match files.get(o.layer as usize) {
+        Some((path, _, _)) => format!("{path}:{}", o.line),
+        None => "an earlier layer".to_string(),
+    }
+}
+
+fn lint_from_event(
+    release: &str,
+    files: &[(String, Vec<u8>, MergeMode)],
+    idx: usize,
+    ev: &MergeEvent,
+) -> Lint {
+    let file = files.get(idx).map(|f| f.0.clone()).unwrap_or_default();
+    match ev {
+        MergeEvent::NullClobber {
+            path,
+            at,
+            erased_keys,
+            erased_origin,
+        } => Lint {
+            kind: LintKind::NullClobber,
+            release: release.to_string(),
+            file,
+            line: at.line,
+            column: at.column,
+            message: format!(
+                "`{}` is null here and erases what earlier layers set under it ({}): {}",
+                format_path(path),
+                place(files, *erased_origin),
+                erased_keys.join(", ")
+            ),
+        },
+        MergeEvent::TypeChange {
+            path,
+            at,
+            from,
+            to,
+            from_origin,
+        } => Lint {
+            kind: LintKind::TypeChange,
+            release: release.to_string(),
+            file,
+            line: at.line,
+            column: at.column,
+            message: format!(
+                "`{}` changes from a {from} ({}) to a {to}",
+                format_path(path),
+                place(files, *from_origin)
+            ),
+        },
+    }
+}
+
+/// Formats a key path as `a.b."c.d".[0]`.
+pub fn format_path(path: &[String]) -> String {
+    path.iter()
+        .map(|p| {
+            if p.contains('.') || p.is_empty() {
+                format!("{p:?}")
+            } else {
+                p.clone()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(".")
+}
+
+/// The lock file: variable values and the sha256 of every input and output.
+pub fn lock_text(rendered: &Rendered) -> String {
+    let mut out =
+        String::from("# Written by `plimsoll render`; `plimsoll render --check` verifies it.\n");
+    out.push_str("version: 1\nvariables:\n");
+    for (k, v) in &rendered.assignments {
+        out.push_str(&format!("  {}: {}\n", yaml_str(k), yaml_str(v)));
+    }
+    out.push_str("releases:\n");
+    for r in &rendered.releases {
+        out.push_str(&format!("  - name: {}\n", yaml_str(&r.release.name)));
+        out.push_str(&format!("    chart: {}\n", yaml_str(&r.release.chart)));
+        out.push_str(&format!("    version: {}\n", yaml_str(&r.release.version)));
+        out.push_str(&format!("    output: {}\n", yaml_str(&r.output_path)));
+        out.push_str(&format!("    sha256: {}\n", sha256_hex(r.text.as_bytes())));
+        out.push_str("    inputs:\n");
+        for i in &r.inputs {
+            out.push_str(&format!(
+                "      - path: {}\n        sha256: {}\n",
+                yaml_str(&i.path),
+                i.sha256
+            ));
+        }
+    }
+    out
+}
+
+/// A string as a YAML scalar, quoted when a plain scalar would change it.
+fn yaml_str(s: &str) -> String {
+    let plain_ok = !s.is_empty()
+        && crate::yaml::resolve::resolve(s) == "!!str"
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_./@+".contains(c))
+        && !s.starts_with(['-', '.', '@']);
+    if plain_ok {
+        s.to_string()
+    } else {
+        format!("{s:?}")
+    }
+}
+
+/// The value at `path` (keys, or `[n]` for sequence indexes).
+pub fn lookup<'n>(root: &'n Node, path: &[String]) -> Option<&'n Node> {
+    let mut n = root.unwrap_document();
+    for p in path {
+        n = match n.kind {
+            crate::yaml::Kind::Mapping => n.get(p)?,
+            crate::yaml::Kind::Sequence => {
+                let idx: usize = p
+                    .trim_start_matches('[')
+                    .trim_end_matches(']')
+                    .parse()
+                    .ok()?;
+                n.content.get(idx)?
+            }
+            _ => return None,
+        };
+    }
+    Some(n)
+}
+
+/// Splits `a.b."c.d"[0]` into keys.
+pub fn parse_path(s: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut cur = String::new();
+    let mut chars = s.chars().peekable();
+    let mut quoted = false;
+    while let Some(c) = chars.next() {
+        match c {
+            '"' => quoted = !quoted,
+            '.' if !quoted => {
+                if !cur.is_empty() {
+                    out.push(std::mem::take(&mut cur));
+                }
+            }
+            '[' if !quoted => {
+                if !cur.is_empty() {
+                    out.push(std::mem::take(&mut cur));
+                }
+                let mut idx = String::new();
+                for d in chars.by_ref() {
+                    if d == ']' {
+                        break;
+                    }
+                    idx.push(d);
+                }
+                out.push(idx);
+            }
+            _ => cur.push(c),
+        }
+    }
+    if !cur.is_empty() {
+        out.push(cur);
+    }
+    out
+}
+
+/// One layer's effect on a key path.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ExplainStep {
+    pub file: String,
+    pub line: u32,
+    /// The value after this layer, as YAML; `None` when the path is absent.
+    pub value: Option<String>,
+}
+
+/// The history of a key path through a release's layers: every layer that
+/// changed it, in order. The last step is the final value.
+pub fn explain(
+    release: &Release,
+    vars: &Assignments,
+    read: &dyn Fn(&str) -> std::io::Result<Vec<u8>>,
+    path: &[String],
+) -> Result<Vec<ExplainStep>, RenderError> {
+    let files = load_layers(release, vars, read)?;
+    let mut steps: Vec<ExplainStep> = Vec::new();
+    let mut previous: Option<String> = None;
+    for i in 0..files.len() {
+        // Merging a prefix of the layers shows the value after layer i.
+        let layers: Vec<Layer<'_>> = files[..=i]
+            .iter()
+            .map(|(p, b, m)| Layer {
+                name: p,
+                bytes: b,
+                mode: *m,
+            })
+            .collect();
+        let mut events = Vec::new();
+        let acc = yq::merge_layers(&layers, &mut events).map_err(|source| RenderError::Layer {
+            release: release.name.clone(),
+            source,
+        })?;
+        let node = lookup(&acc.node, path);
+        let value = node.map(|n| crate::yaml::to_string(n, 2).trim_end().to_string());
+        if value != previous {
+            let line = match node {
+                Some(n) if n.origin.layer as usize == i => n.origin.line,
+                _ => 0,
+            };
+            steps.push(ExplainStep {
+                file: files[i].0.clone(),
+                line,
+                value: value.clone(),
+            });
+            previous = value;
+        }
+    }
+    Ok(steps)
+}

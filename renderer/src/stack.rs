@@ -1,0 +1,569 @@
+//! The stack file (`plimsoll.yaml`): variables, stages, releases and their
+//! ordered layers.
+//!
+//! ```yaml
+//! variables:
+//!   segment: { values: [m, l, xl], default: m }
+//! output: rendered
+//! stages: [data, application]          # or entries with `after: [...]`
+//! releases:
+//!   - name: thingpark-data
+//!     chart: actility/thingpark-data   # or a local directory / .tgz
+//!     version: 2.2.2
+//!     namespace: thingpark
+//!     stage: data
+//!     output: thingpark-data.yaml      # default: NAME.yaml
+//!     layers:
+//!       - profiles/${segment}.yaml
+//!       - { path: site/data.yaml, mode: append }
+//! ```
+
+use std::collections::{BTreeMap, HashMap};
+
+use crate::merge::MergeMode;
+use crate::yaml::{self, Kind, Node};
+
+/// A stack file that cannot be used, with where the problem is.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{file}:{line}:{column}: {message}")]
+pub struct StackError {
+    pub file: String,
+    pub line: u32,
+    pub column: u32,
+    pub message: String,
+}
+
+/// A variable and the values it may take.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Variable {
+    pub name: String,
+    pub allowed: Vec<String>,
+    pub default: Option<String>,
+}
+
+/// One input file of a release, before variables are substituted.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LayerSpec {
+    pub path: String,
+    pub mode: MergeMode,
+    pub line: u32,
+}
+
+/// A Helm release the stack renders values for.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Release {
+    pub name: String,
+    pub chart: String,
+    pub version: String,
+    pub namespace: String,
+    pub stage: String,
+    pub output: String,
+    pub layers: Vec<LayerSpec>,
+    pub line: u32,
+}
+
+/// A validated stack file. Releases are in stage order.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Stack {
+    pub variables: Vec<Variable>,
+    pub stages: Vec<String>,
+    pub output: String,
+    pub releases: Vec<Release>,
+}
+
+/// The variable values a render uses.
+pub type Assignments = BTreeMap<String, String>;
+
+struct Reader<'a> {
+    file: &'a str,
+    anchors: HashMap<String, Node>,
+}
+
+impl<'a> Reader<'a> {
+    fn err(&self, n: &Node, message: impl Into<String>) -> StackError {
+        StackError {
+            file: self.file.to_string(),
+            line: n.origin.line,
+            column: n.origin.column,
+            message: message.into(),
+        }
+    }
+
+    /// Follows an alias to its anchored node.
+    fn deref<'n>(&'n self, n: &'n Node) -> &'n Node {
+        match n.kind {
+            Kind::Alias => self.anchors.get(&n.value).unwrap_or(n),
+            _ => n,
+        }
+    }
+
+    fn string(&self, n: &Node, what: &str) -> Result<String, StackError> {
+        let n = self.deref(n);
+        match n.kind {
+            Kind::Scalar if !n.is_null() => Ok(n.value.clone()),
+            _ => Err(self.err(n, format!("{what} must be a string"))),
+        }
+    }
+
+    fn map<'n>(&'n self, n: &'n Node, what: &str) -> Result<&'n Node, StackError> {
+        let n = self.deref(n);
+        match n.kind {
+            Kind::Mapping => Ok(n),
+            _ => Err(self.err(n, format!("{what} must be a mapping"))),
+        }
+    }
+
+    fn seq<'n>(&'n self, n: &'n Node, what: &str) -> Result<&'n [Node], StackError> {
+        let n = self.deref(n);
+        match n.kind {
+            Kind::Sequence => Ok(&n.content),
+            _ => Err(self.err(n, format!("{what} must be a sequence"))),
+        }
+    }
+
+    fn check_keys(&self, map: &Node, allowed: &[&str], what: &str) -> Result<(), StackError> {
+        for (k, _) in map.pairs() {
+            if !allowed.contains(&k.value.as_str()) {
+                return Err(self.err(
+                    k,
+                    format!(
+                        "unknown field {:?} in {what} (expected one of: {})",
+                        k.value,
+                        allowed.join(", ")
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+fn collect_anchors(n: &Node, out: &mut HashMap<String, Node>) {
+    if !n.anchor.is_empty() {
+        out.insert(n.anchor.clone(), n.clone());
+    }
+    for c in &n.content {
+        collect_anchors(c, out);
+    }
+}
+
+/// Parses and validates a stack file.
+pub fn parse(file: &str, bytes: &[u8]) -> Result<Stack, StackError> {
+    let docs = yaml::parse_documents(bytes, 0).map_err(|e| StackError {
+        file: file.to_string(),
+        line: e.line as u32,
+        column: e.column as u32,
+        message: e.message,
+    })?;
+    let root = match docs.first().map(Node::unwrap_document) {
+        Some(n) if n.kind == Kind::Mapping => n.clone(),
+        Some(n) => {
+            return Err(StackError {
+                file: file.to_string(),
+                line: n.origin.line.max(1),
+                column: n.origin.column.max(1),
+                message: "a stack file must be a mapping".into(),
+            })
+        }
+        None => {
+            return Err(StackError {
+                file: file.to_string(),
+                line: 1,
+                column: 1,
+                message: "the stack file is empty".into(),
+            })
+        }
+    };
+    let mut anchors = HashMap::new();
+    collect_anchors(&root, &mut anchors);
+    let r = Reader { file, anchors };
+    r.check_keys(
+        &root,
+        &[
+            "apiVersion",
+            "kind",
+            "name",
+            "variables",
+            "output",
+            "stages",
+            "releases",
+        ],
+        "the stack file",
+    )?;
+
+    let mut variables = Vec::new();
+    if let Some(vars) = root.get("variables") {
+        for (k, v) in r.map(vars, "variables")?.pairs() {
+            let v = r.deref(v);
+            let (allowed_node, default) = match v.kind {
+                Kind::Sequence => (Some(v), None),
+                Kind::Mapping => {
+                    r.check_keys(v, &["values", "default"], "a variable")?;
+                    let d = v
+                        .get("default")
+                        .map(|d| r.string(d, "default"))
+                        .transpose()?;
+                    (v.get("values"), d.map(|s| (s, v.get("default").cloned())))
+                }
+                _ => {
+                    return Err(r.err(
+                        v,
+                        format!("variable {:?} must list its allowed values", k.value),
+                    ))
+                }
+            };
+            let allowed = match allowed_node {
+                Some(a) => r
+                    .seq(a, "values")?
+                    .iter()
+                    .map(|x| r.string(x, "an allowed value"))
+                    .collect::<Result<Vec<_>, _>>()?,
+                None => return Err(r.err(v, format!("variable {:?} has no `values`", k.value))),
+            };
+            if allowed.is_empty() {
+                return Err(r.err(k, format!("variable {:?} allows no value", k.value)));
+            }
+            if let Some((d, node)) = &default {
+                if !allowed.contains(d) {
+                    let at = node.as_ref().unwrap_or(k);
+                    return Err(r.err(
+                        at,
+                        format!(
+                            "default {d:?} of variable {:?} is not one of {}",
+                            k.value,
+                            allowed.join(", ")
+                        ),
+                    ));
+                }
+            }
+            variables.push(Variable {
+                name: k.value.clone(),
+                allowed,
+                default: default.map(|(d, _)| d),
+            });
+        }
+    }
+
+    let output = match root.get("output") {
+        Some(o) => r.string(o, "output")?,
+        None => "rendered".to_string(),
+    };
+    check_relative_path(&r, root.get("output").unwrap_or(&root), &output)?;
+
+    // Stages: names in order, optionally with `after` dependencies.
+    let mut stage_decl: Vec<(String, Vec<String>, Node)> = Vec::new();
+    if let Some(st) = root.get("stages") {
+        for s in r.seq(st, "stages")? {
+            let s = r.deref(s);
+            match s.kind {
+                Kind::Scalar => stage_decl.push((r.string(s, "a stage")?, Vec::new(), s.clone())),
+                Kind::Mapping => {
+                    r.check_keys(s, &["name", "after"], "a stage")?;
+                    let name = r.string(
+                        s.get("name")
+                            .ok_or_else(|| r.err(s, "a stage needs a name"))?,
+                        "name",
+                    )?;
+                    let after = match s.get("after") {
+                        Some(a) => r
+                            .seq(a, "after")?
+                            .iter()
+                            .map(|x| r.string(x, "a stage name"))
+                            .collect::<Result<Vec<_>, _>>()?,
+                        None => Vec::new(),
+                    };
+                    stage_decl.push((name, after, s.clone()));
+                }
+                _ => return Err(r.err(s, "a stage is a name or a mapping with name and after")),
+            }
+        }
+    }
+
+    let mut releases = Vec::new();
+    let rel_node = root
+        .get("releases")
+        .ok_or_else(|| r.err(&root, "the stack file declares no releases"))?;
+    for rel in r.seq(rel_node, "releases")? {
+        let rel = r.map(rel, "a release")?;
+        r.check_keys(
+            rel,
+            &[
+                "name",
+                "chart",
+                "version",
+                "namespace",
+                "stage",
+                "output",
+                "layers",
+            ],
+            "a release",
+        )?;
+        let field = |name: &str| -> Result<String, StackError> {
+            let n = rel
+                .get(name)
+                .ok_or_else(|| r.err(rel, format!("release is missing `{name}`")))?;
+            r.string(n, name)
+        };
+        let name = field("name")?;
+        let chart = field("chart")?;
+        let version = field("version")?;
+        let namespace = field("namespace")?;
+        let stage = field("stage")?;
+        let output = match rel.get("output") {
+            Some(o) => r.string(o, "output")?,
+            None => format!("{name}.yaml"),
+        };
+        check_relative_path(&r, rel.get("output").unwrap_or(rel), &output)?;
+        let mut layers = Vec::new();
+        let lnode = rel
+            .get("layers")
+            .ok_or_else(|| r.err(rel, format!("release {name:?} has no layers")))?;
+        for l in r.seq(lnode, "layers")? {
+            let l = r.deref(l);
+            let (path, mode) = match l.kind {
+                Kind::Scalar => (r.string(l, "a layer")?, MergeMode::Replace),
+                Kind::Mapping => {
+                    r.check_keys(l, &["path", "mode"], "a layer")?;
+                    let p = r.string(
+                        l.get("path")
+                            .ok_or_else(|| r.err(l, "a layer needs a path"))?,
+                        "path",
+                    )?;
+                    let mode = match l.get("mode") {
+                        Some(m) => {
+                            let s = r.string(m, "mode")?;
+                            MergeMode::parse(&s).ok_or_else(|| {
+                                r.err(m, format!("unknown merge mode {s:?} (expected replace, append or by-index)"))
+                            })?
+                        }
+                        None => MergeMode::Replace,
+                    };
+                    (p, mode)
+                }
+                _ => return Err(r.err(l, "a layer is a path or a mapping with path and mode")),
+            };
+            check_relative_path(&r, l, &path)?;
+            for var in placeholders(&path) {
+                if !variables.iter().any(|v| v.name == var) {
+                    return Err(r.err(
+                        l,
+                        format!("layer {path:?} uses unknown variable ${{{var}}}"),
+                    ));
+                }
+            }
+            layers.push(LayerSpec {
+                path,
+                mode,
+                line: l.origin.line,
+            });
+        }
+        if layers.is_empty() {
+            return Err(r.err(lnode, format!("release {name:?} has no layers")));
+        }
+        if releases.iter().any(|x: &Release| x.name == name) {
+            return Err(r.err(rel, format!("duplicate release name {name:?}")));
+        }
+        if releases.iter().any(|x: &Release| x.output == output) {
+            return Err(r.err(
+                rel,
+                format!("release {name:?} writes {output:?}, as an earlier release does"),
+            ));
+        }
+        releases.push(Release {
+            name,
+            chart,
+            version,
+            namespace,
+            stage,
+            output,
+            layers,
+            line: rel.origin.line,
+        });
+    }
+
+    let stages = order_stages(&r, &root, stage_decl, &releases)?;
+    releases.sort_by_key(|rel| {
+        stages
+            .iter()
+            .position(|s| *s == rel.stage)
+            .unwrap_or(usize::MAX)
+    });
+    Ok(Stack {
+        variables,
+        stages,
+        output,
+        releases,
+    })
+}
+
+/// Orders stages by their `after` dependencies (declaration order breaks
+/// ties) and checks that every stage has a release and every release a
+/// declared stage.
+fn order_stages(
+    r: &Reader<'_>,
+    root: &Node,
+    decl: Vec<(String, Vec<String>, Node)>,
+    releases: &[Release],
+) -> Result<Vec<String>, StackError> {
+    if decl.is_empty() {
+        // Without a `stages` list, releases run in file order, one stage each.
+        let mut out: Vec<String> = Vec::new();
+        for rel in releases {
+            if !out.contains(&rel.stage) {
+                out.push(rel.stage.clone());
+            }
+        }
+        return Ok(out);
+    }
+    for (i, (name, after, node)) in decl.iter().enumerate() {
+        if decl[..i].iter().any(|(n, _, _)| n == name) {
+            return Err(r.err(node, format!("stage {name:?} is declared twice")));
+        }
+        for a in after {
+            if !decl.iter().any(|(n, _, _)| n == a) {
+                return Err(r.err(
+                    node,
+                    format!("stage {name:?} runs after unknown stage {a:?}"),
+                ));
+            }
+        }
+    }
+    for rel in releases {
+        if !decl.iter().any(|(n, _, _)| *n == rel.stage) {
+            let at = root.get("releases").unwrap_or(root);
+            return Err(StackError {
+                line: rel.line,
+                column: 3,
+                ..r.err(
+                    at,
+                    format!(
+                        "release {:?} names undeclared stage {:?}",
+                        rel.name, rel.stage
+                    ),
+                )
+            });
+        }
+    }
+    // Kahn's algorithm, picking the earliest declared ready stage.
+    let mut done: Vec<String> = Vec::new();
+    while done.len() < decl.len() {
+        let next = decl
+            .iter()
+            .find(|(n, after, _)| !done.contains(n) && after.iter().all(|a| done.contains(a)));
+        match next {
+            Some((n, _, _)) => done.push(n.clone()),
+            None => {
+                let stuck: Vec<&str> = decl
+                    .iter()
+                    .filter(|(n, _, _)| !done.contains(n))
+                    .map(|(n, _, _)| n.as_str())
+                    .collect();
+                let node = &decl
+                    .iter()
+                    .find(|(n, _, _)| !done.contains(n))
+                    .expect("stuck stage")
+                    .2;
+                return Err(r.err(node, format!("stages form a cycle: {}", stuck.join(" -> "))));
+            }
+        }
+    }
+    for (name, _, node) in &decl {
+        if !releases.iter().any(|rel| rel.stage == *name) {
+            return Err(r.err(
+                node,
+                format!("stage {name:?} has no release (a gap in the stages)"),
+            ));
+        }
+    }
+    Ok(done)
+}
+
+fn check_relative_path(r: &Reader<'_>, at: &Node, path: &str) -> Result<(), StackError> {
+    let escapes = path.starts_with('/')
+        || path.starts_with('\\')
+        || path.split(['/', '\\']).any(|seg| seg == "..")
+        || path.contains(':');
+    if escapes || path.is_empty() {
+        return Err(r.err(
+            at,
+            format!("path {path:?} escapes the repository (use a relative path inside it)"),
+        ));
+    }
+    Ok(())
+}
+
+/// The `${name}` placeholders of a path.
+pub fn placeholders(path: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut rest = path;
+    while let Some(start) = rest.find("${") {
+        match rest[start + 2..].find('}') {
+            Some(end) => {
+                out.push(rest[start + 2..start + 2 + end].to_string());
+                rest = &rest[start + 2 + end + 1..];
+            }
+            None => break,
+        }
+    }
+    out
+}
+
+/// Substitutes variables into a path.
+pub fn substitute(path: &str, vars: &Assignments) -> String {
+    let mut out = path.to_string();
+    for (k, v) in vars {
+        out = out.replace(&format!("${{{k}}}"), v);
+    }
+    out
+}
+
+/// A `--set` that cannot be used.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum AssignmentError {
+    #[error("unknown variable {0:?} (the stack file declares: {1})")]
+    Unknown(String, String),
+    #[error("value {value:?} is not allowed for {name} (allowed: {allowed})")]
+    NotAllowed {
+        name: String,
+        value: String,
+        allowed: String,
+    },
+    #[error("variable {0} has no default; set it with --set {0}=VALUE")]
+    Missing(String),
+}
+
+impl Stack {
+    /// Resolves `--set` values against the declared variables and defaults.
+    pub fn assignments(&self, set: &[(String, String)]) -> Result<Assignments, AssignmentError> {
+        let mut out = Assignments::new();
+        for (k, v) in set {
+            let Some(var) = self.variables.iter().find(|x| x.name == *k) else {
+                let names: Vec<&str> = self.variables.iter().map(|x| x.name.as_str()).collect();
+                return Err(AssignmentError::Unknown(k.clone(), names.join(", ")));
+            };
+            if !var.allowed.contains(v) {
+                return Err(AssignmentError::NotAllowed {
+                    name: k.clone(),
+                    value: v.clone(),
+                    allowed: var.allowed.join(", "),
+                });
+            }
+            out.insert(k.clone(), v.clone());
+        }
+        for var in &self.variables {
+            if !out.contains_key(&var.name) {
+                match &var.default {
+                    Some(d) => {
+                        out.insert(var.name.clone(), d.clone());
+                    }
+                    None => return Err(AssignmentError::Missing(var.name.clone())),
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    pub fn release(&self, name: &str) -> Option<&Release> {
+        self.releases.iter().find(|r| r.name == name)
+    }
+}
