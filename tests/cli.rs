@@ -1,0 +1,490 @@
+//! End-to-end tests of the `plimsoll` binary: each test works in a fresh
+//! temporary repository.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn plimsoll(dir: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_plimsoll"))
+        .current_dir(dir)
+        .args(args)
+        .output()
+        .expect("run plimsoll")
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        let dest = to.join(e.file_name());
+        if e.path().is_dir() {
+            copy_dir(&e.path(), &dest);
+        } else {
+            std::fs::copy(e.path(), dest).unwrap();
+        }
+    }
+}
+
+/// A temporary copy of the bundled example repository.
+fn example_repo() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(
+        root().join("plimsoll.yaml"),
+        dir.path().join("plimsoll.yaml"),
+    )
+    .unwrap();
+    for d in ["profiles", "overlays", "site"] {
+        copy_dir(&root().join(d), &dir.path().join(d));
+    }
+    dir
+}
+
+fn write(dir: &Path, rel: &str, text: &str) {
+    let p = dir.join(rel);
+    std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+    std::fs::write(p, text).unwrap();
+}
+
+#[test]
+fn render_writes_every_release_and_check_detects_staleness() {
+    let repo = example_repo();
+    let o = plimsoll(repo.path(), &["render"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    for name in [
+        "thingpark-data-controllers",
+        "thingpark-data",
+        "thingpark-application-controllers",
+        "thingpark-enterprise",
+    ] {
+        assert!(
+            repo.path().join(format!("rendered/{name}.yaml")).is_file(),
+            "{name}"
+        );
+    }
+    let lock = std::fs::read_to_string(repo.path().join("rendered/plimsoll.lock")).unwrap();
+    assert!(
+        lock.contains("segment: m") && lock.contains("path: profiles/m.yaml"),
+        "{lock}"
+    );
+
+    let o = plimsoll(repo.path(), &["render", "--check"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+
+    // A changed layer makes the outputs that use it stale.
+    let mut site = std::fs::read_to_string(repo.path().join("site/data-stack.yaml")).unwrap();
+    site.push_str("extra: 1\n");
+    write(repo.path(), "site/data-stack.yaml", &site);
+    let o = plimsoll(repo.path(), &["render", "--check"]);
+    assert_eq!(o.status.code(), Some(1));
+    let out = stdout(&o);
+    assert!(
+        out.contains("stale: ./rendered/thingpark-data.yaml"),
+        "{out}"
+    );
+    assert!(out.contains("stale: ./rendered/plimsoll.lock"), "{out}");
+    assert!(!out.contains("thingpark-enterprise.yaml"), "{out}");
+
+    // A missing output is named too.
+    std::fs::remove_file(repo.path().join("rendered/thingpark-enterprise.yaml")).unwrap();
+    let o = plimsoll(repo.path(), &["render", "--check"]);
+    assert!(stdout(&o).contains("missing: ./rendered/thingpark-enterprise.yaml"));
+}
+
+#[test]
+fn render_equals_merge_of_the_same_layers() {
+    let repo = example_repo();
+    let o = plimsoll(
+        repo.path(),
+        &["render", "--set", "segment=l", "--set", "cloud=gcp"],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let rendered =
+        std::fs::read_to_string(repo.path().join("rendered/thingpark-enterprise.yaml")).unwrap();
+    let o = plimsoll(
+        repo.path(),
+        &[
+            "merge",
+            "overlays/storage/gcp.yaml",
+            "overlays/lb/gcp.yaml",
+            "overlays/priority-class.yaml",
+            "profiles/l.yaml",
+            "site/application-stack.yaml",
+        ],
+    );
+    assert!(o.status.success());
+    assert_eq!(stdout(&o), rendered);
+    assert!(rendered.contains("storageClass: \"thingpark-csi-pd-ssd-xfs\""));
+    assert!(
+        rendered.contains("host: *dnsHostname"),
+        "aliases are kept as written"
+    );
+}
+
+#[test]
+fn render_json_types_values() {
+    let repo = example_repo();
+    let o = plimsoll(repo.path(), &["render", "--format", "json"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let j = std::fs::read_to_string(repo.path().join("rendered/thingpark-data.json")).unwrap();
+    assert!(j.contains("\"replicas\": 1"), "{j}");
+    assert!(j.contains("\"size\": \"10Gi\""), "{j}");
+    let j =
+        std::fs::read_to_string(repo.path().join("rendered/thingpark-enterprise.json")).unwrap();
+    assert!(
+        j.contains("\"host\": \"enterprise.example.org\""),
+        "aliases resolved in JSON: {j}"
+    );
+}
+
+#[test]
+fn explain_shows_the_layer_and_what_it_overrode() {
+    let repo = example_repo();
+    write(
+        repo.path(),
+        "site/data-stack.yaml",
+        "mariadb-galera:\n  persistence:\n    size: 12Gi\n",
+    );
+    let o = plimsoll(
+        repo.path(),
+        &[
+            "explain",
+            "thingpark-data",
+            "mariadb-galera.persistence.size",
+        ],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = stdout(&o);
+    assert!(
+        out.contains("mariadb-galera.persistence.size = 12Gi"),
+        "{out}"
+    );
+    assert!(out.contains("set by site/data-stack.yaml:3"), "{out}");
+    assert!(out.contains("overrode 10Gi  (profiles/m.yaml:7)"), "{out}");
+}
+
+fn stack_error(stack: &str, args: &[&str]) -> String {
+    let repo = example_repo();
+    write(repo.path(), "plimsoll.yaml", stack);
+    let o = plimsoll(repo.path(), args);
+    assert_eq!(
+        o.status.code(),
+        Some(1),
+        "expected failure, got {}",
+        stdout(&o)
+    );
+    assert!(
+        !repo.path().join("rendered").exists(),
+        "nothing is written on error"
+    );
+    stderr(&o)
+}
+
+const RELEASE: &str = "  - name: a\n    chart: c\n    version: 1.0.0\n    namespace: n\n    stage: s1\n    layers: [site/data-stack.yaml]\n";
+
+#[test]
+fn stack_file_errors_name_the_place() {
+    let e = stack_error(
+        &format!("variables:\n  segment: [m, l]\nstages: [s1]\nreleases:\n{RELEASE}  - name: b\n    chart: c\n    version: 1\n    namespace: n\n    stage: s1\n    layers:\n      - profiles/${{size}}.yaml\n"),
+        &["render"],
+    );
+    assert!(
+        e.contains("plimsoll.yaml:17:") && e.contains("unknown variable ${size}"),
+        "{e}"
+    );
+
+    let e = stack_error(
+        &format!("variables:\n  segment: {{values: [m, l], default: m}}\nreleases:\n{RELEASE}"),
+        &["render", "--set", "segment=xl"],
+    );
+    assert!(
+        e.contains("value \"xl\" is not allowed for segment (allowed: m, l)"),
+        "{e}"
+    );
+
+    let e = stack_error(
+        &format!("releases:\n{RELEASE}").replace("site/data-stack.yaml", "site/nope.yaml"),
+        &["render"],
+    );
+    assert!(e.contains("cannot read layer site/nope.yaml"), "{e}");
+
+    let e = stack_error(
+        &format!("releases:\n{RELEASE}").replace("site/data-stack.yaml", "../outside.yaml"),
+        &["render"],
+    );
+    assert!(
+        e.contains("plimsoll.yaml:7:") && e.contains("escapes the repository"),
+        "{e}"
+    );
+
+    let e = stack_error(&format!("releases:\n{RELEASE}{RELEASE}"), &["render"]);
+    assert!(
+        e.contains("plimsoll.yaml:8:") && e.contains("duplicate release name \"a\""),
+        "{e}"
+    );
+
+    let e = stack_error(
+        &format!("stages:\n  - {{name: s1, after: [s2]}}\n  - {{name: s2, after: [s1]}}\nreleases:\n{RELEASE}{}", RELEASE.replace("name: a", "name: b").replace("s1", "s2")),
+        &["render"],
+    );
+    assert!(
+        e.contains("plimsoll.yaml:2:") && e.contains("stages form a cycle: s1 -> s2"),
+        "{e}"
+    );
+
+    let e = stack_error(
+        &format!("stages: [s1, s2]\nreleases:\n{RELEASE}"),
+        &["render"],
+    );
+    assert!(
+        e.contains("stage \"s2\" has no release (a gap in the stages)"),
+        "{e}"
+    );
+
+    let e = stack_error(
+        &format!("releases:\n{RELEASE}").replace("chart: c", "chrt: c"),
+        &["render"],
+    );
+    assert!(e.contains("unknown field \"chrt\""), "{e}");
+}
+
+#[test]
+fn malformed_yaml_is_reported_with_position_and_nothing_is_written() {
+    let repo = example_repo();
+    assert!(plimsoll(repo.path(), &["render"]).status.success());
+    let before = std::fs::read_to_string(repo.path().join("rendered/thingpark-data.yaml")).unwrap();
+    write(repo.path(), "profiles/m.yaml", "a:\n  b: [1, 2\n  c: 3\n");
+    let o = plimsoll(repo.path(), &["render"]);
+    assert_eq!(o.status.code(), Some(1));
+    let e = stderr(&o);
+    assert!(e.contains("profiles/m.yaml:3:"), "{e}");
+    // Earlier outputs are untouched.
+    let after = std::fs::read_to_string(repo.path().join("rendered/thingpark-data.yaml")).unwrap();
+    assert_eq!(before, after);
+}
+
+#[test]
+fn hostile_inputs_are_refused_with_a_clear_message() {
+    let dir = tempfile::tempdir().unwrap();
+    let cases: Vec<(&str, Vec<u8>, &str)> = vec![
+        (
+            "bad-utf8.yaml",
+            b"a: \xff\xfe\n".to_vec(),
+            "bad-utf8.yaml:1:4: invalid UTF-8",
+        ),
+        (
+            "control.yaml",
+            b"a: b\x07\n".to_vec(),
+            "control.yaml:1:5: control character U+0007",
+        ),
+        (
+            "deep-flow.yaml",
+            format!("a: {}", "[".repeat(5000)).into_bytes(),
+            "exceeded max depth of 1000",
+        ),
+        (
+            "deep-block.yaml",
+            (0..1500)
+                .map(|i| format!("{}k{i}:\n", " ".repeat(i)))
+                .collect::<String>()
+                .into_bytes(),
+            "exceeded max depth of 1000",
+        ),
+    ];
+    for (name, bytes, expected) in cases {
+        std::fs::write(dir.path().join(name), &bytes).unwrap();
+        let o = plimsoll(dir.path(), &["merge", name]);
+        assert_eq!(o.status.code(), Some(1), "{name}");
+        assert!(stderr(&o).contains(expected), "{name}: {}", stderr(&o));
+    }
+    // An oversized file is refused before parsing.
+    let big = vec![b'#'; 17 * 1024 * 1024];
+    std::fs::write(dir.path().join("big.yaml"), big).unwrap();
+    let o = plimsoll(dir.path(), &["merge", "big.yaml"]);
+    assert!(
+        stderr(&o).contains("larger than the 16 MiB limit"),
+        "{}",
+        stderr(&o)
+    );
+}
+
+#[test]
+fn alias_bombs_are_kept_as_written_not_expanded() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut doc = String::from("a0: &a0 [x, x, x, x, x, x, x, x, x, x]\n");
+    for i in 1..12 {
+        let p = i - 1;
+        doc.push_str(&format!(
+            "a{i}: &a{i} [*a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}]\n"
+        ));
+    }
+    std::fs::write(dir.path().join("bomb.yaml"), &doc).unwrap();
+    let o = plimsoll(dir.path(), &["merge", "bomb.yaml"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(
+        stdout(&o),
+        doc,
+        "the merge keeps aliases, so a bomb costs nothing"
+    );
+}
+
+#[test]
+fn top_level_sequence_into_map_fails_like_yq() {
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "a.yaml", "a: 1\n");
+    write(dir.path(), "b.yaml", "- 1\n");
+    let o = plimsoll(dir.path(), &["merge", "a.yaml", "b.yaml"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).contains("b.yaml: Cannot multiply !!map with !!seq"),
+        "{}",
+        stderr(&o)
+    );
+}
+
+/// ThingPark 7.3.1 to 7.3.4 ship `ingress-nginx.controller:` with only
+/// comments under it in values-thingpark-stack.yaml: a null that erases the
+/// load-balancer annotations, priority class and resources set by earlier
+/// layers.
+#[test]
+fn null_clobber_lint_catches_the_thingpark_731_bug() {
+    let tp = root().join("fixtures/thingpark/v7.3.1");
+    let repo = tempfile::tempdir().unwrap();
+    for (from, to) in [
+        (
+            "examples/hosting/amazon/values-storage.yaml",
+            "storage.yaml",
+        ),
+        ("examples/hosting/amazon/values-lb.yaml", "lb.yaml"),
+        (
+            "examples/priority-class/values-default-priority-class.yaml",
+            "priority.yaml",
+        ),
+        ("values/sizing/values-l-segment.yaml", "sizing.yaml"),
+        (
+            "examples/customization/values-thingpark-stack.yaml",
+            "values-thingpark-stack.yaml",
+        ),
+    ] {
+        std::fs::copy(tp.join(from), repo.path().join(to)).unwrap();
+    }
+    write(
+        repo.path(),
+        "plimsoll.yaml",
+        "releases:\n  - name: tpe\n    chart: actility/thingpark-enterprise\n    version: 1.4.0\n    namespace: tp\n    stage: app\n    layers: [storage.yaml, lb.yaml, priority.yaml, sizing.yaml, values-thingpark-stack.yaml]\n",
+    );
+    let o = plimsoll(repo.path(), &["render"]);
+    assert!(
+        o.status.success(),
+        "warnings do not fail a render: {}",
+        stderr(&o)
+    );
+    let e = stderr(&o);
+    let line = e
+        .lines()
+        .find(|l| l.contains("[null-clobber]"))
+        .unwrap_or_else(|| panic!("no null-clobber warning: {e}"));
+    assert!(
+        line.starts_with("warning: values-thingpark-stack.yaml:345:"),
+        "{line}"
+    );
+    assert!(
+        line.contains("`ingress-nginx.controller` is null here"),
+        "{line}"
+    );
+    for key in ["service", "priorityClassName", "resources"] {
+        assert!(line.contains(key), "erased key {key} named: {line}");
+    }
+    let rendered = std::fs::read_to_string(repo.path().join("rendered/tpe.yaml")).unwrap();
+    assert!(
+        !rendered.contains("aws-load-balancer-type"),
+        "yq semantics: the annotations are gone"
+    );
+
+    let fresh = tempfile::tempdir().unwrap();
+    copy_dir(repo.path(), fresh.path());
+    std::fs::remove_dir_all(fresh.path().join("rendered")).unwrap();
+    let o = plimsoll(fresh.path(), &["render", "--strict"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).contains("error: values-thingpark-stack.yaml:345:"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(
+        !fresh.path().join("rendered").exists(),
+        "--strict writes nothing"
+    );
+}
+
+#[test]
+fn type_change_lint() {
+    let repo = tempfile::tempdir().unwrap();
+    write(repo.path(), "a.yaml", "tolerations:\n  key: x\n");
+    write(repo.path(), "b.yaml", "tolerations:\n  - key: x\n");
+    write(
+        repo.path(),
+        "plimsoll.yaml",
+        "releases:\n  - {name: r, chart: c, version: 1, namespace: n, stage: s, layers: [a.yaml, b.yaml]}\n",
+    );
+    let o = plimsoll(repo.path(), &["render"]);
+    let e = stderr(&o);
+    assert!(e.contains("b.yaml:2:3: [type-change] r: `tolerations` changes from a map (a.yaml:2) to a sequence"), "{e}");
+}
+
+#[test]
+fn strict_keys_reports_typos_against_local_chart_defaults() {
+    let repo = tempfile::tempdir().unwrap();
+    write(
+        repo.path(),
+        "chart/Chart.yaml",
+        "apiVersion: v2\nname: db\nversion: 1.0.0\n",
+    );
+    write(
+        repo.path(),
+        "chart/values.yaml",
+        "persistence:\n  size: 8Gi\n  storageClass: \"\"\nextraEnv: {}\n",
+    );
+    write(
+        repo.path(),
+        "chart/charts/metrics/values.yaml",
+        "enabled: false\n",
+    );
+    write(
+        repo.path(),
+        "a.yaml",
+        "persistence:\n  size: 10Gi\nextraEnv:\n  FOO: bar\nmetrics:\n  enabled: true\n",
+    );
+    write(
+        repo.path(),
+        "b.yaml",
+        "persistance:\n  size: 20Gi\nmetrics:\n  enabeld: true\n",
+    );
+    write(
+        repo.path(),
+        "plimsoll.yaml",
+        "releases:\n  - {name: db, chart: chart, version: 1.0.0, namespace: n, stage: s, layers: [a.yaml, b.yaml]}\n",
+    );
+    let o = plimsoll(repo.path(), &["render", "--strict-keys"]);
+    let e = stderr(&o);
+    assert!(
+        e.contains("b.yaml:1:1: [unknown-key] db: `persistance`"),
+        "{e}"
+    );
+    assert!(
+        e.contains("b.yaml:4:3: [unknown-key] db: `metrics.enabeld`"),
+        "{e}"
+    );
+    assert!(!e.contains("a.yaml"), "known keys and open maps pass: {e}");
+}
