@@ -8,7 +8,7 @@
 //! stays double-quoted when a later layer sets a plain string there), so
 //! they are reproduced as yq v4.30 has them.
 
-use crate::yaml::node::{Kind, Node, Origin, Style, MAP_TAG, MERGE_TAG, NULL_TAG, STR_TAG};
+use crate::yaml::node::{Kind, Node, Origin, Style, MAP_TAG, MERGE_TAG, NULL_TAG};
 use crate::yaml::resolve::resolve;
 
 /// How sequences of one layer combine with what earlier layers built.
@@ -241,15 +241,19 @@ fn observe(t: &Node, r: &Node, path: &[String], events: &mut Vec<MergeEvent>) {
     }
 }
 
-/// Indices of the keys in mapping `t` that match `key` (yq matches keys as
-/// glob patterns), appending a `key: null` entry when none does.
+/// Indices of the keys in mapping `t` equal to `key`, appending a
+/// `key: null` entry when there is none.
+///
+/// Keys match literally. (yq v4.30 matched `*` and `?` in the right side's
+/// keys as globs, so a key such as `"*.example.org"` overwrote every
+/// sibling; later yq versions match literally, and so do we.)
 fn find_or_create_key(t: &mut Node, key: &str) -> Vec<usize> {
     if t.kind != Kind::Mapping {
         return Vec::new();
     }
     let found: Vec<usize> = (0..t.content.len())
         .step_by(2)
-        .filter(|&i| glob_match(&t.content[i].value, key))
+        .filter(|&i| t.content[i].value == key)
         .collect();
     if !found.is_empty() {
         return found;
@@ -257,31 +261,12 @@ fn find_or_create_key(t: &mut Node, key: &str) -> Vec<usize> {
     if t.content.is_empty() {
         t.style = Style::default();
     }
-    t.content.push(Node::scalar(STR_TAG, key));
+    // yq v4.30 creates the key untagged; the key's own visit then copies
+    // the tag, except for `<<` merge keys, which are not visited and so
+    // print as a plain `<<`.
+    t.content.push(Node::scalar("", key));
     t.content.push(Node::scalar(NULL_TAG, "null"));
     vec![t.content.len() - 2]
-}
-
-/// yq's key matching: `*` and `?` are wildcards in the wanted key.
-pub fn glob_match(name: &str, pattern: &str) -> bool {
-    if pattern.is_empty() {
-        return name.is_empty();
-    }
-    if pattern == "*" {
-        return true;
-    }
-    if !pattern.contains(['*', '?']) {
-        return name == pattern;
-    }
-    fn deep(s: &[u8], p: &[u8]) -> bool {
-        match p.first() {
-            None => s.is_empty(),
-            Some(b'*') => deep(s, &p[1..]) || (!s.is_empty() && deep(&s[1..], p)),
-            Some(b'?') => !s.is_empty() && deep(&s[1..], &p[1..]),
-            Some(&c) => s.first() == Some(&c) && deep(&s[1..], &p[1..]),
-        }
-    }
-    deep(name.as_bytes(), pattern.as_bytes())
 }
 
 /// The tag yq guesses for a node, for deciding whether a new value keeps
@@ -361,5 +346,85 @@ fn add_assign(t: &mut Node, r: &Node, path: &[String]) -> Result<(), MergeError>
             },
             path: path.join("."),
         }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::yaml::{parse_documents, to_string};
+
+    fn doc(text: &str) -> Candidate {
+        Candidate {
+            node: parse_documents(text.as_bytes(), 0).unwrap().remove(0),
+            leading_content: String::new(),
+            trailing_content: String::new(),
+        }
+    }
+
+    fn merge(texts: &[&str], mode: MergeMode) -> String {
+        let mut acc = Candidate::empty();
+        for t in texts {
+            acc = multiply(&acc, &doc(t), mode, &mut Vec::new()).unwrap();
+        }
+        to_string(&acc.node, 2)
+    }
+
+    #[test]
+    fn keys_match_literally_not_as_globs() {
+        let out = merge(
+            &[
+                "hosts:\n  a.example.org: 1\n  \"*.example.org\": 2\n",
+                "hosts:\n  \"*.example.org\": 3\n",
+            ],
+            MergeMode::Replace,
+        );
+        assert_eq!(out, "hosts:\n  a.example.org: 1\n  \"*.example.org\": 3\n");
+    }
+
+    #[test]
+    fn sequence_modes() {
+        let a = "l: [1, 2, 3]\nm:\n  - x: 1\n    y: 1\n";
+        let b = "l: [9]\nm:\n  - x: 2\n";
+        assert_eq!(merge(&[a, b], MergeMode::Replace), "l: [9]\nm:\n  - x: 2\n");
+        assert_eq!(
+            merge(&[a, b], MergeMode::Append),
+            "l: [1, 2, 3, 9]\nm:\n  - x: 1\n    y: 1\n  - x: 2\n"
+        );
+        assert_eq!(
+            merge(&[a, b], MergeMode::ByIndex),
+            "l: [9, 2, 3]\nm:\n  - x: 2\n    y: 1\n"
+        );
+    }
+
+    #[test]
+    fn quoting_style_of_the_left_is_kept_for_same_typed_values() {
+        assert_eq!(
+            merge(&["a: \"x\"\nb: '1'\n", "a: y\nb: 2\n"], MergeMode::Replace),
+            "a: \"y\"\nb: 2\n"
+        );
+    }
+
+    #[test]
+    fn nested_null_erases_and_is_reported() {
+        let mut events = Vec::new();
+        let acc = multiply(
+            &Candidate::empty(),
+            &doc("a:\n  b: 1\n  c: 2\n"),
+            MergeMode::Replace,
+            &mut events,
+        )
+        .unwrap();
+        let acc = multiply(&acc, &doc("a:\n"), MergeMode::Replace, &mut events).unwrap();
+        assert_eq!(to_string(&acc.node, 2), "a:\n");
+        match &events[..] {
+            [MergeEvent::NullClobber {
+                path, erased_keys, ..
+            }] => {
+                assert_eq!(path, &["a".to_string()]);
+                assert_eq!(erased_keys, &["b".to_string(), "c".to_string()]);
+            }
+            other => panic!("{other:?}"),
+        }
     }
 }

@@ -160,9 +160,14 @@ pub fn merge_layers(
 
 /// The text yq prints for a merge result.
 pub fn print(result: &Candidate) -> String {
+    print_with_indent(result, 2)
+}
+
+/// The text `yq -I INDENT` prints for a merge result.
+pub fn print_with_indent(result: &Candidate, indent: usize) -> String {
     let mut out = String::new();
     print_leading_content(&result.leading_content, &mut out);
-    out.push_str(&yaml::to_string(&result.node, 2));
+    out.push_str(&yaml::to_string(&result.node, indent));
     print_leading_content(&result.trailing_content, &mut out);
     out
 }
