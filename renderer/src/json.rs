@@ -120,7 +120,7 @@ fn scalar(n: &Node, out: &mut String) {
     let tag = if n.tag.is_empty() {
         resolve(&n.value)
     } else {
-        n.tag.as_str()
+        &*n.tag
     };
     match tag {
         "!!null" => out.push_str("null"),

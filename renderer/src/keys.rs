@@ -37,25 +37,25 @@ pub fn defaults(chart: &ChartFiles) -> Result<Node, ChartError> {
         let mut wrapper = Node::empty_mapping();
         wrapper.content.push(Node::scalar("!!str", name));
         wrapper.content.push(sub_defaults);
-        acc = merge_node(&acc, wrapper)?;
+        acc = merge_node(acc, wrapper)?;
     }
     if let Some(v) = &chart.values {
         for doc in
             yaml::parse_documents(v, 0).map_err(|e| ChartError::Yaml("values.yaml".into(), e))?
         {
-            acc = merge_node(&acc, doc)?;
+            acc = merge_node(acc, doc)?;
         }
     }
     Ok(acc.node)
 }
 
-fn merge_node(acc: &Candidate, node: Node) -> Result<Candidate, ChartError> {
+fn merge_node(acc: Candidate, node: Node) -> Result<Candidate, ChartError> {
     let doc = Candidate {
         node,
         leading_content: String::new(),
         trailing_content: String::new(),
     };
-    multiply(acc, &doc, MergeMode::Replace, &mut Vec::new())
+    multiply(acc, doc, MergeMode::Replace, &mut Vec::new())
         .map_err(|e| ChartError::Archive(e.to_string()))
 }
 
@@ -211,7 +211,7 @@ pub fn unknown_keys(
                 leading_content: String::new(),
                 trailing_content: String::new(),
             };
-            if let Ok(next) = multiply(&acc, &d, *mode, &mut Vec::new()) {
+            if let Ok(next) = multiply(acc.clone(), d, *mode, &mut Vec::new()) {
                 acc = next;
             }
         }

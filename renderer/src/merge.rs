@@ -86,32 +86,35 @@ impl Candidate {
 
 /// `acc * doc` as yq evaluates it, `doc` being a document node read from
 /// a file, with the leading and trailing content yq's reader gave it.
+/// Both sides are consumed: nothing is deep-copied.
 pub fn multiply(
-    acc: &Candidate,
-    doc: &Candidate,
+    acc: Candidate,
+    doc: Candidate,
     mode: MergeMode,
     events: &mut Vec<MergeEvent>,
 ) -> Result<Candidate, MergeError> {
+    let Candidate {
+        node: doc,
+        leading_content: doc_lead,
+        trailing_content: doc_trail,
+    } = doc;
     // Comments are taken before the document is unwrapped: the document's
     // own head comment becomes the result's unless the left has one.
-    let mut lead = doc.leading_content.as_str();
-    let mut head = doc.node.head_comment.as_str();
-    let mut foot = doc.node.foot_comment.as_str();
-    let mut trail = doc.trailing_content.as_str();
-    if !acc.node.head_comment.is_empty() || !acc.leading_content.is_empty() {
-        head = &acc.node.head_comment;
-        lead = &acc.leading_content;
-    }
-    if !acc.node.foot_comment.is_empty() || !acc.trailing_content.is_empty() {
-        foot = &acc.node.foot_comment;
-        trail = &acc.trailing_content;
-    }
-    let doc = &doc.node;
-    let lhs = &acc.node;
-    let rhs = doc.unwrap_document();
+    let keep_left_head = !acc.node.head_comment.is_empty() || !acc.leading_content.is_empty();
+    let keep_left_foot = !acc.node.foot_comment.is_empty() || !acc.trailing_content.is_empty();
+    let mut doc = doc;
+    let (head, foot) = (
+        std::mem::take(&mut doc.head_comment),
+        std::mem::take(&mut doc.foot_comment),
+    );
+    let rhs = match doc.kind {
+        Kind::Document if !doc.content.is_empty() => doc.content.swap_remove(0),
+        _ => doc,
+    };
     if rhs.tag == NULL_TAG {
-        return Ok(acc.clone());
+        return Ok(acc);
     }
+    let lhs = &acc.node;
     let mergeable = matches!(
         (lhs.kind, rhs.kind),
         (Kind::Mapping, Kind::Mapping) | (Kind::Sequence, Kind::Sequence)
@@ -119,17 +122,19 @@ pub fn multiply(
         && matches!(rhs.kind, Kind::Mapping | Kind::Sequence));
     if !mergeable {
         return Err(MergeError::CannotMultiply {
-            left: lhs.tag.clone(),
-            right: rhs.tag.clone(),
+            left: lhs.tag.to_string(),
+            right: rhs.tag.to_string(),
         });
     }
-    let mut out = Candidate {
-        node: lhs.clone(),
-        leading_content: lead.to_string(),
-        trailing_content: trail.to_string(),
-    };
-    out.node.head_comment = head.to_string();
-    out.node.foot_comment = foot.to_string();
+    let mut out = acc;
+    if !keep_left_head {
+        out.node.head_comment = head;
+        out.leading_content = doc_lead;
+    }
+    if !keep_left_foot {
+        out.node.foot_comment = foot;
+        out.trailing_content = doc_trail;
+    }
     let mut path = Vec::new();
     apply(&mut out.node, rhs, mode, &mut path, events)?;
     Ok(out)
@@ -138,45 +143,52 @@ pub fn multiply(
 /// Assigns `r` onto `t` (same path on both sides), then its children.
 fn apply(
     t: &mut Node,
-    r: &Node,
+    mut r: Node,
     mode: MergeMode,
     path: &mut Vec<String>,
     events: &mut Vec<MergeEvent>,
 ) -> Result<(), MergeError> {
     let is_seq = r.kind == Kind::Sequence;
-    observe(t, r, path, events);
+    observe(t, &r, path, events);
     if mode == MergeMode::Append && is_seq {
-        add_assign(t, r, path)?;
-    } else if r.kind == Kind::Mapping || (mode == MergeMode::ByIndex && is_seq) {
-        update_attributes_from(t, r);
-    } else {
-        update_from(t, r);
+        return add_assign(t, r, path);
     }
-    if r.kind == Kind::Alias || r.content.is_empty() {
+    if r.kind == Kind::Mapping || (mode == MergeMode::ByIndex && is_seq) {
+        update_attributes_from(t, &r);
+    } else {
+        // Scalars, aliases and (replace mode) sequences replace the left
+        // node whole; yq then visits the copied elements, which changes
+        // nothing.
+        update_from(t, r);
         return Ok(());
     }
+    let children = std::mem::take(&mut r.content);
     match r.kind {
         Kind::Mapping => {
-            for (k, v) in r.pairs() {
+            let mut it = children.into_iter();
+            while let (Some(k), Some(v)) = (it.next(), it.next()) {
                 if k.tag != MERGE_TAG {
                     for i in find_or_create_key(t, &k.value) {
-                        update_from(&mut t.content[i], k);
+                        update_from(&mut t.content[i], k.clone());
                     }
                 }
-                for i in find_or_create_key(t, &k.value) {
+                let found = find_or_create_key(t, &k.value);
+                let last = found.len().saturating_sub(1);
+                let mut v = Some(v);
+                for (n, i) in found.into_iter().enumerate() {
+                    let value = if n == last {
+                        v.take().expect("value used once")
+                    } else {
+                        v.clone().expect("value")
+                    };
                     path.push(k.value.clone());
-                    apply(&mut t.content[i + 1], v, mode, path, events)?;
+                    apply(&mut t.content[i + 1], value, mode, path, events)?;
                     path.pop();
                 }
             }
         }
-        // Replace mode visits the elements too, but they were just copied
-        // from `r`, so that pass changes nothing; append mode skips them.
-        Kind::Sequence if mode == MergeMode::ByIndex => {
-            if t.kind != Kind::Sequence {
-                return Ok(());
-            }
-            for (idx, e) in r.content.iter().enumerate() {
+        Kind::Sequence if t.kind == Kind::Sequence => {
+            for (idx, e) in children.into_iter().enumerate() {
                 while t.content.len() <= idx {
                     if t.content.is_empty() {
                         t.style = Style::default();
@@ -271,24 +283,24 @@ fn find_or_create_key(t: &mut Node, key: &str) -> Vec<usize> {
 
 /// The tag yq guesses for a node, for deciding whether a new value keeps
 /// the old one's quoting style.
-fn guess_tag(n: &Node) -> String {
+fn guess_tag(n: &Node) -> &str {
     if n.tag.starts_with("!!") || n.value.is_empty() {
-        return n.tag.clone();
+        return &n.tag;
     }
-    resolve(&n.value).to_string()
+    resolve(&n.value)
 }
 
 /// yq's `UpdateFrom`: replace value and content, keep the left's style
 /// unless the type changed or the left had none.
-fn update_from(t: &mut Node, r: &Node) {
-    if (t.kind != Kind::Scalar && t.content.is_empty()) || guess_tag(t) != guess_tag(r) {
+fn update_from(t: &mut Node, mut r: Node) {
+    if (t.kind != Kind::Scalar && t.content.is_empty()) || guess_tag(t) != guess_tag(&r) {
         t.style = r.style;
     }
-    t.content = r.content.clone();
+    t.content = std::mem::take(&mut r.content);
     t.kind = r.kind;
-    t.value = r.value.clone();
+    t.value = std::mem::take(&mut r.value);
     t.origin = r.origin;
-    update_attributes_from(t, r);
+    update_attributes_from(t, &r);
 }
 
 /// yq's `UpdateAttributesFrom`: kind, tag (custom tags stay), anchor,
@@ -305,7 +317,9 @@ fn update_attributes_from(t: &mut Node, r: &Node) {
     if t.tag.starts_with("!!") || t.tag.is_empty() {
         t.tag = r.tag.clone();
     }
-    if r.kind == Kind::Alias {
+    if r.kind == Kind::Alias && !r.value.is_empty() {
+        // An alias's value is the anchor it names (already moved over by
+        // `update_from`, which empties `r.value`).
         t.value = r.value.clone();
     }
     t.anchor = r.anchor.clone();
@@ -325,13 +339,13 @@ fn update_attributes_from(t: &mut Node, r: &Node) {
 
 /// yq's `*+` on a sequence: append to an existing sequence, set a missing
 /// one.
-fn add_assign(t: &mut Node, r: &Node, path: &[String]) -> Result<(), MergeError> {
+fn add_assign(t: &mut Node, r: Node, path: &[String]) -> Result<(), MergeError> {
     match t.kind {
         Kind::Sequence => {
             if t.content.is_empty() {
                 t.style = r.style;
             }
-            t.content.extend(r.content.iter().cloned());
+            t.content.extend(r.content);
             Ok(())
         }
         Kind::Scalar if t.tag == NULL_TAG => {
@@ -342,7 +356,7 @@ fn add_assign(t: &mut Node, r: &Node, path: &[String]) -> Result<(), MergeError>
             left: if t.kind == Kind::Mapping {
                 MAP_TAG.to_string()
             } else {
-                t.tag.clone()
+                t.tag.to_string()
             },
             path: path.join("."),
         }),
@@ -365,7 +379,7 @@ mod tests {
     fn merge(texts: &[&str], mode: MergeMode) -> String {
         let mut acc = Candidate::empty();
         for t in texts {
-            acc = multiply(&acc, &doc(t), mode, &mut Vec::new()).unwrap();
+            acc = multiply(acc, doc(t), mode, &mut Vec::new()).unwrap();
         }
         to_string(&acc.node, 2)
     }
@@ -409,13 +423,13 @@ mod tests {
     fn nested_null_erases_and_is_reported() {
         let mut events = Vec::new();
         let acc = multiply(
-            &Candidate::empty(),
-            &doc("a:\n  b: 1\n  c: 2\n"),
+            Candidate::empty(),
+            doc("a:\n  b: 1\n  c: 2\n"),
             MergeMode::Replace,
             &mut events,
         )
         .unwrap();
-        let acc = multiply(&acc, &doc("a:\n"), MergeMode::Replace, &mut events).unwrap();
+        let acc = multiply(acc, doc("a:\n"), MergeMode::Replace, &mut events).unwrap();
         assert_eq!(to_string(&acc.node, 2), "a:\n");
         match &events[..] {
             [MergeEvent::NullClobber {

@@ -133,7 +133,7 @@ pub fn merge_layers(
             file: layer.name.to_string(),
             error: e,
         })?;
-        let docs = yaml::parse_documents(body, idx as u32).map_err(syntax)?;
+        let docs = yaml::parse_checked(body, idx as u32).map_err(syntax)?;
         let mut leading = leading.as_str();
         for mut node in docs {
             // yq's reader moves a document's foot comment aside as
@@ -145,12 +145,11 @@ pub fn merge_layers(
                 trailing_content,
             };
             let mut local = Vec::new();
-            acc = multiply(&acc, &doc, layer.mode, &mut local).map_err(|error| {
-                LayerError::Merge {
+            acc =
+                multiply(acc, doc, layer.mode, &mut local).map_err(|error| LayerError::Merge {
                     file: layer.name.to_string(),
                     error,
-                }
-            })?;
+                })?;
             events.extend(local.into_iter().map(|e| (idx, e)));
             leading = "";
         }

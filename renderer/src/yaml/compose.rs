@@ -41,6 +41,11 @@ fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
 
+/// Like [`text`], moving the bytes instead of copying them.
+fn into_text(b: Vec<u8>) -> String {
+    String::from_utf8(b).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
+}
+
 impl Composer {
     pub(crate) fn new(input: &[u8], layer: u32) -> Composer {
         Composer {
@@ -75,13 +80,13 @@ impl Composer {
         match self.peek()? {
             EventKind::StreamEnd | EventKind::None => Ok(None),
             EventKind::DocumentStart => {
-                let ev = self.take()?;
-                let mut doc = self.node(&ev, Kind::Document, "", "", "");
+                let mut ev = self.take()?;
+                let mut doc = self.node(&mut ev, Kind::Document, "", "", String::new());
                 let child = self.parse()?;
                 doc.content.push(child);
                 if self.peek()? == EventKind::DocumentEnd {
                     let end = self.take()?;
-                    doc.foot_comment = text(&end.foot_comment);
+                    doc.foot_comment = into_text(end.foot_comment);
                 }
                 self.anchors.clear();
                 Ok(Some(doc))
@@ -94,24 +99,34 @@ impl Composer {
         self.event.as_ref().map(|e| e.start).unwrap_or_default()
     }
 
-    fn node(&self, ev: &Event, kind: Kind, default_tag: &str, tag: &str, value: &str) -> Node {
+    fn node(
+        &self,
+        ev: &mut Event,
+        kind: Kind,
+        default_tag: &'static str,
+        tag: &str,
+        value: String,
+    ) -> Node {
         let mut style = Style::default();
-        let tag = if !tag.is_empty() && tag != "!" {
+        let tag: std::borrow::Cow<'static, str> = if !tag.is_empty() && tag != "!" {
             style = Style::TAGGED;
-            short_tag(tag)
+            match tag.strip_prefix("tag:yaml.org,2002:") {
+                Some(rest) => format!("!!{rest}").into(),
+                None => tag.to_string().into(),
+            }
         } else if !default_tag.is_empty() {
-            default_tag.to_string()
+            default_tag.into()
         } else if kind == Kind::Scalar {
-            resolve(value).to_string()
+            resolve(&value).into()
         } else {
-            String::new()
+            "".into()
         };
-        let mut n = Node::new(kind, &tag);
+        let mut n = Node::new(kind, tag);
         n.style = style;
-        n.value = value.to_string();
-        n.head_comment = text(&ev.head_comment);
-        n.line_comment = text(&ev.line_comment);
-        n.foot_comment = text(&ev.foot_comment);
+        n.value = value;
+        n.head_comment = into_text(std::mem::take(&mut ev.head_comment));
+        n.line_comment = into_text(std::mem::take(&mut ev.line_comment));
+        n.foot_comment = into_text(std::mem::take(&mut ev.foot_comment));
         n.origin = Origin {
             layer: self.layer,
             line: (ev.start.line + 1) as u32,
@@ -135,8 +150,8 @@ impl Composer {
     }
 
     fn alias(&mut self) -> Result<Node> {
-        let ev = self.take()?;
-        let name = text(&ev.anchor);
+        let mut ev = self.take()?;
+        let name = into_text(std::mem::take(&mut ev.anchor));
         if !self.anchors.contains(&name) {
             return Err(SyntaxError::new(
                 ev.start,
@@ -144,7 +159,7 @@ impl Composer {
                 &format!("unknown anchor '{name}' referenced"),
             ));
         }
-        Ok(self.node(&ev, Kind::Alias, "", "", &name))
+        Ok(self.node(&mut ev, Kind::Alias, "", "", name))
     }
 
     fn anchor(&mut self, n: &mut Node, ev: &Event) {
@@ -155,7 +170,7 @@ impl Composer {
     }
 
     fn scalar(&mut self) -> Result<Node> {
-        let ev = self.take()?;
+        let mut ev = self.take()?;
         let style = match ev.style {
             ScalarStyle::DoubleQuoted => Style::DOUBLE_QUOTED,
             ScalarStyle::SingleQuoted => Style::SINGLE_QUOTED,
@@ -163,7 +178,7 @@ impl Composer {
             ScalarStyle::Folded => Style::FOLDED,
             _ => Style::default(),
         };
-        let value = text(&ev.value);
+        let value = into_text(std::mem::take(&mut ev.value));
         let default_tag = if style.is_plain() {
             if value == "<<" {
                 MERGE_TAG
@@ -174,16 +189,16 @@ impl Composer {
             STR_TAG
         };
         let tag = text(&ev.tag);
-        let mut n = self.node(&ev, Kind::Scalar, default_tag, &tag, &value);
+        let mut n = self.node(&mut ev, Kind::Scalar, default_tag, &tag, value);
         n.style.0 |= style.0;
         self.anchor(&mut n, &ev);
         Ok(n)
     }
 
     fn sequence(&mut self) -> Result<Node> {
-        let ev = self.take()?;
+        let mut ev = self.take()?;
         let tag = text(&ev.tag);
-        let mut n = self.node(&ev, Kind::Sequence, SEQ_TAG, &tag, "");
+        let mut n = self.node(&mut ev, Kind::Sequence, SEQ_TAG, &tag, String::new());
         if ev.flow {
             n.style.0 |= Style::FLOW.0;
         }
@@ -193,15 +208,15 @@ impl Composer {
             n.content.push(child);
         }
         let end = self.take()?;
-        n.line_comment = text(&end.line_comment);
-        n.foot_comment = text(&end.foot_comment);
+        n.line_comment = into_text(end.line_comment);
+        n.foot_comment = into_text(end.foot_comment);
         Ok(n)
     }
 
     fn mapping(&mut self) -> Result<Node> {
-        let ev = self.take()?;
+        let mut ev = self.take()?;
         let tag = text(&ev.tag);
-        let mut n = self.node(&ev, Kind::Mapping, MAP_TAG, &tag, "");
+        let mut n = self.node(&mut ev, Kind::Mapping, MAP_TAG, &tag, String::new());
         let block = !ev.flow;
         if ev.flow {
             n.style.0 |= Style::FLOW.0;
@@ -222,15 +237,15 @@ impl Composer {
             if self.peek()? == EventKind::TailComment {
                 let tail = self.take()?;
                 if k.foot_comment.is_empty() {
-                    k.foot_comment = text(&tail.foot_comment);
+                    k.foot_comment = into_text(tail.foot_comment);
                 }
             }
             n.content.push(k);
             n.content.push(v);
         }
         let end = self.take()?;
-        n.line_comment = text(&end.line_comment);
-        n.foot_comment = text(&end.foot_comment);
+        n.line_comment = into_text(end.line_comment);
+        n.foot_comment = into_text(end.foot_comment);
         if !n.style.has(Style::FLOW) && !n.foot_comment.is_empty() && n.content.len() > 1 {
             let last_key = n.content.len() - 2;
             n.content[last_key].foot_comment = std::mem::take(&mut n.foot_comment);

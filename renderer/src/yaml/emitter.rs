@@ -10,7 +10,7 @@ use std::collections::VecDeque;
 use super::chars::*;
 use super::compose::{long_tag, short_tag};
 use super::node::{Kind, Node, Style, STR_TAG};
-use super::parser::{Event, EventKind};
+use super::parser::EventKind;
 use super::resolve::resolve;
 use super::token::ScalarStyle;
 
@@ -23,14 +23,14 @@ pub fn emit_document(node: &Node, indent: usize) -> String {
         ..Event::default()
     });
     if node.kind == Kind::Document {
-        e.serialize(node, "");
+        e.serialize(node, "", false);
     } else {
         e.emit(Event {
             kind: EventKind::DocumentStart,
             implicit: true,
             ..Event::default()
         });
-        e.serialize(node, "");
+        e.serialize(node, "", false);
         e.emit(Event {
             kind: EventKind::DocumentEnd,
             implicit: true,
@@ -40,6 +40,24 @@ pub fn emit_document(node: &Node, indent: usize) -> String {
     // The input is valid UTF-8 and the emitter only writes whole characters
     // or ASCII escapes.
     String::from_utf8(e.out).unwrap_or_default()
+}
+
+/// An event to emit; its text borrows from the node tree being written.
+#[derive(Clone, Debug, Default)]
+struct Event<'a> {
+    kind: EventKind,
+    anchor: &'a [u8],
+    /// Full tag (`tag:yaml.org,2002:str`); owned when expanded from `!!`.
+    tag: std::borrow::Cow<'a, [u8]>,
+    value: &'a [u8],
+    implicit: bool,
+    quoted_implicit: bool,
+    style: ScalarStyle,
+    flow: bool,
+    head_comment: &'a [u8],
+    line_comment: &'a [u8],
+    foot_comment: &'a [u8],
+    tail_comment: &'a [u8],
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -67,8 +85,8 @@ enum State {
 }
 
 #[derive(Default)]
-struct ScalarAnalysis {
-    value: Vec<u8>,
+struct ScalarAnalysis<'a> {
+    value: &'a [u8],
     multiline: bool,
     flow_plain_allowed: bool,
     block_plain_allowed: bool,
@@ -77,12 +95,12 @@ struct ScalarAnalysis {
     style: ScalarStyle,
 }
 
-struct Emitter {
+struct Emitter<'a> {
     out: Vec<u8>,
     best_indent: i64,
     best_width: i64,
 
-    events: VecDeque<Event>,
+    events: VecDeque<Event<'a>>,
     state: State,
     states: Vec<State>,
     indent: i64,
@@ -100,23 +118,23 @@ struct Emitter {
     space_above: bool,
     foot_indent: i64,
 
-    anchor: Vec<u8>,
+    anchor: &'a [u8],
     anchor_is_alias: bool,
-    tag_handle: Vec<u8>,
+    tag_handle: &'static [u8],
     tag_suffix: Vec<u8>,
-    scalar: ScalarAnalysis,
+    scalar: ScalarAnalysis<'a>,
 
-    head_comment: Vec<u8>,
-    line_comment: Vec<u8>,
-    foot_comment: Vec<u8>,
-    tail_comment: Vec<u8>,
-    key_line_comment: Vec<u8>,
+    head_comment: &'a [u8],
+    line_comment: &'a [u8],
+    foot_comment: &'a [u8],
+    tail_comment: &'a [u8],
+    key_line_comment: &'a [u8],
 }
 
 const TAG_DIRECTIVES: [(&[u8], &[u8]); 2] = [(b"!", b"!"), (b"!!", b"tag:yaml.org,2002:")];
 
-impl Emitter {
-    fn new(indent: usize) -> Emitter {
+impl<'a> Emitter<'a> {
+    fn new(indent: usize) -> Emitter<'a> {
         Emitter {
             out: Vec::new(),
             best_indent: indent as i64,
@@ -138,24 +156,24 @@ impl Emitter {
             open_ended: false,
             space_above: true,
             foot_indent: -1,
-            anchor: Vec::new(),
+            anchor: &[],
             anchor_is_alias: false,
-            tag_handle: Vec::new(),
+            tag_handle: &[],
             tag_suffix: Vec::new(),
             scalar: ScalarAnalysis::default(),
-            head_comment: Vec::new(),
-            line_comment: Vec::new(),
-            foot_comment: Vec::new(),
-            tail_comment: Vec::new(),
-            key_line_comment: Vec::new(),
+            head_comment: &[],
+            line_comment: &[],
+            foot_comment: &[],
+            tail_comment: &[],
+            key_line_comment: &[],
         }
     }
 
     // ---- serializer: nodes to events -------------------------------------
 
-    fn serialize(&mut self, node: &Node, tail: &str) {
-        let mut tag = node.tag.clone();
-        let stag = short_tag(&tag);
+    fn serialize(&mut self, node: &'a Node, tail: &'a str, skip_foot: bool) {
+        let stag = short_tag(&node.tag);
+        let mut tag: &str = &node.tag;
         let mut force_quoting = false;
         if !tag.is_empty() && !node.style.has(Style::TAGGED) {
             if node.kind == Kind::Scalar {
@@ -166,13 +184,13 @@ impl Emitter {
                         | Style::FOLDED.0,
                 );
                 if stag == STR_TAG && node.style.has(quoted) {
-                    tag.clear();
+                    tag = "";
                 } else {
                     let rtag = resolve(&node.value);
                     if rtag == stag {
-                        tag.clear();
+                        tag = "";
                     } else if stag == STR_TAG {
-                        tag.clear();
+                        tag = "";
                         force_quoting = true;
                     }
                 }
@@ -183,93 +201,97 @@ impl Emitter {
                     _ => STR_TAG,
                 };
                 if rtag == stag {
-                    tag.clear();
+                    tag = "";
                 }
             }
         }
-        let long = |t: &str| long_tag(t).into_bytes();
+        let long = |t: &str| -> std::borrow::Cow<'a, [u8]> {
+            if t.is_empty() {
+                std::borrow::Cow::Borrowed(&[])
+            } else {
+                std::borrow::Cow::Owned(long_tag(t).into_bytes())
+            }
+        };
+        let foot: &'a [u8] = if skip_foot {
+            &[]
+        } else {
+            node.foot_comment.as_bytes()
+        };
         match node.kind {
             Kind::Document => {
                 self.emit(Event {
                     kind: EventKind::DocumentStart,
                     implicit: true,
-                    head_comment: node.head_comment.as_bytes().to_vec(),
+                    head_comment: node.head_comment.as_bytes(),
                     ..Event::default()
                 });
                 for child in &node.content {
-                    self.serialize(child, "");
+                    self.serialize(child, "", false);
                 }
                 self.emit(Event {
                     kind: EventKind::DocumentEnd,
                     implicit: true,
-                    foot_comment: node.foot_comment.as_bytes().to_vec(),
+                    foot_comment: foot,
                     ..Event::default()
                 });
             }
             Kind::Sequence => {
                 self.emit(Event {
                     kind: EventKind::SequenceStart,
-                    anchor: node.anchor.as_bytes().to_vec(),
-                    tag: long(&tag),
+                    anchor: node.anchor.as_bytes(),
+                    tag: long(tag),
                     implicit: tag.is_empty(),
                     flow: node.style.has(Style::FLOW),
-                    head_comment: node.head_comment.as_bytes().to_vec(),
+                    head_comment: node.head_comment.as_bytes(),
                     ..Event::default()
                 });
                 for child in &node.content {
-                    self.serialize(child, "");
+                    self.serialize(child, "", false);
                 }
                 self.emit(Event {
                     kind: EventKind::SequenceEnd,
-                    line_comment: node.line_comment.as_bytes().to_vec(),
-                    foot_comment: node.foot_comment.as_bytes().to_vec(),
+                    line_comment: node.line_comment.as_bytes(),
+                    foot_comment: foot,
                     ..Event::default()
                 });
             }
             Kind::Mapping => {
                 self.emit(Event {
                     kind: EventKind::MappingStart,
-                    anchor: node.anchor.as_bytes().to_vec(),
-                    tag: long(&tag),
+                    anchor: node.anchor.as_bytes(),
+                    tag: long(tag),
                     implicit: tag.is_empty(),
                     flow: node.style.has(Style::FLOW),
-                    tail_comment: tail.as_bytes().to_vec(),
-                    head_comment: node.head_comment.as_bytes().to_vec(),
+                    tail_comment: tail.as_bytes(),
+                    head_comment: node.head_comment.as_bytes(),
                     ..Event::default()
                 });
                 // A key's foot comment is printed after its value: carry it
                 // to the next key (or the mapping end) as a tail.
-                let mut tail = String::new();
+                let mut tail: &'a str = "";
                 for kv in node.content.chunks(2) {
                     let k = &kv[0];
-                    let foot = k.foot_comment.clone();
-                    if foot.is_empty() {
-                        self.serialize(k, &tail);
-                    } else {
-                        let mut kopy = k.clone();
-                        kopy.foot_comment.clear();
-                        self.serialize(&kopy, &tail);
-                    }
-                    tail = foot;
+                    self.serialize(k, tail, true);
+                    tail = &k.foot_comment;
                     if let Some(v) = kv.get(1) {
-                        self.serialize(v, "");
+                        self.serialize(v, "", false);
                     }
                 }
                 self.emit(Event {
                     kind: EventKind::MappingEnd,
-                    tail_comment: tail.into_bytes(),
-                    line_comment: node.line_comment.as_bytes().to_vec(),
-                    foot_comment: node.foot_comment.as_bytes().to_vec(),
+                    tail_comment: tail.as_bytes(),
+                    line_comment: node.line_comment.as_bytes(),
+                    foot_comment: foot,
                     ..Event::default()
                 });
             }
             Kind::Alias => {
                 self.emit(Event {
                     kind: EventKind::Alias,
-                    anchor: node.value.as_bytes().to_vec(),
-                    head_comment: node.head_comment.as_bytes().to_vec(),
-                    line_comment: node.line_comment.as_bytes().to_vec(),
-                    foot_comment: node.foot_comment.as_bytes().to_vec(),
+                    anchor: node.value.as_bytes(),
+                    head_comment: node.head_comment.as_bytes(),
+                    line_comment: node.line_comment.as_bytes(),
+                    foot_comment: foot,
                     ..Event::default()
                 });
             }
@@ -292,16 +314,16 @@ impl Emitter {
                 let implicit = tag.is_empty();
                 self.emit(Event {
                     kind: EventKind::Scalar,
-                    anchor: node.anchor.as_bytes().to_vec(),
-                    tag: if implicit { Vec::new() } else { long(&tag) },
-                    value: node.value.as_bytes().to_vec(),
+                    anchor: node.anchor.as_bytes(),
+                    tag: long(tag),
+                    value: node.value.as_bytes(),
                     implicit,
                     quoted_implicit: implicit,
                     style,
-                    head_comment: node.head_comment.as_bytes().to_vec(),
-                    line_comment: node.line_comment.as_bytes().to_vec(),
-                    foot_comment: node.foot_comment.as_bytes().to_vec(),
-                    tail_comment: tail.as_bytes().to_vec(),
+                    head_comment: node.head_comment.as_bytes(),
+                    line_comment: node.line_comment.as_bytes(),
+                    foot_comment: foot,
+                    tail_comment: tail.as_bytes(),
                     ..Event::default()
                 });
             }
@@ -310,7 +332,7 @@ impl Emitter {
 
     // ---- event queue -------------------------------------------------------
 
-    fn emit(&mut self, event: Event) {
+    fn emit(&mut self, event: Event<'a>) {
         self.events.push_back(event);
         while !self.need_more_events() {
             let event = self.events.pop_front().expect("non-empty queue");
@@ -375,7 +397,7 @@ impl Emitter {
         }
     }
 
-    fn state_machine(&mut self, ev: &Event) {
+    fn state_machine(&mut self, ev: &Event<'a>) {
         match self.state {
             State::StreamStart => self.emit_stream_start(ev),
             State::FirstDocumentStart => self.emit_document_start(ev, true),
@@ -400,7 +422,7 @@ impl Emitter {
         }
     }
 
-    fn emit_stream_start(&mut self, _ev: &Event) {
+    fn emit_stream_start(&mut self, _ev: &Event<'a>) {
         if self.best_indent < 2 || self.best_indent > 9 {
             self.best_indent = 2;
         }
@@ -414,7 +436,7 @@ impl Emitter {
         self.state = State::FirstDocumentStart;
     }
 
-    fn emit_document_start(&mut self, ev: &Event, first: bool) {
+    fn emit_document_start(&mut self, ev: &Event<'a>, first: bool) {
         if ev.kind == EventKind::DocumentStart {
             let implicit = ev.implicit && first;
             if !implicit {
@@ -438,7 +460,7 @@ impl Emitter {
         }
     }
 
-    fn emit_document_content(&mut self, ev: &Event) {
+    fn emit_document_content(&mut self, ev: &Event<'a>) {
         self.states.push(State::DocumentEnd);
         self.process_head_comment();
         self.emit_node(ev, true, false, false, false);
@@ -446,7 +468,7 @@ impl Emitter {
         self.process_foot_comment();
     }
 
-    fn emit_document_end(&mut self, ev: &Event) {
+    fn emit_document_end(&mut self, ev: &Event<'a>) {
         if ev.kind != EventKind::DocumentEnd {
             return;
         }
@@ -468,7 +490,7 @@ impl Emitter {
             || !self.tail_comment.is_empty()
     }
 
-    fn emit_flow_sequence_item(&mut self, ev: &Event, first: bool, trail: bool) {
+    fn emit_flow_sequence_item(&mut self, ev: &Event<'a>, first: bool, trail: bool) {
         if first {
             self.write_indicator(b"[", true, true, false);
             self.increase_indent(true, false);
@@ -509,7 +531,7 @@ impl Emitter {
         self.process_foot_comment();
     }
 
-    fn emit_flow_mapping_key(&mut self, ev: &Event, first: bool, trail: bool) {
+    fn emit_flow_mapping_key(&mut self, ev: &Event<'a>, first: bool, trail: bool) {
         if first {
             self.write_indicator(b"{", true, true, false);
             self.increase_indent(true, false);
@@ -553,7 +575,7 @@ impl Emitter {
         self.emit_node(ev, false, false, true, false);
     }
 
-    fn emit_flow_mapping_value(&mut self, ev: &Event, simple: bool) {
+    fn emit_flow_mapping_value(&mut self, ev: &Event<'a>, simple: bool) {
         if simple {
             self.write_indicator(b":", false, false, false);
         } else {
@@ -575,7 +597,7 @@ impl Emitter {
         self.process_foot_comment();
     }
 
-    fn emit_block_sequence_item(&mut self, ev: &Event, first: bool) {
+    fn emit_block_sequence_item(&mut self, ev: &Event<'a>, first: bool) {
         if first {
             self.increase_indent(false, false);
         }
@@ -593,7 +615,7 @@ impl Emitter {
         self.process_foot_comment();
     }
 
-    fn emit_block_mapping_key(&mut self, ev: &Event, first: bool) {
+    fn emit_block_mapping_key(&mut self, ev: &Event<'a>, first: bool) {
         if first {
             self.increase_indent(false, false);
         }
@@ -619,7 +641,7 @@ impl Emitter {
         self.emit_node(ev, false, false, true, false);
     }
 
-    fn emit_block_mapping_value(&mut self, ev: &Event, simple: bool) {
+    fn emit_block_mapping_value(&mut self, ev: &Event<'a>, simple: bool) {
         if simple {
             self.write_indicator(b":", false, false, false);
         } else {
@@ -650,7 +672,7 @@ impl Emitter {
 
     fn emit_node(
         &mut self,
-        ev: &Event,
+        ev: &Event<'a>,
         root: bool,
         sequence: bool,
         mapping: bool,
@@ -702,7 +724,7 @@ impl Emitter {
         self.events.front().map(|e| e.kind) == Some(end)
     }
 
-    fn check_simple_key(&self, ev: &Event) -> bool {
+    fn check_simple_key(&self, ev: &Event<'a>) -> bool {
         let len = match ev.kind {
             EventKind::Alias => self.anchor.len(),
             EventKind::Scalar => {
@@ -746,7 +768,7 @@ impl Emitter {
         n <= 1024
     }
 
-    fn select_scalar_style(&mut self, ev: &Event) {
+    fn select_scalar_style(&mut self, ev: &Event<'a>) {
         let no_tag = self.tag_handle.is_empty() && self.tag_suffix.is_empty();
         let mut style = ev.style;
         if style == ScalarStyle::Any {
@@ -777,7 +799,7 @@ impl Emitter {
             style = ScalarStyle::DoubleQuoted;
         }
         if no_tag && !ev.quoted_implicit && style != ScalarStyle::Plain {
-            self.tag_handle = b"!".to_vec();
+            self.tag_handle = b"!";
         }
         self.scalar.style = style;
     }
@@ -800,7 +822,7 @@ impl Emitter {
             return;
         }
         if !self.tag_handle.is_empty() {
-            let h = self.tag_handle.clone();
+            let h = self.tag_handle;
             self.write_tag_handle(&h);
             if !self.tag_suffix.is_empty() {
                 let s = self.tag_suffix.clone();
@@ -863,38 +885,40 @@ impl Emitter {
         self.foot_indent = self.indent.max(0);
     }
 
-    fn analyze_event(&mut self, ev: &Event) {
-        self.anchor.clear();
+    /// Points the emitter's pending comments, anchor and value at the
+    /// event's.
+    fn analyze_event(&mut self, ev: &Event<'a>) {
+        self.anchor = &[];
         self.anchor_is_alias = false;
-        self.tag_handle.clear();
+        self.tag_handle = &[];
         self.tag_suffix.clear();
-        self.scalar.value.clear();
+        self.scalar.value = &[];
         if !ev.head_comment.is_empty() {
-            self.head_comment = ev.head_comment.clone();
+            self.head_comment = ev.head_comment;
         }
         if !ev.line_comment.is_empty() {
-            self.line_comment = ev.line_comment.clone();
+            self.line_comment = ev.line_comment;
         }
         if !ev.foot_comment.is_empty() {
-            self.foot_comment = ev.foot_comment.clone();
+            self.foot_comment = ev.foot_comment;
         }
         if !ev.tail_comment.is_empty() {
-            self.tail_comment = ev.tail_comment.clone();
+            self.tail_comment = ev.tail_comment;
         }
         match ev.kind {
             EventKind::Alias => {
-                self.anchor = ev.anchor.clone();
+                self.anchor = ev.anchor;
                 self.anchor_is_alias = true;
             }
             EventKind::Scalar => {
-                self.anchor = ev.anchor.clone();
+                self.anchor = ev.anchor;
                 if !ev.tag.is_empty() && !ev.implicit && !ev.quoted_implicit {
                     self.analyze_tag(&ev.tag);
                 }
-                self.analyze_scalar(&ev.value);
+                self.analyze_scalar(ev.value);
             }
             EventKind::SequenceStart | EventKind::MappingStart => {
-                self.anchor = ev.anchor.clone();
+                self.anchor = ev.anchor;
                 if !ev.tag.is_empty() && !ev.implicit {
                     self.analyze_tag(&ev.tag);
                 }
@@ -906,7 +930,7 @@ impl Emitter {
     fn analyze_tag(&mut self, tag: &[u8]) {
         for (handle, prefix) in TAG_DIRECTIVES {
             if tag.starts_with(prefix) {
-                self.tag_handle = handle.to_vec();
+                self.tag_handle = handle;
                 self.tag_suffix = tag[prefix.len()..].to_vec();
                 return;
             }
@@ -914,9 +938,13 @@ impl Emitter {
         self.tag_suffix = tag.to_vec();
     }
 
-    fn analyze_scalar(&mut self, value: &[u8]) {
+    fn analyze_scalar(&mut self, value: &'a [u8]) {
+        self.analyze_scalar_flags(value);
+        self.scalar.value = value;
+    }
+
+    fn analyze_scalar_flags(&mut self, value: &[u8]) {
         let s = &mut self.scalar;
-        s.value = value.to_vec();
         if value.is_empty() {
             s.multiline = false;
             s.flow_plain_allowed = false;

@@ -79,10 +79,17 @@ pub fn check_input(input: &[u8]) -> Result<(), SyntaxError> {
             return Err(SyntaxError::at(line, column, "invalid UTF-8"));
         }
     };
-    for (idx, ch) in text.char_indices() {
-        let allowed = matches!(ch, '\t' | '\n' | '\r')
-            || ('\u{20}'..='\u{7E}').contains(&ch)
-            || ch == '\u{85}'
+    let bytes = text.as_bytes();
+    let mut idx = 0;
+    while idx < bytes.len() {
+        let b = bytes[idx];
+        // Fast path: printable ASCII, tab, LF, CR.
+        if (0x20..0x7F).contains(&b) || b == b'\t' || b == b'\n' || b == b'\r' {
+            idx += 1;
+            continue;
+        }
+        let ch = text[idx..].chars().next().unwrap_or('\0');
+        let allowed = ch == '\u{85}'
             || ('\u{A0}'..='\u{D7FF}').contains(&ch)
             || ('\u{E000}'..='\u{FFFD}').contains(&ch)
             || ch >= '\u{10000}';
@@ -94,6 +101,7 @@ pub fn check_input(input: &[u8]) -> Result<(), SyntaxError> {
                 &format!("control character U+{:04X} is not allowed", ch as u32),
             ));
         }
+        idx += ch.len_utf8();
     }
     Ok(())
 }
@@ -116,6 +124,11 @@ fn position_of(input: &[u8], offset: usize) -> (usize, usize) {
 /// [`Origin`].
 pub fn parse_documents(input: &[u8], layer: u32) -> Result<Vec<Node>, SyntaxError> {
     check_input(input)?;
+    parse_checked(input, layer)
+}
+
+/// [`parse_documents`] for input that already passed [`check_input`].
+pub fn parse_checked(input: &[u8], layer: u32) -> Result<Vec<Node>, SyntaxError> {
     let mut composer = compose::Composer::new(input, layer);
     let mut docs = Vec::new();
     while let Some(doc) = composer.next_document()? {

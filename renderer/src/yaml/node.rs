@@ -1,6 +1,8 @@
 //! The values document model: a tree of nodes that keeps what the output
 //! needs to look like the input (styles, tags, anchors, comments).
 
+use std::borrow::Cow;
+
 /// What a node is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Kind {
@@ -56,8 +58,8 @@ pub struct Node {
     pub kind: Kind,
     pub style: Style,
     /// Short tag (`!!str`, `!!map`, `!custom`), or empty for documents and
-    /// aliases.
-    pub tag: String,
+    /// aliases. Borrowed for the core schema's tags: no allocation.
+    pub tag: Cow<'static, str>,
     /// Scalar value, or the anchor name an alias refers to.
     pub value: String,
     pub anchor: String,
@@ -76,11 +78,11 @@ pub const SEQ_TAG: &str = "!!seq";
 pub const MERGE_TAG: &str = "!!merge";
 
 impl Node {
-    pub fn new(kind: Kind, tag: &str) -> Node {
+    pub fn new(kind: Kind, tag: impl Into<Cow<'static, str>>) -> Node {
         Node {
             kind,
             style: Style::default(),
-            tag: tag.to_string(),
+            tag: tag.into(),
             value: String::new(),
             anchor: String::new(),
             content: Vec::new(),
@@ -91,7 +93,7 @@ impl Node {
         }
     }
 
-    pub fn scalar(tag: &str, value: &str) -> Node {
+    pub fn scalar(tag: &'static str, value: &str) -> Node {
         let mut n = Node::new(Kind::Scalar, tag);
         n.value = value.to_string();
         n

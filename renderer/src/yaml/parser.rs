@@ -2,7 +2,7 @@
 //! attached to the events that own them (go-yaml v3's placement rules).
 
 use super::scanner::Scanner;
-use super::token::{Mark, ScalarStyle, Token, TokenKind};
+use super::token::{Mark, ScalarStyle, TokenKind};
 use super::SyntaxError;
 
 type Result<T> = std::result::Result<T, SyntaxError>;
@@ -24,6 +24,17 @@ pub(crate) enum EventKind {
     TailComment,
 }
 
+/// The fields of a token the parser branches on.
+#[derive(Clone, Copy, Debug)]
+struct TokenHead {
+    kind: TokenKind,
+    start: Mark,
+    end: Mark,
+    style: ScalarStyle,
+    major: i8,
+    minor: i8,
+}
+
 #[derive(Clone, Debug, Default)]
 pub(crate) struct Event {
     pub kind: EventKind,
@@ -34,7 +45,10 @@ pub(crate) struct Event {
     pub anchor: Vec<u8>,
     pub tag: Vec<u8>,
     pub value: Vec<u8>,
+    /// libyaml's implicit-tag flags; the composer resolves tags itself.
+    #[allow(dead_code)]
     pub implicit: bool,
+    #[allow(dead_code)]
     pub quoted_implicit: bool,
     pub style: ScalarStyle,
     /// For collection start events: flow style.
@@ -42,7 +56,6 @@ pub(crate) struct Event {
     pub head_comment: Vec<u8>,
     pub line_comment: Vec<u8>,
     pub foot_comment: Vec<u8>,
-    pub tail_comment: Vec<u8>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -104,18 +117,38 @@ impl Parser {
         }
     }
 
-    /// The next token, with the comments that precede it unfolded into the
-    /// parser's pending head/line/foot comments.
-    fn peek_token(&mut self) -> Result<Token> {
+    /// The next token (without its text, see [`Parser::take_text`]), with
+    /// the comments that precede it unfolded into the parser's pending
+    /// head/line/foot comments.
+    fn peek_token(&mut self) -> Result<TokenHead> {
         if !self.scanner.token_available {
             self.scanner.fetch_more_tokens()?;
         }
-        let token = self.scanner.tokens[self.scanner.tokens_head].clone();
+        let t = &self.scanner.tokens[self.scanner.tokens_head];
+        let token = TokenHead {
+            kind: t.kind,
+            start: t.start,
+            end: t.end,
+            style: t.style,
+            major: t.major,
+            minor: t.minor,
+        };
         self.unfold_comments(&token);
         Ok(token)
     }
 
-    fn unfold_comments(&mut self, token: &Token) {
+    /// Takes the value, suffix and prefix of the peeked token, which is
+    /// about to be skipped.
+    fn take_text(&mut self) -> (Vec<u8>, Vec<u8>, Vec<u8>) {
+        let t = &mut self.scanner.tokens[self.scanner.tokens_head];
+        (
+            std::mem::take(&mut t.value),
+            std::mem::take(&mut t.suffix),
+            std::mem::take(&mut t.prefix),
+        )
+    }
+
+    fn unfold_comments(&mut self, token: &TokenHead) {
         let sc = &mut self.scanner;
         while sc.comments_head < sc.comments.len()
             && token.start.index >= sc.comments[sc.comments_head].token_mark.index
@@ -153,6 +186,7 @@ impl Parser {
         sc.token_available = false;
         sc.stream_end_produced = sc.tokens[sc.tokens_head].kind == TokenKind::StreamEnd;
         sc.tokens_head += 1;
+        sc.tokens_parsed += 1;
     }
 
     fn set_event_comments(&mut self, event: &mut Event) {
@@ -340,11 +374,12 @@ impl Parser {
         let mut token = self.peek_token()?;
         if token.kind == TokenKind::Alias {
             self.state = self.pop_state();
+            let (value, _, _) = self.take_text();
             let mut ev = Event {
                 kind: EventKind::Alias,
                 start: token.start,
                 end: token.end,
-                anchor: token.value,
+                anchor: value,
                 ..Event::default()
             };
             self.set_event_comments(&mut ev);
@@ -359,15 +394,14 @@ impl Parser {
         let mut anchor = Vec::new();
         let mut tag_mark = Mark::default();
         if token.kind == TokenKind::Anchor {
-            anchor = token.value.clone();
+            anchor = self.take_text().0;
             start = token.start;
             end = token.end;
             self.skip_token();
             token = self.peek_token()?;
             if token.kind == TokenKind::Tag {
                 tag_token = true;
-                tag_handle = token.value.clone();
-                tag_suffix = token.suffix.clone();
+                (tag_handle, tag_suffix, _) = self.take_text();
                 tag_mark = token.start;
                 end = token.end;
                 self.skip_token();
@@ -375,15 +409,14 @@ impl Parser {
             }
         } else if token.kind == TokenKind::Tag {
             tag_token = true;
-            tag_handle = token.value.clone();
-            tag_suffix = token.suffix.clone();
+            (tag_handle, tag_suffix, _) = self.take_text();
             start = token.start;
             tag_mark = token.start;
             end = token.end;
             self.skip_token();
             token = self.peek_token()?;
             if token.kind == TokenKind::Anchor {
-                anchor = token.value.clone();
+                anchor = self.take_text().0;
                 end = token.end;
                 self.skip_token();
                 token = self.peek_token()?;
@@ -434,13 +467,14 @@ impl Parser {
                 quoted_implicit = true;
             }
             self.state = self.pop_state();
+            let (value, _, _) = self.take_text();
             let mut ev = Event {
                 kind: EventKind::Scalar,
                 start,
                 end: token.end,
                 anchor,
                 tag,
-                value: token.value,
+                value,
                 implicit: plain_implicit,
                 quoted_implicit,
                 style: token.style,
@@ -859,10 +893,11 @@ impl Parser {
                 }
                 seen_version = true;
             } else {
-                if own.iter().any(|(h, _)| *h == token.value) {
+                let (handle, _, prefix) = self.take_text();
+                if own.iter().any(|(h, _)| *h == handle) {
                     return Err(perr(token.start, "found duplicate %TAG directive"));
                 }
-                own.push((token.value.clone(), token.prefix.clone()));
+                own.push((handle, prefix));
             }
             self.skip_token();
             token = self.peek_token()?;

@@ -32,8 +32,12 @@ pub(crate) struct Scanner {
     pub(crate) mark: Mark,
     newlines: i64,
 
+    /// Queued tokens; `tokens[tokens_head]` is the next one for the parser.
+    /// Consumed tokens are dropped from the front now and then.
     pub(crate) tokens: Vec<Token>,
     pub(crate) tokens_head: usize,
+    /// Tokens handed to the parser so far (absolute token numbering).
+    pub(crate) tokens_parsed: usize,
     pub(crate) token_available: bool,
     stream_start_produced: bool,
     pub(crate) stream_end_produced: bool,
@@ -65,6 +69,7 @@ impl Scanner {
             newlines: 0,
             tokens: Vec::new(),
             tokens_head: 0,
+            tokens_parsed: 0,
             token_available: false,
             stream_start_produced: false,
             stream_end_produced: false,
@@ -125,6 +130,37 @@ impl Scanner {
         self.mark.column += 1;
     }
 
+    /// Reads up to (not including) the next line break or the end of input
+    /// in one go: `read` for each character, without the per-character work.
+    fn read_rest_of_line(&mut self, s: &mut Vec<u8>) {
+        let start = self.pos;
+        let mut chars = 0i64;
+        let mut end = start;
+        loop {
+            let b = self.buf[end];
+            if b == b'\n' || b == b'\r' || b == 0 || is_break(&self.buf, end) {
+                break;
+            }
+            if b & 0xC0 != 0x80 {
+                chars += 1;
+            }
+            end += 1;
+        }
+        if end == start {
+            return;
+        }
+        if self.buf[start..end]
+            .iter()
+            .any(|&b| b != b' ' && b != b'\t')
+        {
+            self.newlines = 0;
+        }
+        s.extend_from_slice(&self.buf[start..end]);
+        self.pos = end;
+        self.mark.index += chars;
+        self.mark.column += chars;
+    }
+
     fn read_line(&mut self, s: &mut Vec<u8>) {
         let b0 = self.c(0);
         let b1 = self.c(1);
@@ -157,7 +193,7 @@ impl Scanner {
             // go-yaml keeps two tokens of look-ahead so that foot comments can
             // be attached to the token before them.
             if self.tokens_head + 2 < self.tokens.len() {
-                match self.simple_keys_by_tok.get(&self.tokens_head).copied() {
+                match self.simple_keys_by_tok.get(&self.tokens_parsed).copied() {
                     None => break,
                     Some(idx) => {
                         if !self.simple_key_is_valid(idx)? {
@@ -173,6 +209,13 @@ impl Scanner {
     }
 
     fn fetch_next_token(&mut self) -> Result<()> {
+        if self.tokens_head > 256 {
+            // Keep the two last consumed tokens: comment placement looks
+            // back at them.
+            let drop = self.tokens_head - 2;
+            self.tokens.drain(..drop);
+            self.tokens_head -= drop;
+        }
         if !self.stream_start_produced {
             return self.fetch_stream_start();
         }
@@ -303,7 +346,7 @@ impl Scanner {
             let sk = SimpleKey {
                 possible: true,
                 required,
-                token_number: self.tokens.len(),
+                token_number: self.next_token_number(),
                 mark: self.mark,
             };
             self.remove_simple_key()?;
@@ -333,7 +376,7 @@ impl Scanner {
 
     fn increase_flow_level(&mut self) -> Result<()> {
         self.simple_keys.push(SimpleKey {
-            token_number: self.tokens.len(),
+            token_number: self.next_token_number(),
             mark: self.mark,
             ..SimpleKey::default()
         });
@@ -355,6 +398,11 @@ impl Scanner {
                 self.simple_keys_by_tok.remove(&last.token_number);
             }
         }
+    }
+
+    /// The number the next queued token will have.
+    fn next_token_number(&self) -> usize {
+        self.tokens_parsed + (self.tokens.len() - self.tokens_head)
     }
 
     fn insert_token(&mut self, pos: Option<usize>, token: Token) {
@@ -390,7 +438,7 @@ impl Scanner {
                 end: mark,
                 ..Token::default()
             };
-            let pos = number.map(|n| n - self.tokens_head);
+            let pos = number.map(|n| n - self.tokens_parsed);
             self.insert_token(pos, token);
         }
         Ok(())
@@ -586,7 +634,7 @@ impl Scanner {
         if self.simple_key_is_valid(idx)? {
             let sk = self.simple_keys[idx];
             self.insert_token(
-                Some(sk.token_number - self.tokens_head),
+                Some(sk.token_number - self.tokens_parsed),
                 Token {
                     kind: TokenKind::Key,
                     start: sk.mark,
@@ -1142,9 +1190,7 @@ impl Scanner {
             s.extend_from_slice(&trailing_breaks);
             trailing_breaks.clear();
             leading_blank = is_blank(&self.buf, self.p());
-            while !is_breakz(&self.buf, self.p()) {
-                self.read(&mut s);
-            }
+            self.read_rest_of_line(&mut s);
             self.read_line(&mut leading_break);
             self.scan_block_scalar_breaks(&mut indent, &mut trailing_breaks, start, &mut end)?;
         }
@@ -1476,7 +1522,7 @@ impl Scanner {
                         if text.is_empty() {
                             start_mark = self.mark;
                         }
-                        self.read(&mut text);
+                        self.read_rest_of_line(&mut text);
                     } else {
                         self.skip();
                     }
@@ -1621,7 +1667,7 @@ impl Scanner {
                     }
                     self.skip_line();
                 } else if self.mark.index >= seen {
-                    self.read(&mut text);
+                    self.read_rest_of_line(&mut text);
                 } else {
                     self.skip();
                 }
