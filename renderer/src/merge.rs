@@ -166,13 +166,23 @@ fn apply(
     match r.kind {
         Kind::Mapping => {
             let mut it = children.into_iter();
-            while let (Some(k), Some(v)) = (it.next(), it.next()) {
+            while let (Some(mut k), Some(v)) = (it.next(), it.next()) {
+                let found = find_or_create_key(t, &k.value);
                 if k.tag != MERGE_TAG {
-                    for i in find_or_create_key(t, &k.value) {
-                        update_from(&mut t.content[i], k.clone());
+                    let last = found.len().saturating_sub(1);
+                    for (n, &i) in found.iter().enumerate() {
+                        let key = if n == last {
+                            // The value keeps only what the path needs.
+                            let mut kk = std::mem::replace(&mut k, Node::new(Kind::Scalar, ""));
+                            k.value = kk.value.clone();
+                            kk.content.clear();
+                            kk
+                        } else {
+                            k.clone()
+                        };
+                        update_from(&mut t.content[i], key);
                     }
                 }
-                let found = find_or_create_key(t, &k.value);
                 let last = found.len().saturating_sub(1);
                 let mut v = Some(v);
                 for (n, i) in found.into_iter().enumerate() {
@@ -181,9 +191,9 @@ fn apply(
                     } else {
                         v.clone().expect("value")
                     };
-                    path.push(k.value.clone());
+                    path.push(std::mem::take(&mut k.value));
                     apply(&mut t.content[i + 1], value, mode, path, events)?;
-                    path.pop();
+                    k.value = path.pop().unwrap_or_default();
                 }
             }
         }

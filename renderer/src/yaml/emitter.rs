@@ -5,8 +5,6 @@
 //! Structure follows libyaml's emitter: a serializer turns nodes into
 //! events, and a state machine with a small look-ahead queue writes them.
 
-use std::collections::VecDeque;
-
 use super::chars::*;
 use super::compose::{long_tag, short_tag};
 use super::node::{Kind, Node, Style, STR_TAG};
@@ -54,6 +52,9 @@ struct Event<'a> {
     quoted_implicit: bool,
     style: ScalarStyle,
     flow: bool,
+    /// For collection starts: the collection has no entries. (libyaml
+    /// learns this by queueing events; the serializer knows it.)
+    empty: bool,
     head_comment: &'a [u8],
     line_comment: &'a [u8],
     foot_comment: &'a [u8],
@@ -100,7 +101,6 @@ struct Emitter<'a> {
     best_indent: i64,
     best_width: i64,
 
-    events: VecDeque<Event<'a>>,
     state: State,
     states: Vec<State>,
     indent: i64,
@@ -139,7 +139,6 @@ impl<'a> Emitter<'a> {
             out: Vec::new(),
             best_indent: indent as i64,
             best_width: i64::from(i32::MAX),
-            events: VecDeque::new(),
             state: State::StreamStart,
             states: Vec::new(),
             indent: -1,
@@ -242,6 +241,7 @@ impl<'a> Emitter<'a> {
                     tag: long(tag),
                     implicit: tag.is_empty(),
                     flow: node.style.has(Style::FLOW),
+                    empty: node.content.is_empty(),
                     head_comment: node.head_comment.as_bytes(),
                     ..Event::default()
                 });
@@ -262,6 +262,7 @@ impl<'a> Emitter<'a> {
                     tag: long(tag),
                     implicit: tag.is_empty(),
                     flow: node.style.has(Style::FLOW),
+                    empty: node.content.is_empty(),
                     tail_comment: tail.as_bytes(),
                     head_comment: node.head_comment.as_bytes(),
                     ..Event::default()
@@ -330,48 +331,13 @@ impl<'a> Emitter<'a> {
         }
     }
 
-    // ---- event queue -------------------------------------------------------
+    // ---- events ------------------------------------------------------------
 
+    /// Writes one event. libyaml queues up to three events of look-ahead to
+    /// learn whether a collection is empty; events here carry that.
     fn emit(&mut self, event: Event<'a>) {
-        self.events.push_back(event);
-        while !self.need_more_events() {
-            let event = self.events.pop_front().expect("non-empty queue");
-            self.analyze_event(&event);
-            self.state_machine(&event);
-        }
-    }
-
-    fn need_more_events(&self) -> bool {
-        let Some(head) = self.events.front() else {
-            return true;
-        };
-        let accumulate = match head.kind {
-            EventKind::DocumentStart => 1,
-            EventKind::SequenceStart => 2,
-            EventKind::MappingStart => 3,
-            _ => return false,
-        };
-        if self.events.len() > accumulate {
-            return false;
-        }
-        let mut level = 0i64;
-        for ev in &self.events {
-            match ev.kind {
-                EventKind::StreamStart
-                | EventKind::DocumentStart
-                | EventKind::SequenceStart
-                | EventKind::MappingStart => level += 1,
-                EventKind::StreamEnd
-                | EventKind::DocumentEnd
-                | EventKind::SequenceEnd
-                | EventKind::MappingEnd => level -= 1,
-                _ => {}
-            }
-            if level == 0 {
-                return false;
-            }
-        }
-        true
+        self.analyze_event(&event);
+        self.state_machine(&event);
     }
 
     fn pop_state(&mut self) {
@@ -699,7 +665,7 @@ impl<'a> Emitter<'a> {
             EventKind::SequenceStart => {
                 self.process_anchor();
                 self.process_tag();
-                if self.flow_level > 0 || ev.flow || self.check_empty(EventKind::SequenceEnd) {
+                if self.flow_level > 0 || ev.flow || ev.empty {
                     self.state = State::FlowSequenceFirstItem;
                 } else {
                     self.state = State::BlockSequenceFirstItem;
@@ -708,7 +674,7 @@ impl<'a> Emitter<'a> {
             EventKind::MappingStart => {
                 self.process_anchor();
                 self.process_tag();
-                if self.flow_level > 0 || ev.flow || self.check_empty(EventKind::MappingEnd) {
+                if self.flow_level > 0 || ev.flow || ev.empty {
                     self.state = State::FlowMappingFirstKey;
                 } else {
                     self.state = State::BlockMappingFirstKey;
@@ -716,12 +682,6 @@ impl<'a> Emitter<'a> {
             }
             _ => {}
         }
-    }
-
-    /// Whether the collection being started is empty: its end event is next
-    /// in the queue.
-    fn check_empty(&self, end: EventKind) -> bool {
-        self.events.front().map(|e| e.kind) == Some(end)
     }
 
     fn check_simple_key(&self, ev: &Event<'a>) -> bool {
@@ -736,14 +696,8 @@ impl<'a> Emitter<'a> {
                     + self.tag_suffix.len()
                     + self.scalar.value.len()
             }
-            EventKind::SequenceStart => {
-                if !self.check_empty(EventKind::SequenceEnd) {
-                    return false;
-                }
-                self.anchor.len() + self.tag_handle.len() + self.tag_suffix.len()
-            }
-            EventKind::MappingStart => {
-                if !self.check_empty(EventKind::MappingEnd) {
+            EventKind::SequenceStart | EventKind::MappingStart => {
+                if !ev.empty {
                     return false;
                 }
                 self.anchor.len() + self.tag_handle.len() + self.tag_suffix.len()
@@ -1221,9 +1175,33 @@ impl<'a> Emitter<'a> {
         self.indention = false;
     }
 
+    /// Writes a run of non-break characters in one go.
+    fn write_run(&mut self, run: &[u8]) {
+        self.out.extend_from_slice(run);
+        self.column += run.iter().filter(|&&b| b & 0xC0 != 0x80).count() as i64;
+    }
+
     fn write_plain_scalar(&mut self, value: &[u8], allow_breaks: bool) {
         if !value.is_empty() && !self.whitespace {
             self.put(b' ');
+        }
+        // Without line breaks, and with wrapping off (best width is
+        // unbounded), the loop below writes the value as it is.
+        if self.column <= self.best_width
+            && !value
+                .iter()
+                .any(|&b| b == b'\n' || b == b'\r' || b == 0xC2 || b == 0xE2)
+        {
+            self.write_run(value);
+            if !value.is_empty() {
+                self.whitespace = false;
+                self.indention = false;
+            }
+            self.indention = false;
+            if self.root_context {
+                self.open_ended = true;
+            }
+            return;
         }
         let mut spaces = false;
         let mut breaks = false;
@@ -1517,7 +1495,13 @@ impl<'a> Emitter<'a> {
                     }
                     pound = true;
                 }
-                self.write(comment, &mut i);
+                // The rest of the line at once.
+                let mut end = i;
+                while end < comment.len() && !is_break(comment, end) {
+                    end += 1;
+                }
+                self.write_run(&comment[i..end]);
+                i = end;
                 self.indention = false;
                 breaks = false;
             }

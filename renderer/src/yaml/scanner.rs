@@ -8,6 +8,7 @@
 //! off-by-one line bookkeeping, because the byte-exact output depends on it.
 
 use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
 
 use super::chars::*;
 use super::token::{Comment, Mark, ScalarStyle, Token, TokenKind};
@@ -25,6 +26,27 @@ struct SimpleKey {
 }
 
 type Result<T> = std::result::Result<T, SyntaxError>;
+
+/// A multiplicative hasher for token numbers: the simple-key table is
+/// touched for every scalar, and SipHash showed in profiles.
+#[derive(Default)]
+struct TokenNumberHasher(u64);
+
+impl Hasher for TokenNumberHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0.rotate_left(5) ^ u64::from(b)).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+        }
+    }
+    fn write_usize(&mut self, n: usize) {
+        self.0 = (n as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
+}
+
+type TokenMap = HashMap<usize, usize, BuildHasherDefault<TokenNumberHasher>>;
 
 pub(crate) struct Scanner {
     buf: Vec<u8>,
@@ -47,7 +69,7 @@ pub(crate) struct Scanner {
     indents: Vec<i64>,
     simple_key_allowed: bool,
     simple_keys: Vec<SimpleKey>,
-    simple_keys_by_tok: HashMap<usize, usize>,
+    simple_keys_by_tok: TokenMap,
 
     pub(crate) comments: Vec<Comment>,
     pub(crate) comments_head: usize,
@@ -78,7 +100,7 @@ impl Scanner {
             indents: Vec::new(),
             simple_key_allowed: false,
             simple_keys: Vec::new(),
-            simple_keys_by_tok: HashMap::new(),
+            simple_keys_by_tok: TokenMap::default(),
             comments: Vec::new(),
             comments_head: 0,
         }
@@ -1411,7 +1433,7 @@ impl Scanner {
     }
 
     fn scan_plain_scalar(&mut self) -> Result<Token> {
-        let mut s = Vec::new();
+        let mut s = Vec::with_capacity(32);
         let mut leading_break = Vec::new();
         let mut trailing_breaks = Vec::new();
         let mut whitespaces = Vec::new();
@@ -1453,7 +1475,45 @@ impl Scanner {
                         whitespaces.clear();
                     }
                 }
-                self.read(&mut s);
+                // Copy the run of characters that cannot end the scalar.
+                let start = self.pos;
+                let mut at = start;
+                let mut chars = 0i64;
+                loop {
+                    let b = self.buf[at];
+                    if b == b' '
+                        || b == b'\t'
+                        || b == b'\n'
+                        || b == b'\r'
+                        || b == 0
+                        || b == 0xC2
+                        || b == 0xE2
+                    {
+                        if at == start {
+                            // NEL, LS/PS or a non-break 0xC2/0xE2 lead byte:
+                            // leave it to the exact per-character rules.
+                            self.read(&mut s);
+                        }
+                        break;
+                    }
+                    if b == b':' && is_blankz(&self.buf, at + 1) {
+                        break;
+                    }
+                    if self.flow_level > 0 && matches!(b, b',' | b'?' | b'[' | b']' | b'{' | b'}') {
+                        break;
+                    }
+                    if b & 0xC0 != 0x80 {
+                        chars += 1;
+                    }
+                    at += 1;
+                }
+                if at > start {
+                    s.extend_from_slice(&self.buf[start..at]);
+                    self.pos = at;
+                    self.mark.index += chars;
+                    self.mark.column += chars;
+                    self.newlines = 0;
+                }
                 end = self.mark;
             }
             if !(is_blank(&self.buf, self.p()) || is_break(&self.buf, self.p())) {
