@@ -711,11 +711,11 @@ impl<'a> Emitter<'a> {
             return false;
         }
         let chars = |b: &[u8]| String::from_utf8_lossy(b).chars().count();
-        let n = chars(&self.anchor)
-            + chars(&self.tag_handle)
+        let n = chars(self.anchor)
+            + chars(self.tag_handle)
             + chars(&self.tag_suffix)
             + if ev.kind == EventKind::Scalar {
-                chars(&self.scalar.value)
+                chars(self.scalar.value)
             } else {
                 0
             };
