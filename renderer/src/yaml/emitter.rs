@@ -765,7 +765,7 @@ impl<'a> Emitter<'a> {
         let c: &[u8] = if self.anchor_is_alias { b"*" } else { b"&" };
         self.write_indicator(c, true, false, false);
         let a = std::mem::take(&mut self.anchor);
-        self.write_all(&a);
+        self.write_all(a);
         self.anchor = a;
         self.whitespace = false;
         self.indention = false;
@@ -777,7 +777,7 @@ impl<'a> Emitter<'a> {
         }
         if !self.tag_handle.is_empty() {
             let h = self.tag_handle;
-            self.write_tag_handle(&h);
+            self.write_tag_handle(h);
             if !self.tag_suffix.is_empty() {
                 let s = self.tag_suffix.clone();
                 self.write_tag_content(&s, false);
@@ -794,11 +794,11 @@ impl<'a> Emitter<'a> {
         let value = std::mem::take(&mut self.scalar.value);
         let allow_breaks = !self.simple_key_context;
         match self.scalar.style {
-            ScalarStyle::Plain | ScalarStyle::Any => self.write_plain_scalar(&value, allow_breaks),
-            ScalarStyle::SingleQuoted => self.write_single_quoted_scalar(&value, allow_breaks),
-            ScalarStyle::DoubleQuoted => self.write_double_quoted_scalar(&value, allow_breaks),
-            ScalarStyle::Literal => self.write_literal_scalar(&value),
-            ScalarStyle::Folded => self.write_folded_scalar(&value),
+            ScalarStyle::Plain | ScalarStyle::Any => self.write_plain_scalar(value, allow_breaks),
+            ScalarStyle::SingleQuoted => self.write_single_quoted_scalar(value, allow_breaks),
+            ScalarStyle::DoubleQuoted => self.write_double_quoted_scalar(value, allow_breaks),
+            ScalarStyle::Literal => self.write_literal_scalar(value),
+            ScalarStyle::Folded => self.write_folded_scalar(value),
         }
         self.scalar.value = value;
     }
@@ -807,7 +807,7 @@ impl<'a> Emitter<'a> {
         if !self.tail_comment.is_empty() {
             self.write_indent();
             let c = std::mem::take(&mut self.tail_comment);
-            self.write_comment(&c);
+            self.write_comment(c);
             self.foot_indent = self.indent.max(0);
         }
         if self.head_comment.is_empty() {
@@ -815,7 +815,7 @@ impl<'a> Emitter<'a> {
         }
         self.write_indent();
         let c = std::mem::take(&mut self.head_comment);
-        self.write_comment(&c);
+        self.write_comment(c);
     }
 
     fn process_line_comment(&mut self) {
@@ -826,7 +826,7 @@ impl<'a> Emitter<'a> {
             self.put(b' ');
         }
         let c = std::mem::take(&mut self.line_comment);
-        self.write_comment(&c);
+        self.write_comment(c);
     }
 
     fn process_foot_comment(&mut self) {
@@ -835,7 +835,7 @@ impl<'a> Emitter<'a> {
         }
         self.write_indent();
         let c = std::mem::take(&mut self.foot_comment);
-        self.write_comment(&c);
+        self.write_comment(c);
         self.foot_indent = self.indent.max(0);
     }
 
