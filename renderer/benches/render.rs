@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use criterion::{black_box, criterion_group, criterion_main, Criterion};
 use plimsoll_renderer::render;
 use plimsoll_renderer::stack;
-use plimsoll_renderer::yq::{eval_all, Layer};
+use plimsoll_renderer::yq::{eval_all, merge_layers_cached, print, Layer, ParseCache};
 
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
@@ -71,6 +71,29 @@ fn benches(c: &mut Criterion) {
             }
         })
     });
+    c.bench_function(
+        "all 72 thingpark conformance chains, shared parse cache",
+        |b| {
+            b.iter(|| {
+                // A fresh cache per iteration: each distinct file is parsed once
+                // per run, as `plimsoll render` does across releases.
+                let mut cache = ParseCache::default();
+                for chain in &chains {
+                    let layers: Vec<Layer<'_>> = chain
+                        .iter()
+                        .map(|(name, bytes)| Layer {
+                            name,
+                            bytes,
+                            mode: Default::default(),
+                        })
+                        .collect();
+                    let acc =
+                        merge_layers_cached(&layers, &mut Vec::new(), &mut cache).expect("merge");
+                    black_box(print(&acc));
+                }
+            })
+        },
+    );
 
     let stack_bytes = std::fs::read(repo().join("plimsoll.yaml")).expect("plimsoll.yaml");
     let mut files: HashMap<String, Vec<u8>> = HashMap::new();

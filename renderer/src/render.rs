@@ -113,8 +113,9 @@ pub fn render(
     read: &dyn Fn(&str) -> std::io::Result<Vec<u8>>,
 ) -> Result<Rendered, RenderError> {
     let mut releases = Vec::new();
+    let mut cache = yq::ParseCache::default();
     for release in &stack.releases {
-        releases.push(render_release(stack, release, vars, read)?);
+        releases.push(render_release(stack, release, vars, read, &mut cache)?);
     }
     Ok(Rendered {
         assignments: vars.clone(),
@@ -158,6 +159,7 @@ fn render_release(
     release: &Release,
     vars: &Assignments,
     read: &dyn Fn(&str) -> std::io::Result<Vec<u8>>,
+    cache: &mut yq::ParseCache,
 ) -> Result<RenderedRelease, RenderError> {
     let files = load_layers(release, vars, read)?;
     let layers: Vec<Layer<'_>> = files
@@ -169,9 +171,11 @@ fn render_release(
         })
         .collect();
     let mut events = Vec::new();
-    let result = yq::merge_layers(&layers, &mut events).map_err(|source| RenderError::Layer {
-        release: release.name.clone(),
-        source,
+    let result = yq::merge_layers_cached(&layers, &mut events, cache).map_err(|source| {
+        RenderError::Layer {
+            release: release.name.clone(),
+            source,
+        }
     })?;
     let text = yq::print(&result);
     let lints = events
@@ -383,6 +387,7 @@ pub fn explain(
     let files = load_layers(release, vars, read)?;
     let mut steps: Vec<ExplainStep> = Vec::new();
     let mut previous: Option<String> = None;
+    let mut cache = yq::ParseCache::default();
     for i in 0..files.len() {
         // Merging a prefix of the layers shows the value after layer i.
         let layers: Vec<Layer<'_>> = files[..=i]
@@ -394,9 +399,11 @@ pub fn explain(
             })
             .collect();
         let mut events = Vec::new();
-        let acc = yq::merge_layers(&layers, &mut events).map_err(|source| RenderError::Layer {
-            release: release.name.clone(),
-            source,
+        let acc = yq::merge_layers_cached(&layers, &mut events, &mut cache).map_err(|source| {
+            RenderError::Layer {
+                release: release.name.clone(),
+                source,
+            }
         })?;
         let node = lookup(&acc.node, path);
         let value = node.map(|n| crate::yaml::to_string(n, 2).trim_end().to_string());

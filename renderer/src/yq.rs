@@ -6,8 +6,10 @@
 //! parser and land on nodes; null documents are skipped; a document's foot
 //! comment is kept aside and printed after the result.
 
+use std::collections::HashMap;
+
 use crate::merge::{multiply, Candidate, MergeError, MergeEvent, MergeMode};
-use crate::yaml::{self, SyntaxError};
+use crate::yaml::{self, Node, SyntaxError};
 
 /// One input file of a merge.
 #[derive(Clone, Copy, Debug)]
@@ -101,39 +103,126 @@ pub fn print_leading_content(content: &str, out: &mut String) {
     }
 }
 
+/// Parsed layers, kept across merges: a file used by several releases (or
+/// chains) is validated and parsed once per process.
+#[derive(Default)]
+pub struct ParseCache {
+    entries: HashMap<u64, Vec<CachedLayer>>,
+}
+
+struct CachedLayer {
+    first: bool,
+    bytes: Vec<u8>,
+    leading: String,
+    docs: Vec<Node>,
+}
+
+/// FNV-1a over 8-byte words: a cheap content key (hits are confirmed by
+/// comparing the bytes).
+fn content_hash(bytes: &[u8]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325 ^ bytes.len() as u64;
+    let mut chunks = bytes.chunks_exact(8);
+    for c in &mut chunks {
+        h = (h ^ u64::from_le_bytes(c.try_into().expect("8 bytes"))).wrapping_mul(0x100_0000_01b3);
+    }
+    for &b in chunks.remainder() {
+        h = (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3);
+    }
+    h
+}
+
+impl ParseCache {
+    /// The leading content and documents of a layer, parsed as the first
+    /// file of a merge (`first`) or a later one.
+    fn get(&mut self, layer: &Layer<'_>, idx: usize) -> Result<(String, Vec<Node>), LayerError> {
+        let first = idx == 0;
+        let key = content_hash(layer.bytes);
+        if let Some(hit) = self.entries.get(&key).and_then(|v| {
+            v.iter()
+                .find(|c| c.first == first && c.bytes == layer.bytes)
+        }) {
+            let mut docs = hit.docs.clone();
+            for d in &mut docs {
+                set_layer(d, idx as u32);
+            }
+            return Ok((hit.leading.clone(), docs));
+        }
+        let (leading, docs) = parse_layer(layer, idx)?;
+        self.entries.entry(key).or_default().push(CachedLayer {
+            first,
+            bytes: layer.bytes.to_vec(),
+            leading: leading.clone(),
+            docs: docs.clone(),
+        });
+        Ok((leading, docs))
+    }
+}
+
+/// Records which layer a (cached) tree belongs to in this merge.
+fn set_layer(n: &mut Node, layer: u32) {
+    n.origin.layer = layer;
+    for c in &mut n.content {
+        set_layer(c, layer);
+    }
+}
+
+fn parse_layer(layer: &Layer<'_>, idx: usize) -> Result<(String, Vec<Node>), LayerError> {
+    yaml::check_input(layer.bytes).map_err(|e| LayerError::Syntax {
+        file: layer.name.to_string(),
+        error: e,
+    })?;
+    let (leading, body) = if idx == 0 {
+        split_leading_content(layer.bytes)
+    } else {
+        (String::new(), layer.bytes)
+    };
+    let docs = yaml::parse_checked(body, idx as u32).map_err(|error| {
+        // Positions are relative to the body; the leading content the first
+        // file lost is whole lines.
+        let skipped = layer.bytes[..layer.bytes.len() - body.len()]
+            .iter()
+            .filter(|&&b| b == b'\n')
+            .count();
+        LayerError::Syntax {
+            file: layer.name.to_string(),
+            error: SyntaxError {
+                line: error.line + skipped,
+                ..error
+            },
+        }
+    })?;
+    Ok((leading, docs))
+}
+
 /// Merges the documents of all layers in order. `events` collects what the
 /// lints need.
 pub fn merge_layers(
     layers: &[Layer<'_>],
     events: &mut Vec<(usize, MergeEvent)>,
 ) -> Result<Candidate, LayerError> {
+    merge_impl(layers, events, None)
+}
+
+/// [`merge_layers`], reusing (and filling) a parse cache.
+pub fn merge_layers_cached(
+    layers: &[Layer<'_>],
+    events: &mut Vec<(usize, MergeEvent)>,
+    cache: &mut ParseCache,
+) -> Result<Candidate, LayerError> {
+    merge_impl(layers, events, Some(cache))
+}
+
+fn merge_impl(
+    layers: &[Layer<'_>],
+    events: &mut Vec<(usize, MergeEvent)>,
+    mut cache: Option<&mut ParseCache>,
+) -> Result<Candidate, LayerError> {
     let mut acc = Candidate::empty();
     for (idx, layer) in layers.iter().enumerate() {
-        let (leading, body) = if idx == 0 {
-            split_leading_content(layer.bytes)
-        } else {
-            (String::new(), layer.bytes)
+        let (leading, docs) = match cache.as_deref_mut() {
+            Some(c) => c.get(layer, idx)?,
+            None => parse_layer(layer, idx)?,
         };
-        let syntax = |error: SyntaxError| {
-            // Positions are relative to the body; the leading content the
-            // first file lost is whole lines.
-            let skipped = layer.bytes[..layer.bytes.len() - body.len()]
-                .iter()
-                .filter(|&&b| b == b'\n')
-                .count();
-            LayerError::Syntax {
-                file: layer.name.to_string(),
-                error: SyntaxError {
-                    line: error.line + skipped,
-                    ..error
-                },
-            }
-        };
-        yaml::check_input(layer.bytes).map_err(|e| LayerError::Syntax {
-            file: layer.name.to_string(),
-            error: e,
-        })?;
-        let docs = yaml::parse_checked(body, idx as u32).map_err(syntax)?;
         let mut leading = leading.as_str();
         for mut node in docs {
             // yq's reader moves a document's foot comment aside as
