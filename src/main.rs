@@ -146,6 +146,13 @@ fn cmd_merge(mode: MergeMode, files: &[PathBuf]) -> anyhow::Result<ExitCode> {
         .map(|(name, bytes)| Layer { name, bytes, mode })
         .collect();
     let out = yq::eval_all(&layers)?;
+    // Print what yq prints, but say so when that is not valid YAML.
+    if let Err(e) = plimsoll_renderer::yaml::parse_documents(out.as_bytes(), 0) {
+        eprintln!(
+            "warning: the merged output does not parse again ({e}); yq prints the same, \
+             and Helm could not read it (an alias before its anchor?)"
+        );
+    }
     std::io::stdout().write_all(out.as_bytes())?;
     Ok(ExitCode::SUCCESS)
 }

@@ -488,3 +488,38 @@ fn strict_keys_reports_typos_against_local_chart_defaults() {
     );
     assert!(!e.contains("a.yaml"), "known keys and open maps pass: {e}");
 }
+
+#[test]
+fn render_refuses_an_alias_the_merge_put_before_its_anchor() {
+    let repo = tempfile::tempdir().unwrap();
+    write(repo.path(), "a.yaml", "app:\n  replicas: 1\n");
+    write(repo.path(), "b.yaml", "global:\n  host: &host example.org\napp:\n  host: *host\n");
+    write(
+        repo.path(),
+        "plimsoll.yaml",
+        "releases:\n  - {name: r, chart: c, version: 1, namespace: n, stage: s, layers: [a.yaml, b.yaml]}\n",
+    );
+    let o = plimsoll(repo.path(), &["render"]);
+    assert_eq!(o.status.code(), Some(1));
+    let e = stderr(&o);
+    assert!(e.contains("unknown anchor 'host' referenced") && e.contains("alias the merge placed before its anchor"), "{e}");
+    let o = plimsoll(repo.path(), &["merge", "a.yaml", "b.yaml"]);
+    assert!(o.status.success(), "merge prints what yq prints");
+    assert_eq!(stdout(&o), "app:\n  replicas: 1\n  host: *host\nglobal:\n  host: &host example.org\n");
+    assert!(stderr(&o).contains("warning: the merged output does not parse again"));
+}
+
+#[test]
+fn render_refuses_output_that_would_not_parse() {
+    let repo = tempfile::tempdir().unwrap();
+    write(repo.path(), "a.yaml", "g: #\n !:\n $:\n");
+    write(
+        repo.path(),
+        "plimsoll.yaml",
+        "releases:\n  - {name: r, chart: c, version: 1, namespace: n, stage: s, layers: [a.yaml]}\n",
+    );
+    let o = plimsoll(repo.path(), &["render"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("the rendered values do not parse again"), "{}", stderr(&o));
+    assert!(!repo.path().join("rendered").exists());
+}

@@ -94,6 +94,15 @@ pub enum RenderError {
     },
     #[error("release {release:?}: {source}")]
     Layer { release: String, source: LayerError },
+    #[error(
+        "release {release:?}: the rendered values do not parse again ({error}); yq's merge \
+         writes this too (for example an alias the merge placed before its anchor, or a tag \
+         go-yaml prints after a comment), and Helm could not read it; nothing is written"
+    )]
+    Unparseable {
+        release: String,
+        error: crate::yaml::SyntaxError,
+    },
 }
 
 pub fn sha256_hex(bytes: &[u8]) -> String {
@@ -178,6 +187,13 @@ fn render_release(
         }
     })?;
     let text = yq::print(&result);
+    // Never hand Helm a values file it cannot read.
+    if let Err(error) = crate::yaml::parse_documents(text.as_bytes(), 0) {
+        return Err(RenderError::Unparseable {
+            release: release.name.clone(),
+            error,
+        });
+    }
     let lints = events
         .iter()
         .map(|(idx, ev)| lint_from_event(&release.name, &files, *idx, ev))

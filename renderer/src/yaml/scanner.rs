@@ -427,10 +427,14 @@ impl Scanner {
         self.tokens_parsed + (self.tokens.len() - self.tokens_head)
     }
 
-    fn insert_token(&mut self, pos: Option<usize>, token: Token) {
+    /// Queues a token at `pos` (relative to the next token the parser gets)
+    /// or at the end. A position that has already been consumed also means
+    /// the end, as in go-yaml (it happens when a flow collection that was a
+    /// possible simple key was handed out before its `:` arrived).
+    fn insert_token(&mut self, pos: Option<i64>, token: Token) {
         match pos {
-            None => self.tokens.push(token),
-            Some(p) => self.tokens.insert(self.tokens_head + p, token),
+            Some(p) if p >= 0 => self.tokens.insert(self.tokens_head + p as usize, token),
+            _ => self.tokens.push(token),
         }
     }
 
@@ -460,7 +464,7 @@ impl Scanner {
                 end: mark,
                 ..Token::default()
             };
-            let pos = number.map(|n| n - self.tokens_parsed);
+            let pos = number.map(|n| n as i64 - self.tokens_parsed as i64);
             self.insert_token(pos, token);
         }
         Ok(())
@@ -656,7 +660,7 @@ impl Scanner {
         if self.simple_key_is_valid(idx)? {
             let sk = self.simple_keys[idx];
             self.insert_token(
-                Some(sk.token_number - self.tokens_parsed),
+                Some(sk.token_number as i64 - self.tokens_parsed as i64),
                 Token {
                     kind: TokenKind::Key,
                     start: sk.mark,
