@@ -523,3 +523,11 @@ fn render_refuses_output_that_would_not_parse() {
     assert!(stderr(&o).contains("the rendered values do not parse again"), "{}", stderr(&o));
     assert!(!repo.path().join("rendered").exists());
 }
+
+/// The committed output of the bundled example is current: what CI runs on
+/// a pull request of a deployment repository.
+#[test]
+fn bundled_example_outputs_are_up_to_date() {
+    let o = plimsoll(&root(), &["render", "--check"]);
+    assert_eq!(o.status.code(), Some(0), "run `plimsoll render` and commit rendered/:\n{}", stdout(&o));
+}
