@@ -353,13 +353,10 @@ fn top_level_sequence_into_map_fails_like_yq() {
     );
 }
 
-/// ThingPark 7.3.1 to 7.3.4 ship `ingress-nginx.controller:` with only
-/// comments under it in values-thingpark-stack.yaml: a null that erases the
-/// load-balancer annotations, priority class and resources set by earlier
-/// layers.
-#[test]
-fn null_clobber_lint_catches_the_thingpark_731_bug() {
-    let tp = root().join("fixtures/thingpark/v7.3.1");
+/// A temporary repository rendering one ThingPark release's application
+/// chain at segment l on AWS, as the upstream scale-up procedure does.
+fn thingpark_app_repo(version: &str) -> tempfile::TempDir {
+    let tp = root().join("fixtures/thingpark").join(version);
     let repo = tempfile::tempdir().unwrap();
     for (from, to) in [
         (
@@ -384,48 +381,67 @@ fn null_clobber_lint_catches_the_thingpark_731_bug() {
         "plimsoll.yaml",
         "releases:\n  - name: tpe\n    chart: actility/thingpark-enterprise\n    version: 1.4.0\n    namespace: tp\n    stage: app\n    layers: [storage.yaml, lb.yaml, priority.yaml, sizing.yaml, values-thingpark-stack.yaml]\n",
     );
-    let o = plimsoll(repo.path(), &["render"]);
-    assert!(
-        o.status.success(),
-        "warnings do not fail a render: {}",
-        stderr(&o)
-    );
-    let e = stderr(&o);
-    let line = e
-        .lines()
-        .find(|l| l.contains("[null-clobber]"))
-        .unwrap_or_else(|| panic!("no null-clobber warning: {e}"));
-    assert!(
-        line.starts_with("warning: values-thingpark-stack.yaml:345:"),
-        "{line}"
-    );
-    assert!(
-        line.contains("`ingress-nginx.controller` is null here"),
-        "{line}"
-    );
-    for key in ["service", "priorityClassName", "resources"] {
-        assert!(line.contains(key), "erased key {key} named: {line}");
-    }
-    let rendered = std::fs::read_to_string(repo.path().join("rendered/tpe.yaml")).unwrap();
-    assert!(
-        !rendered.contains("aws-load-balancer-type"),
-        "yq semantics: the annotations are gone"
-    );
+    repo
+}
 
-    let fresh = tempfile::tempdir().unwrap();
-    copy_dir(repo.path(), fresh.path());
-    std::fs::remove_dir_all(fresh.path().join("rendered")).unwrap();
-    let o = plimsoll(fresh.path(), &["render", "--strict"]);
-    assert_eq!(o.status.code(), Some(1));
-    assert!(
-        stderr(&o).contains("error: values-thingpark-stack.yaml:345:"),
-        "{}",
-        stderr(&o)
-    );
-    assert!(
-        !fresh.path().join("rendered").exists(),
-        "--strict writes nothing"
-    );
+/// ThingPark 7.3.1 to 7.3.4 ship `ingress-nginx.controller:` with only
+/// comments under it in values-thingpark-stack.yaml: a null that erases the
+/// load-balancer annotations, priority class and resources set by earlier
+/// layers. 7.3.6 fixed it.
+#[test]
+fn null_clobber_lint_catches_the_thingpark_73x_bug() {
+    for version in ["v7.3.1", "v7.3.3", "v7.3.4"] {
+        let repo = thingpark_app_repo(version);
+        let o = plimsoll(repo.path(), &["render"]);
+        assert!(
+            o.status.success(),
+            "warnings do not fail a render: {}",
+            stderr(&o)
+        );
+        let e = stderr(&o);
+        let line = e
+            .lines()
+            .find(|l| l.contains("[null-clobber]"))
+            .unwrap_or_else(|| panic!("{version}: no null-clobber warning: {e}"));
+        assert!(
+            line.starts_with("warning: values-thingpark-stack.yaml:345:"),
+            "{version}: {line}"
+        );
+        assert!(
+            line.contains("`ingress-nginx.controller` is null here"),
+            "{line}"
+        );
+        assert!(
+            line.contains("(lb.yaml:3)"),
+            "names where the erased values came from: {line}"
+        );
+        for key in ["service", "priorityClassName", "resources"] {
+            assert!(line.contains(key), "erased key {key} named: {line}");
+        }
+        let rendered = std::fs::read_to_string(repo.path().join("rendered/tpe.yaml")).unwrap();
+        assert!(
+            !rendered.contains("aws-load-balancer-type"),
+            "yq semantics: the annotations are gone"
+        );
+
+        let fresh = thingpark_app_repo(version);
+        let o = plimsoll(fresh.path(), &["render", "--strict"]);
+        assert_eq!(o.status.code(), Some(1));
+        assert!(
+            stderr(&o).contains("error: values-thingpark-stack.yaml:345:"),
+            "{}",
+            stderr(&o)
+        );
+        assert!(
+            !fresh.path().join("rendered").exists(),
+            "--strict writes nothing"
+        );
+    }
+    let fixed = thingpark_app_repo("v7.3.6");
+    let o = plimsoll(fixed.path(), &["render", "--strict"]);
+    assert!(o.status.success(), "7.3.6 is clean: {}", stderr(&o));
+    let rendered = std::fs::read_to_string(fixed.path().join("rendered/tpe.yaml")).unwrap();
+    assert!(rendered.contains("aws-load-balancer-type"));
 }
 
 #[test]
@@ -493,7 +509,11 @@ fn strict_keys_reports_typos_against_local_chart_defaults() {
 fn render_refuses_an_alias_the_merge_put_before_its_anchor() {
     let repo = tempfile::tempdir().unwrap();
     write(repo.path(), "a.yaml", "app:\n  replicas: 1\n");
-    write(repo.path(), "b.yaml", "global:\n  host: &host example.org\napp:\n  host: *host\n");
+    write(
+        repo.path(),
+        "b.yaml",
+        "global:\n  host: &host example.org\napp:\n  host: *host\n",
+    );
     write(
         repo.path(),
         "plimsoll.yaml",
@@ -502,10 +522,17 @@ fn render_refuses_an_alias_the_merge_put_before_its_anchor() {
     let o = plimsoll(repo.path(), &["render"]);
     assert_eq!(o.status.code(), Some(1));
     let e = stderr(&o);
-    assert!(e.contains("unknown anchor 'host' referenced") && e.contains("alias the merge placed before its anchor"), "{e}");
+    assert!(
+        e.contains("unknown anchor 'host' referenced")
+            && e.contains("alias the merge placed before its anchor"),
+        "{e}"
+    );
     let o = plimsoll(repo.path(), &["merge", "a.yaml", "b.yaml"]);
     assert!(o.status.success(), "merge prints what yq prints");
-    assert_eq!(stdout(&o), "app:\n  replicas: 1\n  host: *host\nglobal:\n  host: &host example.org\n");
+    assert_eq!(
+        stdout(&o),
+        "app:\n  replicas: 1\n  host: *host\nglobal:\n  host: &host example.org\n"
+    );
     assert!(stderr(&o).contains("warning: the merged output does not parse again"));
 }
 
@@ -520,7 +547,11 @@ fn render_refuses_output_that_would_not_parse() {
     );
     let o = plimsoll(repo.path(), &["render"]);
     assert_eq!(o.status.code(), Some(1));
-    assert!(stderr(&o).contains("the rendered values do not parse again"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("the rendered values do not parse again"),
+        "{}",
+        stderr(&o)
+    );
     assert!(!repo.path().join("rendered").exists());
 }
 
@@ -529,5 +560,10 @@ fn render_refuses_output_that_would_not_parse() {
 #[test]
 fn bundled_example_outputs_are_up_to_date() {
     let o = plimsoll(&root(), &["render", "--check"]);
-    assert_eq!(o.status.code(), Some(0), "run `plimsoll render` and commit rendered/:\n{}", stdout(&o));
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "run `plimsoll render` and commit rendered/:\n{}",
+        stdout(&o)
+    );
 }

@@ -23,16 +23,29 @@ fn fuzz_findings_stay_fixed() {
                 // With explicit tags go-yaml's (and so our) output may not
                 // re-parse; see ARCHITECTURE.md.
                 if !a.contains(&b'!') {
-                    assert!(yaml::parse_documents(text.as_bytes(), 0).is_ok(), "re-parse of {text:?}");
+                    assert!(
+                        yaml::parse_documents(text.as_bytes(), 0).is_ok(),
+                        "re-parse of {text:?}"
+                    );
                 }
             }
         }
         let layers = [
-            Layer { name: "a", bytes: a, mode: Default::default() },
-            Layer { name: "b", bytes: b, mode: Default::default() },
+            Layer {
+                name: "a",
+                bytes: a,
+                mode: Default::default(),
+            },
+            Layer {
+                name: "b",
+                bytes: b,
+                mode: Default::default(),
+            },
         ];
         match eval_all(&layers) {
-            Ok(out) => assert!(data.contains(&b'!') || yaml::parse_documents(out.as_bytes(), 0).is_ok()),
+            Ok(out) => {
+                assert!(data.contains(&b'!') || yaml::parse_documents(out.as_bytes(), 0).is_ok())
+            }
             Err(e) => assert!(e.to_string().contains(':'), "positioned error: {e}"),
         }
         n += 1;
