@@ -567,3 +567,67 @@ fn bundled_example_outputs_are_up_to_date() {
         stdout(&o)
     );
 }
+
+/// A gzip'd ustar archive, as `helm package` writes.
+fn tgz(files: &[(&str, &[u8])]) -> Vec<u8> {
+    let mut tar = Vec::new();
+    for (name, body) in files {
+        let mut h = [0u8; 512];
+        h[..name.len()].copy_from_slice(name.as_bytes());
+        h[100..108].copy_from_slice(b"0000644\0");
+        h[124..136].copy_from_slice(format!("{:011o}\0", body.len()).as_bytes());
+        h[156] = b'0';
+        h[257..263].copy_from_slice(b"ustar\0");
+        h[148..156].copy_from_slice(b"        ");
+        let sum: u32 = h.iter().map(|&b| u32::from(b)).sum();
+        h[148..156].copy_from_slice(format!("{sum:06o}\0 ").as_bytes());
+        tar.extend_from_slice(&h);
+        tar.extend_from_slice(body);
+        tar.resize(tar.len().div_ceil(512) * 512, 0);
+    }
+    tar.resize(tar.len() + 1024, 0);
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    std::io::Write::write_all(&mut gz, &tar).unwrap();
+    gz.finish().unwrap()
+}
+
+#[test]
+fn strict_keys_reads_packaged_charts_and_subcharts() {
+    let repo = tempfile::tempdir().unwrap();
+    let sub = tgz(&[
+        ("metrics/Chart.yaml", b"name: metrics\nversion: 0.3.0\n"),
+        ("metrics/values.yaml", b"enabled: false\nport: 9100\n"),
+    ]);
+    let chart = tgz(&[
+        ("db/Chart.yaml", b"name: db\nversion: 1.0.0\n"),
+        ("db/values.yaml", b"persistence:\n  size: 8Gi\n"),
+        ("db/charts/metrics-0.3.0.tgz", &sub),
+    ]);
+    std::fs::write(repo.path().join("db-1.0.0.tgz"), chart).unwrap();
+    write(
+        repo.path(),
+        "a.yaml",
+        "persistence:\n  size: 10Gi\nmetrics:\n  port: 9200\n",
+    );
+    write(
+        repo.path(),
+        "b.yaml",
+        "persistence:\n  sise: 20Gi\nmetrics:\n  enabeld: true\n",
+    );
+    write(
+        repo.path(),
+        "plimsoll.yaml",
+        "releases:\n  - {name: db, chart: db-1.0.0.tgz, version: 1.0.0, namespace: n, stage: s, layers: [a.yaml, b.yaml]}\n",
+    );
+    let o = plimsoll(repo.path(), &["render", "--strict-keys"]);
+    let e = stderr(&o);
+    assert!(
+        e.contains("b.yaml:2:3: [unknown-key] db: `persistence.sise`"),
+        "{e}"
+    );
+    assert!(
+        e.contains("b.yaml:4:3: [unknown-key] db: `metrics.enabeld`"),
+        "{e}"
+    );
+    assert!(!e.contains("a.yaml"), "subchart keys are known: {e}");
+}
