@@ -1,0 +1,79 @@
+#!/usr/bin/env bash
+# Provisions the real test environment the syncer's tests run against:
+#   etcd (Debian etcd-server), kube-apiserver and kube-controller-manager
+#   v1.20.2 (built from Debian's `kubernetes` source package), and the Helm
+#   engine (PyPI helm-python-sdk, Helm v4 Go SDK) in a virtual environment.
+#
+# Results are cached outside the checkout, under $PLIMSOLL_TEST_ENV
+# (default ~/.cache/plimsoll-test-env), keyed by package versions: a second
+# run takes seconds. Safe to run twice at once (flock). Prints the path of
+# the environment file tests read (env.sh) on success.
+set -euo pipefail
+
+ROOT="${PLIMSOLL_TEST_ENV:-$HOME/.cache/plimsoll-test-env}"
+HELM_SDK_VERSION="0.2.2"
+KUBE_SRC_VERSION="1.20.5+really1.20.2"
+mkdir -p "$ROOT"
+exec 9>"$ROOT/.lock"
+flock 9
+
+log() { echo "provision: $*" >&2; }
+SUDO=""
+[ "$(id -u)" -eq 0 ] || SUDO="sudo"
+
+need_pkgs=()
+for p in etcd-server golang-go rsync jq dpkg-dev python3-venv openssl; do
+  dpkg -s "$p" >/dev/null 2>&1 || need_pkgs+=("$p")
+done
+if [ "${#need_pkgs[@]}" -gt 0 ]; then
+  log "installing ${need_pkgs[*]}"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need_pkgs[@]}" >/dev/null
+fi
+
+# --- kube-apiserver and kube-controller-manager ------------------------------
+KUBE_DIR="$ROOT/kubernetes-$KUBE_SRC_VERSION"
+if [ ! -x "$KUBE_DIR/bin/kube-apiserver" ] || [ ! -x "$KUBE_DIR/bin/kube-controller-manager" ]; then
+  log "building kube-apiserver and kube-controller-manager $KUBE_SRC_VERSION (about 5 minutes on 2 cores)"
+  if ! ls /etc/apt/sources.list.d/debian-src.sources >/dev/null 2>&1; then
+    sed -e 's/^Types: deb$/Types: deb-src/' /etc/apt/sources.list.d/debian.sources \
+      | $SUDO tee /etc/apt/sources.list.d/debian-src.sources >/dev/null
+    $SUDO apt-get update -qq
+  fi
+  WORK="$ROOT/build"
+  rm -rf "$WORK" && mkdir -p "$WORK"
+  (cd "$WORK" && apt-get source --download-only "kubernetes=$KUBE_SRC_VERSION" >/dev/null 2>&1 \
+     || apt-get source --download-only kubernetes >/dev/null)
+  tarball=$(ls "$WORK"/kubernetes_*.orig.tar.gz | head -n1)
+  (cd "$WORK" && tar xzf "$tarball")
+  SRC=$(find "$WORK" -maxdepth 1 -type d -name 'kubernetes-*' | head -n1)
+  (
+    cd "$SRC"
+    export GOPATH="$PWD/.go" CGO_ENABLED=0 PATH="/usr/lib/go/bin:$PATH" GOFLAGS=-mod=vendor
+    mkdir -p .go/src/k8s.io && ln -sfn ../../.. .go/src/k8s.io/kubernetes
+    HOME="$WORK/home" make WHAT="cmd/kube-apiserver cmd/kube-controller-manager" >"$WORK/build.log" 2>&1 \
+      || { tail -50 "$WORK/build.log" >&2; exit 1; }
+  )
+  mkdir -p "$KUBE_DIR/bin"
+  cp "$SRC"/_output/local/bin/linux/*/kube-apiserver "$SRC"/_output/local/bin/linux/*/kube-controller-manager "$KUBE_DIR/bin/"
+  rm -rf "$WORK"
+fi
+
+# --- Helm engine ---------------------------------------------------------------
+VENV="$ROOT/helm-venv-$HELM_SDK_VERSION"
+if [ ! -x "$VENV/bin/python" ] || ! "$VENV/bin/python" -c 'import helm_python' 2>/dev/null; then
+  log "installing helm-python-sdk $HELM_SDK_VERSION"
+  rm -rf "$VENV"
+  python3 -m venv "$VENV"
+  "$VENV/bin/pip" install -q "helm-python-sdk==$HELM_SDK_VERSION"
+fi
+
+ETCD_BIN=$(command -v etcd || echo /usr/bin/etcd)
+cat >"$ROOT/env.sh" <<ENV
+export PLIMSOLL_ETCD="$ETCD_BIN"
+export PLIMSOLL_KUBE_APISERVER="$KUBE_DIR/bin/kube-apiserver"
+export PLIMSOLL_KUBE_CONTROLLER_MANAGER="$KUBE_DIR/bin/kube-controller-manager"
+export PLIMSOLL_HELM_PYTHON="$VENV/bin/python"
+ENV
+log "ready: $ROOT/env.sh"
+echo "$ROOT/env.sh"

@@ -1,0 +1,385 @@
+//! Test support: a real Kubernetes control plane and the real Helm engine,
+//! started by the tests that need them.
+//!
+//! - [`Env`]: where the provisioned binaries are (`scripts/provision-test-env.sh`
+//!   writes them to `~/.cache/plimsoll-test-env/env.sh`).
+//! - [`ControlPlane`]: etcd, kube-apiserver (TLS, token auth, RBAC) and
+//!   kube-controller-manager on loopback, free ports, a temporary directory;
+//!   a kubeconfig; a `helm` command backed by the Helm SDK. Everything is
+//!   stopped when the value is dropped (also on panic), and by a watchdog if
+//!   the test process dies without unwinding.
+//!
+//! Only the node (kubelet) and the storage driver are stood in for; those
+//! actors live in [`actors`]. Nothing here is used by product code.
+
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub mod actors;
+
+/// Paths of the provisioned test environment.
+#[derive(Clone, Debug)]
+pub struct Env {
+    pub etcd: PathBuf,
+    pub kube_apiserver: PathBuf,
+    pub kube_controller_manager: PathBuf,
+    pub helm_python: PathBuf,
+}
+
+const PROVISION_HINT: &str = "provision it with `bash scripts/provision-test-env.sh` (about 6 minutes the first time, seconds afterwards)";
+
+impl Env {
+    /// Reads the environment from `PLIMSOLL_*` variables, or from the
+    /// `env.sh` the provisioning script wrote.
+    pub fn discover() -> Result<Env, String> {
+        let mut vars: std::collections::HashMap<String, String> = std::env::vars().collect();
+        let root = std::env::var("PLIMSOLL_TEST_ENV")
+            .map(PathBuf::from)
+            .unwrap_or_else(|_| {
+                PathBuf::from(std::env::var("HOME").unwrap_or_default())
+                    .join(".cache/plimsoll-test-env")
+            });
+        if let Ok(text) = std::fs::read_to_string(root.join("env.sh")) {
+            for line in text.lines() {
+                if let Some((k, v)) = line.strip_prefix("export ").and_then(|l| l.split_once('=')) {
+                    vars.entry(k.to_string())
+                        .or_insert_with(|| v.trim_matches('"').to_string());
+                }
+            }
+        }
+        let get = |k: &str| -> Result<PathBuf, String> {
+            let p = vars
+                .get(k)
+                .map(PathBuf::from)
+                .ok_or_else(|| format!("{k} is not set"))?;
+            if p.exists() {
+                Ok(p)
+            } else {
+                Err(format!("{k}={} does not exist", p.display()))
+            }
+        };
+        Ok(Env {
+            etcd: get("PLIMSOLL_ETCD")?,
+            kube_apiserver: get("PLIMSOLL_KUBE_APISERVER")?,
+            kube_controller_manager: get("PLIMSOLL_KUBE_CONTROLLER_MANAGER")?,
+            helm_python: get("PLIMSOLL_HELM_PYTHON")?,
+        })
+    }
+
+    /// The environment, or `None` with a message saying how to provision it.
+    /// In CI (`CI=true`) a missing environment fails the test instead.
+    pub fn require() -> Option<Env> {
+        match Env::discover() {
+            Ok(env) => Some(env),
+            Err(why) => {
+                if std::env::var("CI").as_deref() == Ok("true") {
+                    panic!("the test environment is not available in CI ({why}); {PROVISION_HINT}");
+                }
+                eprintln!("SKIPPED: needs the real test environment ({why}); {PROVISION_HINT}");
+                None
+            }
+        }
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free loopback port")
+}
+
+/// A running control plane. Dropping it stops every process.
+pub struct ControlPlane {
+    dir: tempfile::TempDir,
+    pgid: u32,
+    children: Vec<(&'static str, Child)>,
+    watchdog: Option<Child>,
+    pub api_port: u16,
+    pub token: String,
+    pub kubeconfig: PathBuf,
+    /// A `helm` command backed by the Helm SDK (see `testenv/helm/helm.py`).
+    pub helm: PathBuf,
+}
+
+impl ControlPlane {
+    /// Starts etcd, kube-apiserver and kube-controller-manager and waits
+    /// until the API server reports ready.
+    pub async fn start(env: &Env) -> Result<ControlPlane, String> {
+        let dir = tempfile::Builder::new()
+            .prefix("plimsoll-cp-")
+            .tempdir()
+            .map_err(|e| e.to_string())?;
+        let d = dir.path().to_path_buf();
+        let (etcd_port, peer_port, api_port) = (free_port(), free_port(), free_port());
+        let token = format!("plimsoll-test-{}", std::process::id());
+        std::fs::write(
+            d.join("tokens.csv"),
+            format!("{token},admin,admin,system:masters\n"),
+        )
+        .map_err(|e| e.to_string())?;
+        let status = Command::new("openssl")
+            .args(["genrsa", "-out"])
+            .arg(d.join("sa.key"))
+            .arg("2048")
+            .stderr(Stdio::null())
+            .status()
+            .map_err(|e| format!("openssl: {e}"))?;
+        if !status.success() {
+            return Err("openssl genrsa failed".into());
+        }
+        let kubeconfig = d.join("kubeconfig");
+        std::fs::write(
+            &kubeconfig,
+            format!(
+                "apiVersion: v1\nkind: Config\nclusters:\n- name: test\n  cluster:\n    server: https://127.0.0.1:{api_port}\n    insecure-skip-tls-verify: true\nusers:\n- name: admin\n  user:\n    token: {token}\ncontexts:\n- name: test\n  context:\n    cluster: test\n    user: admin\n    namespace: default\ncurrent-context: test\n"
+            ),
+        )
+        .map_err(|e| e.to_string())?;
+
+        let log = |name: &str| -> Result<Stdio, String> {
+            std::fs::File::create(d.join(format!("{name}.log")))
+                .map(Stdio::from)
+                .map_err(|e| e.to_string())
+        };
+        let mut cp = ControlPlane {
+            dir,
+            pgid: 0,
+            children: Vec::new(),
+            watchdog: None,
+            api_port,
+            token,
+            kubeconfig: kubeconfig.clone(),
+            helm: d.join("helm"),
+        };
+
+        let etcd = Command::new(&env.etcd)
+            .arg("--data-dir")
+            .arg(d.join("etcd"))
+            .args(["--name", "default"])
+            .arg(format!("--listen-client-urls=http://127.0.0.1:{etcd_port}"))
+            .arg(format!(
+                "--advertise-client-urls=http://127.0.0.1:{etcd_port}"
+            ))
+            .arg(format!("--listen-peer-urls=http://127.0.0.1:{peer_port}"))
+            .arg(format!(
+                "--initial-advertise-peer-urls=http://127.0.0.1:{peer_port}"
+            ))
+            .arg(format!(
+                "--initial-cluster=default=http://127.0.0.1:{peer_port}"
+            ))
+            .process_group(0)
+            .stdout(log("etcd")?)
+            .stderr(log("etcd")?)
+            .spawn()
+            .map_err(|e| format!("etcd: {e}"))?;
+        cp.pgid = etcd.id();
+        cp.children.push(("etcd", etcd));
+        cp.start_watchdog();
+
+        let apiserver = Command::new(&env.kube_apiserver)
+            .arg(format!("--etcd-servers=http://127.0.0.1:{etcd_port}"))
+            .arg("--bind-address=127.0.0.1")
+            .arg(format!("--secure-port={api_port}"))
+            .arg("--insecure-port=0")
+            .arg(format!("--cert-dir={}", d.join("certs").display()))
+            .arg(format!(
+                "--token-auth-file={}",
+                d.join("tokens.csv").display()
+            ))
+            .arg("--authorization-mode=RBAC")
+            .arg("--service-cluster-ip-range=10.0.0.0/24")
+            .arg("--service-account-issuer=https://kubernetes.default.svc")
+            .arg(format!(
+                "--service-account-key-file={}",
+                d.join("sa.key").display()
+            ))
+            .arg(format!(
+                "--service-account-signing-key-file={}",
+                d.join("sa.key").display()
+            ))
+            .process_group(cp.pgid as i32)
+            .stdout(log("kube-apiserver")?)
+            .stderr(log("kube-apiserver")?)
+            .spawn()
+            .map_err(|e| format!("kube-apiserver: {e}"))?;
+        cp.children.push(("kube-apiserver", apiserver));
+
+        let client = cp.client().await?;
+        cp.wait_ready(&client).await?;
+
+        let cm = Command::new(&env.kube_controller_manager)
+            .arg(format!("--kubeconfig={}", kubeconfig.display()))
+            .arg("--bind-address=127.0.0.1")
+            .args([
+                "--secure-port=0",
+                "--port=0",
+                "--leader-elect=false",
+                "--controllers=*",
+            ])
+            .arg(format!(
+                "--service-account-private-key-file={}",
+                d.join("sa.key").display()
+            ))
+            .process_group(cp.pgid as i32)
+            .stdout(log("kube-controller-manager")?)
+            .stderr(log("kube-controller-manager")?)
+            .spawn()
+            .map_err(|e| format!("kube-controller-manager: {e}"))?;
+        cp.children.push(("kube-controller-manager", cm));
+
+        cp.write_helm_wrapper(env)?;
+        Ok(cp)
+    }
+
+    /// Kills the control plane if this test process dies without dropping it.
+    fn start_watchdog(&mut self) {
+        let script = format!(
+            "while kill -0 {parent} 2>/dev/null; do sleep 1; done; kill -TERM -{pgid} 2>/dev/null; sleep 3; kill -KILL -{pgid} 2>/dev/null",
+            parent = std::process::id(),
+            pgid = self.pgid
+        );
+        self.watchdog = Command::new("sh")
+            .args(["-c", &script])
+            .process_group(0)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .ok();
+    }
+
+    fn write_helm_wrapper(&self, env: &Env) -> Result<(), String> {
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("helm/helm.py");
+        let text = format!(
+            "#!/bin/sh\nexec {} {} --kubeconfig {} \"$@\"\n",
+            env.helm_python.display(),
+            script.display(),
+            self.kubeconfig.display()
+        );
+        std::fs::write(&self.helm, text).map_err(|e| e.to_string())?;
+        Command::new("chmod")
+            .arg("+x")
+            .arg(&self.helm)
+            .status()
+            .map_err(|e| e.to_string())?;
+        Ok(())
+    }
+
+    /// A client for the control plane (admin token).
+    pub async fn client(&self) -> Result<kube::Client, String> {
+        let kc =
+            kube::config::Kubeconfig::read_from(&self.kubeconfig).map_err(|e| e.to_string())?;
+        let config =
+            kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default())
+                .await
+                .map_err(|e| e.to_string())?;
+        kube::Client::try_from(config).map_err(|e| e.to_string())
+    }
+
+    async fn wait_ready(&mut self, client: &kube::Client) -> Result<(), String> {
+        let deadline = Instant::now() + Duration::from_secs(90);
+        loop {
+            let req = http::Request::get("/readyz")
+                .body(Vec::new())
+                .expect("request");
+            if let Ok(text) = client.request_text(req).await {
+                if text.trim() == "ok" {
+                    return Ok(());
+                }
+            }
+            let exited = self.children.iter_mut().find_map(|(name, child)| {
+                child
+                    .try_wait()
+                    .ok()
+                    .flatten()
+                    .map(|status| format!("{name} exited early ({status})"))
+            });
+            if let Some(why) = exited {
+                return Err(format!("{why}; logs in {}", self.keep_logs().display()));
+            }
+            if Instant::now() > deadline {
+                return Err(format!(
+                    "kube-apiserver not ready after 90 s; logs in {}",
+                    self.keep_logs().display()
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+
+    /// Creates a fresh namespace for one test and waits until the
+    /// controller-manager has given it a default service account.
+    pub async fn namespace(&self, client: &kube::Client, name: &str) -> Result<String, String> {
+        use k8s_openapi::api::core::v1::{Namespace, ServiceAccount};
+        use kube::api::{Api, PostParams};
+        let ns: Namespace = serde_json::from_value(serde_json::json!({
+            "apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}
+        }))
+        .map_err(|e| e.to_string())?;
+        Api::<Namespace>::all(client.clone())
+            .create(&PostParams::default(), &ns)
+            .await
+            .map_err(|e| e.to_string())?;
+        let sas: Api<ServiceAccount> = Api::namespaced(client.clone(), name);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while sas
+            .get_opt("default")
+            .await
+            .map_err(|e| e.to_string())?
+            .is_none()
+        {
+            if Instant::now() > deadline {
+                return Err(format!("no default service account in {name} after 60 s (is kube-controller-manager running?)"));
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        Ok(name.to_string())
+    }
+
+    /// Copies the component logs to `target/testenv-logs/` and returns where.
+    pub fn keep_logs(&self) -> PathBuf {
+        let target = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/testenv-logs");
+        let dest = target.join(format!("{}-{}", std::process::id(), self.api_port));
+        let _ = std::fs::create_dir_all(&dest);
+        if let Ok(entries) = std::fs::read_dir(self.dir.path()) {
+            for e in entries.flatten() {
+                if e.path().extension().is_some_and(|x| x == "log") {
+                    let _ = std::fs::copy(e.path(), dest.join(e.file_name()));
+                }
+            }
+        }
+        dest
+    }
+}
+
+impl Drop for ControlPlane {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("control plane logs kept in {}", self.keep_logs().display());
+        }
+        if self.pgid != 0 {
+            let _ = Command::new("kill")
+                .arg("-TERM")
+                .arg(format!("-{}", self.pgid))
+                .status();
+        }
+        let deadline = Instant::now() + Duration::from_secs(5);
+        for (_, child) in &mut self.children {
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = child.try_wait() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        if let Some(mut w) = self.watchdog.take() {
+            let _ = w.kill();
+            let _ = w.wait();
+        }
+    }
+}

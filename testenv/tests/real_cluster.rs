@@ -1,0 +1,371 @@
+//! Proof that the test environment is real: behaviours only a real
+//! kube-apiserver, kube-controller-manager and Helm engine have.
+//!
+//! Each test starts its own control plane (nextest runs every test in its
+//! own process) and works in its own namespace.
+
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::core::v1::{Event, PersistentVolumeClaim, Pod, Secret};
+use k8s_openapi::api::storage::v1::StorageClass;
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use plimsoll_testenv::actors::{NodeActor, NodeBehaviour, StorageActor, StorageBehaviour};
+use plimsoll_testenv::{ControlPlane, Env};
+use serde_json::json;
+
+async fn start() -> Option<(ControlPlane, kube::Client)> {
+    let env = Env::require()?;
+    let cp = ControlPlane::start(&env)
+        .await
+        .expect("control plane starts");
+    let client = cp.client().await.expect("client");
+    Some((cp, client))
+}
+
+async fn eventually<F, Fut>(what: &str, timeout: Duration, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + timeout;
+    while !check().await {
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+async fn storage_class(client: &kube::Client, name: &str, expandable: bool) {
+    let sc: StorageClass = serde_json::from_value(json!({
+        "apiVersion": "storage.k8s.io/v1", "kind": "StorageClass",
+        "metadata": {"name": name}, "provisioner": "plimsoll.test/stand-in",
+        "allowVolumeExpansion": expandable, "volumeBindingMode": "Immediate",
+    }))
+    .unwrap();
+    Api::<StorageClass>::all(client.clone())
+        .create(&PostParams::default(), &sc)
+        .await
+        .expect("storage class");
+}
+
+fn pvc(name: &str, class: &str, size: &str) -> PersistentVolumeClaim {
+    serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": name},
+        "spec": {"accessModes": ["ReadWriteOnce"], "storageClassName": class,
+                 "resources": {"requests": {"storage": size}}},
+    }))
+    .unwrap()
+}
+
+fn storage_patch(size: &str) -> serde_json::Value {
+    json!({"spec": {"resources": {"requests": {"storage": size}}}})
+}
+
+async fn bound(pvcs: &Api<PersistentVolumeClaim>, name: &str) -> bool {
+    match pvcs.get_opt(name).await {
+        Ok(Some(p)) => p.status.and_then(|s| s.phase).as_deref() == Some("Bound"),
+        _ => false,
+    }
+}
+
+#[tokio::test]
+async fn pvc_shrink_is_rejected_and_growth_needs_an_expandable_class() {
+    let Some((cp, client)) = start().await else {
+        return;
+    };
+    let ns = cp.namespace(&client, "pvc-rules").await.unwrap();
+    storage_class(&client, "plimsoll-test-expandable", true).await;
+    storage_class(&client, "plimsoll-test-fixed", false).await;
+    let _s1 = StorageActor::start(
+        client.clone(),
+        "plimsoll-test-expandable",
+        StorageBehaviour::default(),
+    )
+    .await;
+    let _s2 = StorageActor::start(
+        client.clone(),
+        "plimsoll-test-fixed",
+        StorageBehaviour::default(),
+    )
+    .await;
+    let pvcs: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), &ns);
+    pvcs.create(
+        &PostParams::default(),
+        &pvc("grow", "plimsoll-test-expandable", "1Gi"),
+    )
+    .await
+    .unwrap();
+    pvcs.create(
+        &PostParams::default(),
+        &pvc("fixed", "plimsoll-test-fixed", "1Gi"),
+    )
+    .await
+    .unwrap();
+    eventually("both claims bound", Duration::from_secs(60), || async {
+        bound(&pvcs, "grow").await && bound(&pvcs, "fixed").await
+    })
+    .await;
+
+    let pp = PatchParams::default();
+    let err = pvcs
+        .patch("grow", &pp, &Patch::Merge(&storage_patch("512Mi")))
+        .await
+        .expect_err("shrinking a bound PVC is rejected");
+    assert!(
+        err.to_string()
+            .contains("can not be less than previous value"),
+        "{err}"
+    );
+
+    pvcs.patch("grow", &pp, &Patch::Merge(&storage_patch("2Gi")))
+        .await
+        .expect("growing is accepted when the class allows expansion");
+    let err = pvcs
+        .patch("fixed", &pp, &Patch::Merge(&storage_patch("2Gi")))
+        .await
+        .expect_err("growing is rejected when the class does not allow expansion");
+    assert!(
+        err.to_string()
+            .contains("storageclass that provisions the pvc must support resize"),
+        "{err}"
+    );
+
+    // The storage stand-in completes the resize and records the events the
+    // external-resizer and kubelet record.
+    eventually("capacity 2Gi", Duration::from_secs(30), || async {
+        pvcs.get("grow")
+            .await
+            .ok()
+            .and_then(|p| p.status)
+            .and_then(|s| s.capacity)
+            .and_then(|c| c.get("storage").map(|q| q.0.clone()))
+            == Some("2Gi".to_string())
+    })
+    .await;
+    let events: Api<Event> = Api::namespaced(client.clone(), &ns);
+    let reasons: Vec<String> = events
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.involved_object.name.as_deref() == Some("grow"))
+        .filter_map(|e| e.reason)
+        .collect();
+    for r in [
+        "Resizing",
+        "FileSystemResizeRequired",
+        "FileSystemResizeSuccessful",
+    ] {
+        assert!(
+            reasons.iter().any(|x| x == r),
+            "event {r} recorded: {reasons:?}"
+        );
+    }
+}
+
+fn statefulset(name: &str, size: &str, replicas: i32) -> StatefulSet {
+    serde_json::from_value(json!({
+        "apiVersion": "apps/v1", "kind": "StatefulSet", "metadata": {"name": name},
+        "spec": {
+            "serviceName": name, "replicas": replicas,
+            "selector": {"matchLabels": {"app": name}},
+            "template": {"metadata": {"labels": {"app": name}},
+                         "spec": {"containers": [{"name": "main", "image": "registry.invalid/x:1",
+                                                  "volumeMounts": [{"name": "data", "mountPath": "/data"}]}]}},
+            "volumeClaimTemplates": [{"metadata": {"name": "data"},
+                "spec": {"accessModes": ["ReadWriteOnce"], "storageClassName": "plimsoll-test-expandable",
+                         "resources": {"requests": {"storage": size}}}}],
+        },
+    }))
+    .unwrap()
+}
+
+#[tokio::test]
+async fn statefulset_volume_claim_templates_are_immutable() {
+    let Some((cp, client)) = start().await else {
+        return;
+    };
+    let ns = cp.namespace(&client, "sts-vct").await.unwrap();
+    let sts: Api<StatefulSet> = Api::namespaced(client.clone(), &ns);
+    sts.create(&PostParams::default(), &statefulset("db", "1Gi", 0))
+        .await
+        .unwrap();
+    // A merge patch carries no resourceVersion, so the controller updating
+    // the status meanwhile cannot turn this into a conflict.
+    let changed = serde_json::to_value(statefulset("db", "2Gi", 0)).unwrap();
+    let patch = json!({"spec": {"volumeClaimTemplates": changed["spec"]["volumeClaimTemplates"]}});
+    let err = sts
+        .patch("db", &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .expect_err("changing volumeClaimTemplates is rejected");
+    assert!(
+        err.to_string()
+            .contains("updates to statefulset spec for fields other than"),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn orphan_delete_keeps_pods_and_pvcs_and_a_new_statefulset_adopts_them() {
+    let Some((cp, client)) = start().await else {
+        return;
+    };
+    let ns = cp.namespace(&client, "orphan").await.unwrap();
+    storage_class(&client, "plimsoll-test-expandable", true).await;
+    let _storage = StorageActor::start(
+        client.clone(),
+        "plimsoll-test-expandable",
+        StorageBehaviour::default(),
+    )
+    .await;
+    let _node = NodeActor::start(client.clone(), "stand-in-node", NodeBehaviour::default())
+        .await
+        .unwrap();
+    let sts: Api<StatefulSet> = Api::namespaced(client.clone(), &ns);
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
+    let pvcs: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), &ns);
+    sts.create(&PostParams::default(), &statefulset("db", "1Gi", 2))
+        .await
+        .unwrap();
+    eventually("2 ready replicas", Duration::from_secs(90), || async {
+        sts.get("db")
+            .await
+            .ok()
+            .and_then(|s| s.status)
+            .and_then(|s| s.ready_replicas)
+            == Some(2)
+    })
+    .await;
+    let uids = |list: Vec<(Option<String>, Option<String>)>| {
+        let mut v: Vec<(String, String)> = list
+            .into_iter()
+            .map(|(n, u)| (n.unwrap_or_default(), u.unwrap_or_default()))
+            .collect();
+        v.sort();
+        v
+    };
+    let pod_uids = uids(
+        pods.list(&ListParams::default())
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|p| (p.metadata.name, p.metadata.uid))
+            .collect(),
+    );
+    let pvc_uids = uids(
+        pvcs.list(&ListParams::default())
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|p| (p.metadata.name, p.metadata.uid))
+            .collect(),
+    );
+    assert_eq!(pod_uids.len(), 2);
+    assert_eq!(
+        pvc_uids.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>(),
+        vec!["data-db-0", "data-db-1"],
+        "PVCs are named TEMPLATE-STS-ORDINAL"
+    );
+    let old_uid = sts.get("db").await.unwrap().metadata.uid.unwrap();
+
+    let orphan = DeleteParams {
+        propagation_policy: Some(kube::api::PropagationPolicy::Orphan),
+        ..DeleteParams::default()
+    };
+    sts.delete("db", &orphan).await.unwrap();
+    eventually("statefulset gone", Duration::from_secs(30), || async {
+        sts.get_opt("db").await.unwrap().is_none()
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let still = uids(
+        pods.list(&ListParams::default())
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|p| (p.metadata.name, p.metadata.uid))
+            .collect(),
+    );
+    assert_eq!(still, pod_uids, "pods survive an orphan delete");
+    let still = uids(
+        pvcs.list(&ListParams::default())
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|p| (p.metadata.name, p.metadata.uid))
+            .collect(),
+    );
+    assert_eq!(still, pvc_uids, "PVCs survive an orphan delete");
+
+    sts.create(&PostParams::default(), &statefulset("db", "2Gi", 2))
+        .await
+        .unwrap();
+    let new_uid = sts.get("db").await.unwrap().metadata.uid.unwrap();
+    assert_ne!(new_uid, old_uid);
+    eventually(
+        "pods adopted by the new statefulset",
+        Duration::from_secs(60),
+        || async {
+            pods.list(&ListParams::default()).await.is_ok_and(|list| {
+                list.items.len() == 2
+                    && list.items.iter().all(|p| {
+                        p.metadata
+                            .owner_references
+                            .as_ref()
+                            .is_some_and(|o| o.iter().any(|o| o.uid == new_uid))
+                    })
+            })
+        },
+    )
+    .await;
+    let after = uids(
+        pods.list(&ListParams::default())
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|p| (p.metadata.name, p.metadata.uid))
+            .collect(),
+    );
+    assert_eq!(after, pod_uids, "the same pods, adopted, not re-created");
+}
+
+#[tokio::test]
+async fn helm_install_then_upgrade_writes_release_secrets() {
+    let Some((cp, client)) = start().await else {
+        return;
+    };
+    let ns = cp.namespace(&client, "helm").await.unwrap();
+    let charts = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures/charts");
+    for version in ["1.0.0", "1.1.0"] {
+        let out = std::process::Command::new(&cp.helm)
+            .args(["upgrade", "--install", "demo"])
+            .arg(charts.join(format!("test-app-{version}")))
+            .args(["--namespace", &ns, "--version", version])
+            .output()
+            .expect("run helm front end");
+        assert!(
+            out.status.success(),
+            "helm upgrade --install {version}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
+    for name in ["sh.helm.release.v1.demo.v1", "sh.helm.release.v1.demo.v2"] {
+        let s = secrets
+            .get(name)
+            .await
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert_eq!(s.type_.as_deref(), Some("helm.sh/release.v1"));
+    }
+    let out = std::process::Command::new(&cp.helm)
+        .args(["history", "demo", "--namespace", &ns, "-o", "json"])
+        .output()
+        .unwrap();
+    let history: serde_json::Value = serde_json::from_slice(&out.stdout).expect("history is JSON");
+    assert_eq!(history.as_array().map(Vec::len), Some(2), "{history}");
+    assert_eq!(history[1]["chart"], "test-app-1.1.0");
+}
