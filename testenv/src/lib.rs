@@ -96,6 +96,8 @@ pub struct ControlPlane {
     dir: tempfile::TempDir,
     pgid: u32,
     children: Vec<(&'static str, Child)>,
+    /// Holds the write end of the watchdog's stdin: when this process dies,
+    /// the pipe closes and the watchdog stops the components.
     watchdog: Option<Child>,
     pub api_port: u16,
     pub token: String,
@@ -134,7 +136,8 @@ impl ControlPlane {
         std::fs::write(
             &kubeconfig,
             format!(
-                "apiVersion: v1\nkind: Config\nclusters:\n- name: test\n  cluster:\n    server: https://127.0.0.1:{api_port}\n    insecure-skip-tls-verify: true\nusers:\n- name: admin\n  user:\n    token: {token}\ncontexts:\n- name: test\n  context:\n    cluster: test\n    user: admin\n    namespace: default\ncurrent-context: test\n"
+                "apiVersion: v1\nkind: Config\nclusters:\n- name: test\n  cluster:\n    server: https://127.0.0.1:{api_port}\n    certificate-authority: {ca}\nusers:\n- name: admin\n  user:\n    token: {token}\ncontexts:\n- name: test\n  context:\n    cluster: test\n    user: admin\n    namespace: default\ncurrent-context: test\n",
+                ca = d.join("certs/apiserver.crt").display()
             ),
         )
         .map_err(|e| e.to_string())?;
@@ -176,8 +179,9 @@ impl ControlPlane {
             .spawn()
             .map_err(|e| format!("etcd: {e}"))?;
         cp.pgid = etcd.id();
-        cp.children.push(("etcd", etcd));
         cp.start_watchdog();
+        cp.record_pid(etcd.id());
+        cp.children.push(("etcd", etcd));
 
         let apiserver = Command::new(&env.kube_apiserver)
             .arg(format!("--etcd-servers=http://127.0.0.1:{etcd_port}"))
@@ -205,9 +209,32 @@ impl ControlPlane {
             .stderr(log("kube-apiserver")?)
             .spawn()
             .map_err(|e| format!("kube-apiserver: {e}"))?;
+        cp.record_pid(apiserver.id());
         cp.children.push(("kube-apiserver", apiserver));
 
-        let client = cp.client().await?;
+        // The API server writes its self-signed serving certificate (and the
+        // CA that signed it) at start; clients verify against it.
+        let cert = d.join("certs/apiserver.crt");
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !cert.exists() {
+            if Instant::now() > deadline {
+                return Err(format!(
+                    "no serving certificate after 60 s; logs in {}",
+                    cp.keep_logs().display()
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        // The file may still be being written: retry reading it briefly.
+        let mut client = cp.client().await;
+        for _ in 0..20 {
+            if client.is_ok() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            client = cp.client().await;
+        }
+        let client = client?;
         cp.wait_ready(&client).await?;
 
         let cm = Command::new(&env.kube_controller_manager)
@@ -228,27 +255,47 @@ impl ControlPlane {
             .stderr(log("kube-controller-manager")?)
             .spawn()
             .map_err(|e| format!("kube-controller-manager: {e}"))?;
+        cp.record_pid(cm.id());
         cp.children.push(("kube-controller-manager", cm));
 
         cp.write_helm_wrapper(env)?;
         Ok(cp)
     }
 
-    /// Kills the control plane if this test process dies without dropping it.
+    /// Stops the control plane if this test process dies without dropping it
+    /// (SIGKILL, abort). The watchdog waits for its stdin to close, which
+    /// happens when this process exits, then signals only the recorded pids
+    /// whose command line is still one of our components: a pid or process
+    /// group id may have been reused by then, and must not be signalled
+    /// blindly.
     fn start_watchdog(&mut self) {
+        let pids = self.dir.path().join("pids");
         let script = format!(
-            "while kill -0 {parent} 2>/dev/null; do sleep 1; done; kill -TERM -{pgid} 2>/dev/null; sleep 3; kill -KILL -{pgid} 2>/dev/null",
-            parent = std::process::id(),
-            pgid = self.pgid
+            "cat >/dev/null; for sig in TERM KILL; do for p in $(cat '{pids}' 2>/dev/null); do \
+               if tr '\\0' ' ' </proc/$p/cmdline 2>/dev/null | grep -q -e etcd -e kube-apiserver -e kube-controller-manager; \
+               then kill -$sig $p 2>/dev/null; fi; done; sleep 3; done",
+            pids = pids.display()
         );
         self.watchdog = Command::new("sh")
             .args(["-c", &script])
             .process_group(0)
-            .stdin(Stdio::null())
+            .stdin(Stdio::piped())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .ok();
+    }
+
+    /// Records a component's pid for the watchdog.
+    fn record_pid(&self, pid: u32) {
+        use std::io::Write;
+        if let Ok(mut f) = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("pids"))
+        {
+            let _ = writeln!(f, "{pid}");
+        }
     }
 
     fn write_helm_wrapper(&self, env: &Env) -> Result<(), String> {
@@ -339,6 +386,11 @@ impl ControlPlane {
         Ok(name.to_string())
     }
 
+    /// Process ids of etcd, kube-apiserver and kube-controller-manager.
+    pub fn pids(&self) -> Vec<u32> {
+        self.children.iter().map(|(_, c)| c.id()).collect()
+    }
+
     /// Copies the component logs to `target/testenv-logs/` and returns where.
     pub fn keep_logs(&self) -> PathBuf {
         let target = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/testenv-logs");
@@ -360,11 +412,15 @@ impl Drop for ControlPlane {
         if std::thread::panicking() {
             eprintln!("control plane logs kept in {}", self.keep_logs().display());
         }
-        if self.pgid != 0 {
-            let _ = Command::new("kill")
-                .arg("-TERM")
-                .arg(format!("-{}", self.pgid))
-                .status();
+        // Signal our own children only while they are unreaped: until we
+        // wait on them their pids cannot be reused.
+        for (_, child) in &mut self.children {
+            if let Ok(None) = child.try_wait() {
+                let _ = Command::new("kill")
+                    .arg("-TERM")
+                    .arg(child.id().to_string())
+                    .status();
+            }
         }
         let deadline = Instant::now() + Duration::from_secs(5);
         for (_, child) in &mut self.children {
@@ -378,6 +434,8 @@ impl Drop for ControlPlane {
             let _ = child.wait();
         }
         if let Some(mut w) = self.watchdog.take() {
+            // Everything is stopped and reaped: the watchdog finds nothing
+            // to signal whatever it does now.
             let _ = w.kill();
             let _ = w.wait();
         }

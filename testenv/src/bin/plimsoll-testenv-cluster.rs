@@ -1,5 +1,6 @@
-//! Starts a test control plane and keeps it up for a while (for poking at it
-//! by hand): `cargo run -p plimsoll-testenv --example cluster -- SECONDS`.
+//! Starts a test control plane and keeps it up (for poking at it by hand,
+//! and for the teardown test): `plimsoll-testenv-cluster [SECONDS]`.
+//! Prints KUBECONFIG=, HELM= and PIDS= lines once it is ready.
 
 #[tokio::main]
 async fn main() {
@@ -13,5 +14,7 @@ async fn main() {
         .expect("control plane");
     println!("KUBECONFIG={}", cp.kubeconfig.display());
     println!("HELM={}", cp.helm.display());
+    let pids: Vec<String> = cp.pids().iter().map(u32::to_string).collect();
+    println!("PIDS={}", pids.join(","));
     tokio::time::sleep(std::time::Duration::from_secs(secs)).await;
 }
