@@ -12,7 +12,8 @@ set -euo pipefail
 
 ROOT="${PLIMSOLL_TEST_ENV:-$HOME/.cache/plimsoll-test-env}"
 HELM_SDK_VERSION="0.2.2"
-KUBE_SRC_VERSION="1.20.5+really1.20.2"
+# Debian bookworm source package version (the cache key).
+KUBE_SRC_VERSION="1.20.5+really1.20.2-1.1+deb12u1"
 mkdir -p "$ROOT"
 exec 9>"$ROOT/.lock"
 flock 9
@@ -42,8 +43,10 @@ if [ ! -x "$KUBE_DIR/bin/kube-apiserver" ] || [ ! -x "$KUBE_DIR/bin/kube-control
   fi
   WORK="$ROOT/build"
   rm -rf "$WORK" && mkdir -p "$WORK"
-  (cd "$WORK" && apt-get source --download-only "kubernetes=$KUBE_SRC_VERSION" >/dev/null 2>&1 \
-     || apt-get source --download-only kubernetes >/dev/null)
+  if ! (cd "$WORK" && apt-get source --download-only "kubernetes=$KUBE_SRC_VERSION" >/dev/null 2>&1); then
+    log "kubernetes=$KUBE_SRC_VERSION is not available; building the archive's current version"
+    (cd "$WORK" && apt-get source --download-only kubernetes >/dev/null)
+  fi
   tarball=$(ls "$WORK"/kubernetes_*.orig.tar.gz | head -n1)
   (cd "$WORK" && tar xzf "$tarball")
   SRC=$(find "$WORK" -maxdepth 1 -type d -name 'kubernetes-*' | head -n1)
@@ -56,6 +59,7 @@ if [ ! -x "$KUBE_DIR/bin/kube-apiserver" ] || [ ! -x "$KUBE_DIR/bin/kube-control
   )
   mkdir -p "$KUBE_DIR/bin"
   cp "$SRC"/_output/local/bin/linux/*/kube-apiserver "$SRC"/_output/local/bin/linux/*/kube-controller-manager "$KUBE_DIR/bin/"
+  ls "$WORK"/*.dsc | sed 's#.*/##' > "$KUBE_DIR/SOURCE"
   rm -rf "$WORK"
 fi
 
