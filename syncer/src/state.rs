@@ -1,0 +1,145 @@
+//! Observed and desired state, as the planner sees them.
+
+use serde::{Deserialize, Serialize};
+
+/// Everything observed in the cluster that planning needs. Serialized by
+/// `plimsoll snapshot` so a pull-request job can plan without credentials.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct ObservedState {
+    pub releases: Vec<ReleaseState>,
+    pub statefulsets: Vec<StatefulSetState>,
+    pub pvcs: Vec<PvcState>,
+    pub storage_classes: Vec<StorageClassState>,
+    #[serde(default)]
+    pub deployments: Vec<DeploymentState>,
+}
+
+/// A deployed Helm release, as read from its newest storage Secret.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ReleaseState {
+    pub name: String,
+    pub namespace: String,
+    pub chart: String,
+    pub version: String,
+    pub revision: u32,
+    pub status: String,
+    /// User-supplied values.
+    pub values: serde_json::Value,
+}
+
+/// A persistent volume claim template of a StatefulSet.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClaimTemplate {
+    pub name: String,
+    pub storage_class: Option<String>,
+    /// Requested size, a Kubernetes quantity (`10Gi`).
+    pub size: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct StatefulSetState {
+    pub name: String,
+    pub namespace: String,
+    pub uid: String,
+    /// The Helm release that manages it (`meta.helm.sh/release-name`).
+    pub release: Option<String>,
+    pub replicas: u32,
+    pub ready_replicas: u32,
+    pub claim_templates: Vec<ClaimTemplate>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PvcState {
+    pub name: String,
+    pub namespace: String,
+    pub storage_class: Option<String>,
+    pub request: String,
+    pub capacity: Option<String>,
+    #[serde(default)]
+    pub conditions: Vec<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct StorageClassState {
+    pub name: String,
+    pub allow_volume_expansion: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct DeploymentState {
+    pub name: String,
+    pub namespace: String,
+    pub release: Option<String>,
+    pub replicas: u32,
+    pub ready_replicas: u32,
+}
+
+/// What a release should be, from the rendered values of a revision and
+/// the chart rendered with them (`helm template`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct DesiredRelease {
+    pub name: String,
+    pub namespace: String,
+    pub stage: String,
+    pub chart: String,
+    pub version: String,
+    pub values: serde_json::Value,
+    /// StatefulSets the chart renders, with their claim templates.
+    pub statefulsets: Vec<DesiredStatefulSet>,
+    /// Deployments the chart renders (waited for after the upgrade).
+    #[serde(default)]
+    pub deployments: Vec<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct DesiredStatefulSet {
+    pub name: String,
+    pub replicas: u32,
+    pub claim_templates: Vec<ClaimTemplate>,
+}
+
+/// Quantity in bytes (`10Gi`, `500M`, `1e3`, `1.5Gi`); `None` if malformed.
+pub fn quantity_bytes(q: &str) -> Option<u128> {
+    let q = q.trim();
+    let split = q
+        .find(|c: char| c.is_ascii_alphabetic() && c != 'e')
+        .unwrap_or(q.len());
+    let (num, suffix) = q.split_at(split);
+    let mult: u128 = match suffix {
+        "" => 1,
+        "Ki" => 1 << 10,
+        "Mi" => 1 << 20,
+        "Gi" => 1 << 30,
+        "Ti" => 1 << 40,
+        "Pi" => 1 << 50,
+        "Ei" => 1 << 60,
+        "k" => 1_000,
+        "M" => 1_000_000,
+        "G" => 1_000_000_000,
+        "T" => 1_000_000_000_000,
+        "P" => 1_000_000_000_000_000,
+        "m" => return num.parse::<f64>().ok().map(|n| (n / 1000.0) as u128),
+        _ => return None,
+    };
+    let n: f64 = num.parse().ok()?;
+    if !n.is_finite() || n < 0.0 {
+        return None;
+    }
+    Some((n * mult as f64).round() as u128)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::quantity_bytes;
+
+    #[test]
+    fn quantities() {
+        assert_eq!(quantity_bytes("10Gi"), Some(10 << 30));
+        assert_eq!(quantity_bytes("1.5Gi"), Some(3 << 29));
+        assert_eq!(quantity_bytes("500M"), Some(500_000_000));
+        assert_eq!(quantity_bytes("1e3"), Some(1000));
+        assert_eq!(quantity_bytes("7"), Some(7));
+        assert_eq!(quantity_bytes("10Gb"), None);
+        assert!(quantity_bytes("20Gi") < quantity_bytes("45Gi"));
+    }
+}

@@ -1,0 +1,76 @@
+//! Planner cases as data: fixtures/plans/CASE/{desired,observed}.json (and
+//! options.json) beside the expected text plan and exit code. Run with
+//! UPDATE_EXPECT=1 to rewrite the expected files after reviewing a change.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use plimsoll_syncer::plan::{plan, to_json, to_markdown, to_text, PlanOptions};
+use plimsoll_syncer::state::{DesiredRelease, ObservedState};
+use plimsoll_syncer::version::Catalog;
+
+#[derive(serde::Deserialize, Default)]
+struct Options {
+    #[serde(default)]
+    strict: bool,
+    #[serde(default)]
+    catalogs: BTreeMap<String, Vec<String>>,
+}
+
+#[test]
+fn planner_cases() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures/plans");
+    let update = std::env::var("UPDATE_EXPECT").is_ok();
+    let mut failures = Vec::new();
+    let mut n = 0;
+    let mut cases: Vec<_> = std::fs::read_dir(&root)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    cases.sort();
+    for case in cases {
+        let read = |f: &str| std::fs::read_to_string(case.join(f));
+        let desired: Vec<DesiredRelease> =
+            serde_json::from_str(&read("desired.json").unwrap()).unwrap();
+        let observed: ObservedState =
+            serde_json::from_str(&read("observed.json").unwrap()).unwrap();
+        let opts: Options = read("options.json")
+            .map(|t| serde_json::from_str(&t).unwrap())
+            .unwrap_or_default();
+        let options = PlanOptions {
+            strict: opts.strict,
+            catalogs: opts
+                .catalogs
+                .into_iter()
+                .map(|(k, v)| (k, Catalog { versions: v }))
+                .collect(),
+        };
+        let p = plan(&desired, &observed, &options);
+        let text = to_text(&p);
+        let exit = format!("{}\n", p.exit_code());
+        // Every form is produced, and no secret leaks into any of them.
+        let all = format!("{text}{}{}", to_markdown(&p), to_json(&p));
+        for secret in ["old-secret", "new-secret", "abc"] {
+            if all.contains(&format!("\"{secret}\""))
+                || all.contains(&format!(" {secret}\n"))
+                || all.contains(&format!("-> {secret}"))
+            {
+                failures.push(format!("{}: secret {secret:?} shown", case.display()));
+            }
+        }
+        if update {
+            std::fs::write(case.join("expected.txt"), &text).unwrap();
+            std::fs::write(case.join("expected.exit"), &exit).unwrap();
+        } else {
+            if read("expected.txt").ok().as_deref() != Some(text.as_str()) {
+                failures.push(format!("{}: plan differs:\n{text}", case.display()));
+            }
+            if read("expected.exit").ok().as_deref() != Some(exit.as_str()) {
+                failures.push(format!("{}: exit code {exit}", case.display()));
+            }
+        }
+        n += 1;
+    }
+    assert!(n >= 10, "{n} cases");
+    assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+}
