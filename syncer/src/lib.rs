@@ -10,9 +10,14 @@
 //!   [`plan::Plan`]: steps in stage order, or refusals that stop it.
 //! - [`version`]: chart version ordering and upgrade paths.
 //!
-//! **Architecture Invariant:** nothing here talks to git or Kubernetes;
-//! reading them is the caller's job (and the executor's, later).
+//! - [`helm_release`]: Helm releases decoded from their storage Secrets.
+//! - [`observe`]: the I/O edge that reads observed state from a cluster.
+//!
+//! **Architecture Invariant:** only [`observe`] talks to Kubernetes; the
+//! planner is pure and plans equally from a live read or a snapshot file.
 
+pub mod helm_release;
+pub mod observe;
 pub mod plan;
 pub mod state;
 pub mod version;

@@ -1,0 +1,129 @@
+//! Helm releases read straight from their storage Secrets
+//! (`sh.helm.release.v1.NAME.vN`, type `helm.sh/release.v1`): the `release`
+//! field is base64 of gzip'd JSON. No helm binary is needed to read.
+
+use std::io::Read;
+
+use crate::state::ReleaseState;
+
+#[derive(Debug, thiserror::Error)]
+pub enum DecodeError {
+    #[error("release data is not base64")]
+    Base64,
+    #[error("release data does not decompress: {0}")]
+    Gzip(std::io::Error),
+    #[error("release JSON: {0}")]
+    Json(#[from] serde_json::Error),
+    #[error("release JSON lacks {0}")]
+    Missing(&'static str),
+}
+
+/// Standard base64 (with or without padding, whitespace ignored).
+pub fn base64_decode(text: &[u8]) -> Option<Vec<u8>> {
+    let mut out = Vec::with_capacity(text.len() * 3 / 4);
+    let (mut acc, mut bits) = (0u32, 0u32);
+    for &c in text {
+        let v = match c {
+            b'A'..=b'Z' => c - b'A',
+            b'a'..=b'z' => c - b'a' + 26,
+            b'0'..=b'9' => c - b'0' + 52,
+            b'+' => 62,
+            b'/' => 63,
+            b'=' | b'\n' | b'\r' | b' ' => continue,
+            _ => return None,
+        };
+        acc = (acc << 6) | u32::from(v);
+        bits += 6;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((acc >> bits) as u8);
+        }
+    }
+    Some(out)
+}
+
+/// Decodes the `release` field of a Helm storage Secret (the bytes the
+/// Kubernetes API returns after its own base64 layer).
+pub fn decode_release(release_field: &[u8], namespace: &str) -> Result<ReleaseState, DecodeError> {
+    let raw = base64_decode(release_field).ok_or(DecodeError::Base64)?;
+    let json = if raw.starts_with(&[0x1f, 0x8b]) {
+        let mut out = Vec::new();
+        flate2::read::GzDecoder::new(&raw[..])
+            .take(64 * 1024 * 1024)
+            .read_to_end(&mut out)
+            .map_err(DecodeError::Gzip)?;
+        out
+    } else {
+        raw
+    };
+    let v: serde_json::Value = serde_json::from_slice(&json)?;
+    let meta = &v["chart"]["metadata"];
+    Ok(ReleaseState {
+        name: v["name"]
+            .as_str()
+            .ok_or(DecodeError::Missing("name"))?
+            .to_string(),
+        namespace: v["namespace"].as_str().unwrap_or(namespace).to_string(),
+        chart: meta["name"]
+            .as_str()
+            .ok_or(DecodeError::Missing("chart.metadata.name"))?
+            .to_string(),
+        version: meta["version"]
+            .as_str()
+            .ok_or(DecodeError::Missing("chart.metadata.version"))?
+            .to_string(),
+        revision: v["version"]
+            .as_u64()
+            .ok_or(DecodeError::Missing("version"))? as u32,
+        status: v["info"]["status"].as_str().unwrap_or_default().to_string(),
+        values: match &v["config"] {
+            serde_json::Value::Null => serde_json::Value::Object(Default::default()),
+            other => other.clone(),
+        },
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    fn b64(bytes: &[u8]) -> Vec<u8> {
+        const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+        let mut out = Vec::new();
+        for chunk in bytes.chunks(3) {
+            let n =
+                chunk.iter().fold(0u32, |a, &b| (a << 8) | u32::from(b)) << (8 * (3 - chunk.len()));
+            for i in 0..4 {
+                out.push(if i <= chunk.len() {
+                    T[((n >> (18 - 6 * i)) & 63) as usize]
+                } else {
+                    b'='
+                });
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn decodes_gzipped_release_json() {
+        let json = br#"{"name":"demo","namespace":"ns","version":3,"info":{"status":"deployed"},
+                        "chart":{"metadata":{"name":"test-app","version":"1.1.0"}},"config":{"lrc":{"persistence":{"size":"12Gi"}}}}"#;
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        gz.write_all(json).unwrap();
+        let field = b64(&gz.finish().unwrap());
+        let r = decode_release(&field, "ns").unwrap();
+        assert_eq!(
+            (
+                r.name.as_str(),
+                r.chart.as_str(),
+                r.version.as_str(),
+                r.revision
+            ),
+            ("demo", "test-app", "1.1.0", 3)
+        );
+        assert_eq!(r.status, "deployed");
+        assert_eq!(r.values["lrc"]["persistence"]["size"], "12Gi");
+        assert!(decode_release(b"not base64!", "ns").is_err());
+    }
+}

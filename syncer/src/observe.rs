@@ -1,0 +1,160 @@
+//! Observed state read from a cluster. **API Boundary / I/O edge:** the only
+//! module of the crate that talks to Kubernetes; the planner consumes what
+//! it returns (or a snapshot of it) as plain data.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
+use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Secret};
+use k8s_openapi::api::storage::v1::StorageClass;
+use kube::api::{Api, ListParams};
+
+use crate::helm_release::decode_release;
+use crate::state::{
+    ClaimTemplate, DeploymentState, ObservedState, PvcState, ReleaseState, StatefulSetState,
+    StorageClassState,
+};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ObserveError {
+    #[error("kubernetes: {0}")]
+    Kube(#[from] kube::Error),
+    #[error("release secret {secret}: {source}")]
+    Release {
+        secret: String,
+        source: crate::helm_release::DecodeError,
+    },
+}
+
+fn release_of(
+    labels: &Option<BTreeMap<String, String>>,
+    annotations: &Option<BTreeMap<String, String>>,
+) -> Option<String> {
+    annotations
+        .as_ref()
+        .and_then(|a| a.get("meta.helm.sh/release-name").cloned())
+        .or_else(|| {
+            labels
+                .as_ref()
+                .and_then(|l| l.get("app.kubernetes.io/instance").cloned())
+        })
+}
+
+fn storage(
+    q: Option<&BTreeMap<String, k8s_openapi::apimachinery::pkg::api::resource::Quantity>>,
+) -> Option<String> {
+    q.and_then(|m| m.get("storage")).map(|q| q.0.clone())
+}
+
+/// Reads what the planner needs from one namespace: Helm releases (the
+/// newest revision of each, from its storage Secret), StatefulSets, PVCs,
+/// StorageClasses and Deployments.
+pub async fn observe(
+    client: &kube::Client,
+    namespace: &str,
+) -> Result<ObservedState, ObserveError> {
+    let mut out = ObservedState::default();
+
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), namespace);
+    let mut newest: BTreeMap<String, ReleaseState> = BTreeMap::new();
+    for s in secrets
+        .list(&ListParams::default().labels("owner=helm"))
+        .await?
+    {
+        if s.type_.as_deref() != Some("helm.sh/release.v1") {
+            continue;
+        }
+        let name = s.metadata.name.clone().unwrap_or_default();
+        let Some(field) = s.data.as_ref().and_then(|d| d.get("release")) else {
+            continue;
+        };
+        let r = decode_release(&field.0, namespace).map_err(|source| ObserveError::Release {
+            secret: name.clone(),
+            source,
+        })?;
+        match newest.get(&r.name) {
+            Some(prev) if prev.revision >= r.revision => {}
+            _ => {
+                newest.insert(r.name.clone(), r);
+            }
+        }
+    }
+    out.releases = newest.into_values().collect();
+
+    let sts: Api<StatefulSet> = Api::namespaced(client.clone(), namespace);
+    for s in sts.list(&ListParams::default()).await? {
+        let spec = s.spec.clone().unwrap_or_default();
+        out.statefulsets.push(StatefulSetState {
+            name: s.metadata.name.clone().unwrap_or_default(),
+            namespace: namespace.to_string(),
+            uid: s.metadata.uid.clone().unwrap_or_default(),
+            release: release_of(&s.metadata.labels, &s.metadata.annotations),
+            replicas: spec.replicas.unwrap_or(1).max(0) as u32,
+            ready_replicas: s
+                .status
+                .as_ref()
+                .and_then(|st| st.ready_replicas)
+                .unwrap_or(0)
+                .max(0) as u32,
+            claim_templates: spec
+                .volume_claim_templates
+                .unwrap_or_default()
+                .iter()
+                .map(|t| {
+                    let ts = t.spec.clone().unwrap_or_default();
+                    ClaimTemplate {
+                        name: t.metadata.name.clone().unwrap_or_default(),
+                        storage_class: ts.storage_class_name.clone(),
+                        size: storage(ts.resources.as_ref().and_then(|r| r.requests.as_ref()))
+                            .unwrap_or_default(),
+                    }
+                })
+                .collect(),
+        });
+    }
+
+    let pvcs: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), namespace);
+    for p in pvcs.list(&ListParams::default()).await? {
+        let spec = p.spec.clone().unwrap_or_default();
+        let status = p.status.clone().unwrap_or_default();
+        out.pvcs.push(PvcState {
+            name: p.metadata.name.clone().unwrap_or_default(),
+            namespace: namespace.to_string(),
+            storage_class: spec.storage_class_name.clone(),
+            request: storage(spec.resources.as_ref().and_then(|r| r.requests.as_ref()))
+                .unwrap_or_default(),
+            capacity: storage(status.capacity.as_ref()),
+            conditions: status
+                .conditions
+                .unwrap_or_default()
+                .iter()
+                .map(|c| format!("{}={}", c.type_, c.status))
+                .collect(),
+        });
+    }
+
+    let classes: Api<StorageClass> = Api::all(client.clone());
+    for c in classes.list(&ListParams::default()).await? {
+        out.storage_classes.push(StorageClassState {
+            name: c.metadata.name.clone().unwrap_or_default(),
+            allow_volume_expansion: c.allow_volume_expansion.unwrap_or(false),
+        });
+    }
+
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), namespace);
+    for d in deployments.list(&ListParams::default()).await? {
+        out.deployments.push(DeploymentState {
+            name: d.metadata.name.clone().unwrap_or_default(),
+            namespace: namespace.to_string(),
+            release: release_of(&d.metadata.labels, &d.metadata.annotations),
+            replicas: d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1).max(0) as u32,
+            ready_replicas: d
+                .status
+                .as_ref()
+                .and_then(|s| s.ready_replicas)
+                .unwrap_or(0)
+                .max(0) as u32,
+        });
+    }
+    Ok(out)
+}

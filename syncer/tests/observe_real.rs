@@ -1,0 +1,182 @@
+//! Observed state read from a real control plane, and a plan against it.
+
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::storage::v1::StorageClass;
+use kube::api::{Api, PostParams};
+use plimsoll_syncer::observe::observe;
+use plimsoll_syncer::plan::{plan, PlanOptions, Step};
+use plimsoll_syncer::state::{ClaimTemplate, DesiredRelease, DesiredStatefulSet};
+use plimsoll_testenv::actors::{NodeActor, NodeBehaviour, StorageActor, StorageBehaviour};
+use plimsoll_testenv::{ControlPlane, Env};
+use serde_json::json;
+
+#[tokio::test]
+async fn observes_a_helm_installed_data_stack_and_plans_its_scale_up() {
+    let Some(env) = Env::require() else { return };
+    let cp = ControlPlane::start(&env).await.expect("control plane");
+    let client = cp.client().await.unwrap();
+    let ns = cp.namespace(&client, "thingpark").await.unwrap();
+    let sc: StorageClass = serde_json::from_value(json!({"apiVersion": "storage.k8s.io/v1", "kind": "StorageClass",
+        "metadata": {"name": "plimsoll-test-expandable"}, "provisioner": "plimsoll.test/stand-in", "allowVolumeExpansion": true}))
+    .unwrap();
+    Api::<StorageClass>::all(client.clone())
+        .create(&PostParams::default(), &sc)
+        .await
+        .unwrap();
+    let _storage = StorageActor::start(
+        client.clone(),
+        "plimsoll-test-expandable",
+        StorageBehaviour::default(),
+    )
+    .await;
+    let _node = NodeActor::start(client.clone(), "stand-in", NodeBehaviour::default())
+        .await
+        .unwrap();
+
+    let values = std::env::temp_dir().join(format!("plimsoll-values-{}.yaml", std::process::id()));
+    std::fs::write(&values, "mariadb-galera:\n  replicaCount: 2\n  rootUser:\n    password: s3cret\nmongo-replicaset:\n  replicaCount: 1\n").unwrap();
+    let chart =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures/charts/test-data-1.0.0");
+    let out = std::process::Command::new(&cp.helm)
+        .args(["upgrade", "--install", "thingpark-data"])
+        .arg(&chart)
+        .args(["--namespace", &ns, "--version", "1.0.0", "-f"])
+        .arg(&values)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let sts: Api<StatefulSet> = Api::namespaced(client.clone(), &ns);
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let ready = |n: &'static str, want: i32| {
+            let sts = sts.clone();
+            async move {
+                sts.get(n)
+                    .await
+                    .ok()
+                    .and_then(|s| s.status)
+                    .and_then(|s| s.ready_replicas)
+                    == Some(want)
+            }
+        };
+        if ready("mariadb-galera", 2).await && ready("mongo-replicaset", 1).await {
+            break;
+        }
+        assert!(Instant::now() < deadline, "statefulsets not ready");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+
+    let observed = observe(&client, &ns).await.expect("observe");
+    assert_eq!(observed.releases.len(), 1);
+    let r = &observed.releases[0];
+    assert_eq!(
+        (
+            r.name.as_str(),
+            r.chart.as_str(),
+            r.version.as_str(),
+            r.revision
+        ),
+        ("thingpark-data", "test-data", "1.0.0", 1)
+    );
+    assert_eq!(
+        r.values["mariadb-galera"]["replicaCount"], 2,
+        "user-supplied values: {}",
+        r.values
+    );
+    let galera = observed
+        .statefulsets
+        .iter()
+        .find(|s| s.name == "mariadb-galera")
+        .expect("galera");
+    assert_eq!(galera.release.as_deref(), Some("thingpark-data"));
+    assert_eq!(galera.claim_templates[0].size, "10Gi");
+    let mut names: Vec<&str> = observed.pvcs.iter().map(|p| p.name.as_str()).collect();
+    names.sort();
+    assert_eq!(
+        names,
+        [
+            "data-mariadb-galera-0",
+            "data-mariadb-galera-1",
+            "data-mongo-replicaset-0"
+        ]
+    );
+    assert!(
+        observed.pvcs.iter().all(|p| p.capacity.is_some()),
+        "bound: {:?}",
+        observed.pvcs
+    );
+    assert!(observed
+        .storage_classes
+        .iter()
+        .any(|c| c.name == "plimsoll-test-expandable" && c.allow_volume_expansion));
+
+    // Desired: mariadb-galera grows to 15Gi.
+    let mut desired_values = r.values.clone();
+    desired_values["mariadb-galera"]["persistence"] = json!({"size": "15Gi"});
+    let tmpl = |size: &str| ClaimTemplate {
+        name: "data".into(),
+        storage_class: Some("plimsoll-test-expandable".into()),
+        size: size.into(),
+    };
+    let desired = [DesiredRelease {
+        name: "thingpark-data".into(),
+        namespace: ns.clone(),
+        stage: "data".into(),
+        chart: "test-data".into(),
+        version: "1.0.0".into(),
+        values: desired_values,
+        statefulsets: vec![
+            DesiredStatefulSet {
+                name: "mariadb-galera".into(),
+                replicas: 2,
+                claim_templates: vec![tmpl("15Gi")],
+            },
+            DesiredStatefulSet {
+                name: "mongo-replicaset".into(),
+                replicas: 1,
+                claim_templates: vec![tmpl("25Gi")],
+            },
+        ],
+        deployments: vec![],
+    }];
+    let p = plan(&desired, &observed, &PlanOptions::default());
+    assert!(p.refusals.is_empty(), "{:?}", p.refusals);
+    let kinds: Vec<String> = p.releases[0]
+        .steps
+        .iter()
+        .map(|s| match s {
+            Step::ExpandPvc { pvc, .. } => format!("expand {pvc}"),
+            Step::WaitForExpansion { pvc, .. } => format!("wait {pvc}"),
+            Step::RecreateStatefulSet {
+                statefulset, uid, ..
+            } => {
+                assert_eq!(uid, &galera.uid);
+                format!("recreate {statefulset}")
+            }
+            Step::HelmUpgrade { .. } => "upgrade".into(),
+            Step::WaitForReady { .. } => "ready".into(),
+        })
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            "expand data-mariadb-galera-0",
+            "expand data-mariadb-galera-1",
+            "wait data-mariadb-galera-0",
+            "wait data-mariadb-galera-1",
+            "recreate mariadb-galera",
+            "upgrade",
+            "ready"
+        ]
+    );
+    let text = plimsoll_syncer::plan::to_text(&p);
+    assert!(!text.contains("s3cret"), "secrets redacted: {text}");
+    let _ = std::fs::remove_file(values);
+}
