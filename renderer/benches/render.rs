@@ -23,16 +23,19 @@ fn read_all(paths: &[PathBuf]) -> Vec<(String, Vec<u8>)> {
         .collect()
 }
 
-fn merge(files: &[(String, Vec<u8>)]) -> String {
-    let layers: Vec<Layer<'_>> = files
+fn layers(files: &[(String, Vec<u8>)]) -> Vec<Layer<'_>> {
+    files
         .iter()
         .map(|(name, bytes)| Layer {
             name,
             bytes,
             mode: Default::default(),
         })
-        .collect();
-    eval_all(&layers).expect("merge")
+        .collect()
+}
+
+fn merge(files: &[(String, Vec<u8>)]) -> String {
+    eval_all(&layers(files)).expect("merge")
 }
 
 fn benches(c: &mut Criterion) {

@@ -3,12 +3,13 @@
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::apps::v1::StatefulSet;
-use k8s_openapi::api::storage::v1::StorageClass;
-use kube::api::{Api, PostParams};
+use kube::api::Api;
 use plimsoll_syncer::observe::observe;
 use plimsoll_syncer::plan::{plan, PlanOptions, Step};
 use plimsoll_syncer::state::{ClaimTemplate, DesiredRelease, DesiredStatefulSet};
-use plimsoll_testenv::actors::{NodeActor, NodeBehaviour, StorageActor, StorageBehaviour};
+use plimsoll_testenv::actors::{
+    create_storage_class, NodeActor, NodeBehaviour, StorageActor, StorageBehaviour,
+};
 use plimsoll_testenv::{ControlPlane, Env};
 use serde_json::json;
 
@@ -18,11 +19,7 @@ async fn observes_a_helm_installed_data_stack_and_plans_its_scale_up() {
     let cp = ControlPlane::start(&env).await.expect("control plane");
     let client = cp.client().await.unwrap();
     let ns = cp.namespace(&client, "thingpark").await.unwrap();
-    let sc: StorageClass = serde_json::from_value(json!({"apiVersion": "storage.k8s.io/v1", "kind": "StorageClass",
-        "metadata": {"name": "plimsoll-test-expandable"}, "provisioner": "plimsoll.test/stand-in", "allowVolumeExpansion": true}))
-    .unwrap();
-    Api::<StorageClass>::all(client.clone())
-        .create(&PostParams::default(), &sc)
+    create_storage_class(&client, "plimsoll-test-expandable", true)
         .await
         .unwrap();
     let _storage = StorageActor::start(

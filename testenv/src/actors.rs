@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{Event, Node, PersistentVolume, PersistentVolumeClaim, Pod};
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
+use plimsoll_syncer::state::quantity_bytes;
 use serde_json::json;
 
 /// What the node stand-in does with pods.
@@ -216,26 +217,22 @@ impl Drop for StorageActor {
     }
 }
 
-/// Bytes of a Kubernetes quantity (`10Gi`, `500M`, `1e3`); `None` if malformed.
-pub fn quantity_bytes(q: &str) -> Option<u128> {
-    let q = q.trim();
-    let split = q.find(|c: char| c.is_ascii_alphabetic()).unwrap_or(q.len());
-    let (num, suffix) = q.split_at(split);
-    let mult: u128 = match suffix {
-        "" => 1,
-        "Ki" => 1 << 10,
-        "Mi" => 1 << 20,
-        "Gi" => 1 << 30,
-        "Ti" => 1 << 40,
-        "Pi" => 1 << 50,
-        "k" => 1_000,
-        "M" => 1_000_000,
-        "G" => 1_000_000_000,
-        "T" => 1_000_000_000_000,
-        _ => return None,
-    };
-    let n: f64 = num.parse().ok()?;
-    Some((n * mult as f64) as u128)
+/// Creates a StorageClass served by the storage stand-in.
+pub async fn create_storage_class(
+    client: &kube::Client,
+    name: &str,
+    expandable: bool,
+) -> Result<(), kube::Error> {
+    let sc: k8s_openapi::api::storage::v1::StorageClass = serde_json::from_value(json!({
+        "apiVersion": "storage.k8s.io/v1", "kind": "StorageClass",
+        "metadata": {"name": name}, "provisioner": "plimsoll.test/stand-in",
+        "allowVolumeExpansion": expandable, "volumeBindingMode": "Immediate",
+    }))
+    .expect("storage class object");
+    Api::<k8s_openapi::api::storage::v1::StorageClass>::all(client.clone())
+        .create(&PostParams::default(), &sc)
+        .await?;
+    Ok(())
 }
 
 impl StorageActor {

@@ -5,9 +5,10 @@ use std::io::BufRead;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod};
-use k8s_openapi::api::storage::v1::StorageClass;
 use kube::api::{Api, Patch, PatchParams, PostParams};
-use plimsoll_testenv::actors::{NodeActor, NodeBehaviour, StorageActor, StorageBehaviour};
+use plimsoll_testenv::actors::{
+    create_storage_class, NodeActor, NodeBehaviour, StorageActor, StorageBehaviour,
+};
 use plimsoll_testenv::{ControlPlane, Env};
 use serde_json::json;
 
@@ -136,11 +137,7 @@ async fn actors_follow_their_instructions() {
     }
 
     // Storage stand-in: a stalled and a failed resize.
-    let sc: StorageClass = serde_json::from_value(json!({"apiVersion": "storage.k8s.io/v1", "kind": "StorageClass",
-        "metadata": {"name": "plimsoll-test-expandable"}, "provisioner": "plimsoll.test/stand-in", "allowVolumeExpansion": true}))
-    .unwrap();
-    Api::<StorageClass>::all(client.clone())
-        .create(&PostParams::default(), &sc)
+    create_storage_class(&client, "plimsoll-test-expandable", true)
         .await
         .unwrap();
     let mut sb = StorageBehaviour::default();

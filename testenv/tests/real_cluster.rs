@@ -8,9 +8,10 @@ use std::time::{Duration, Instant};
 
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{Event, PersistentVolumeClaim, Pod, Secret};
-use k8s_openapi::api::storage::v1::StorageClass;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
-use plimsoll_testenv::actors::{NodeActor, NodeBehaviour, StorageActor, StorageBehaviour};
+use plimsoll_testenv::actors::{
+    create_storage_class, NodeActor, NodeBehaviour, StorageActor, StorageBehaviour,
+};
 use plimsoll_testenv::{ControlPlane, Env};
 use serde_json::json;
 
@@ -39,14 +40,7 @@ where
 }
 
 async fn storage_class(client: &kube::Client, name: &str, expandable: bool) {
-    let sc: StorageClass = serde_json::from_value(json!({
-        "apiVersion": "storage.k8s.io/v1", "kind": "StorageClass",
-        "metadata": {"name": name}, "provisioner": "plimsoll.test/stand-in",
-        "allowVolumeExpansion": expandable, "volumeBindingMode": "Immediate",
-    }))
-    .unwrap();
-    Api::<StorageClass>::all(client.clone())
-        .create(&PostParams::default(), &sc)
+    create_storage_class(client, name, expandable)
         .await
         .expect("storage class");
 }
@@ -208,6 +202,27 @@ async fn statefulset_volume_claim_templates_are_immutable() {
     );
 }
 
+/// Sorted (name, uid) of every object the API lists.
+async fn uids<K>(api: &Api<K>) -> Vec<(String, String)>
+where
+    K: kube::Resource + Clone + for<'de> k8s_openapi::serde::Deserialize<'de> + std::fmt::Debug,
+{
+    let mut v: Vec<(String, String)> = api
+        .list(&ListParams::default())
+        .await
+        .expect("list")
+        .into_iter()
+        .map(|o| {
+            (
+                o.meta().name.clone().unwrap_or_default(),
+                o.meta().uid.clone().unwrap_or_default(),
+            )
+        })
+        .collect();
+    v.sort();
+    v
+}
+
 #[tokio::test]
 async fn orphan_delete_keeps_pods_and_pvcs_and_a_new_statefulset_adopts_them() {
     let Some((cp, client)) = start().await else {
@@ -239,30 +254,8 @@ async fn orphan_delete_keeps_pods_and_pvcs_and_a_new_statefulset_adopts_them() {
             == Some(2)
     })
     .await;
-    let uids = |list: Vec<(Option<String>, Option<String>)>| {
-        let mut v: Vec<(String, String)> = list
-            .into_iter()
-            .map(|(n, u)| (n.unwrap_or_default(), u.unwrap_or_default()))
-            .collect();
-        v.sort();
-        v
-    };
-    let pod_uids = uids(
-        pods.list(&ListParams::default())
-            .await
-            .unwrap()
-            .into_iter()
-            .map(|p| (p.metadata.name, p.metadata.uid))
-            .collect(),
-    );
-    let pvc_uids = uids(
-        pvcs.list(&ListParams::default())
-            .await
-            .unwrap()
-            .into_iter()
-            .map(|p| (p.metadata.name, p.metadata.uid))
-            .collect(),
-    );
+    let pod_uids = uids(&pods).await;
+    let pvc_uids = uids(&pvcs).await;
     assert_eq!(pod_uids.len(), 2);
     assert_eq!(
         pvc_uids.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>(),
@@ -281,23 +274,9 @@ async fn orphan_delete_keeps_pods_and_pvcs_and_a_new_statefulset_adopts_them() {
     })
     .await;
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let still = uids(
-        pods.list(&ListParams::default())
-            .await
-            .unwrap()
-            .into_iter()
-            .map(|p| (p.metadata.name, p.metadata.uid))
-            .collect(),
-    );
+    let still = uids(&pods).await;
     assert_eq!(still, pod_uids, "pods survive an orphan delete");
-    let still = uids(
-        pvcs.list(&ListParams::default())
-            .await
-            .unwrap()
-            .into_iter()
-            .map(|p| (p.metadata.name, p.metadata.uid))
-            .collect(),
-    );
+    let still = uids(&pvcs).await;
     assert_eq!(still, pvc_uids, "PVCs survive an orphan delete");
 
     sts.create(&PostParams::default(), &statefulset("db", "2Gi", 2))
@@ -321,14 +300,7 @@ async fn orphan_delete_keeps_pods_and_pvcs_and_a_new_statefulset_adopts_them() {
         },
     )
     .await;
-    let after = uids(
-        pods.list(&ListParams::default())
-            .await
-            .unwrap()
-            .into_iter()
-            .map(|p| (p.metadata.name, p.metadata.uid))
-            .collect(),
-    );
+    let after = uids(&pods).await;
     assert_eq!(after, pod_uids, "the same pods, adopted, not re-created");
 }
 
