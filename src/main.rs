@@ -56,6 +56,35 @@ enum Command {
         #[arg(long)]
         strict_keys: bool,
     },
+    /// Write the live state the planner needs (Helm releases, StatefulSets,
+    /// PVCs, StorageClasses, Deployments) to a file, for offline planning.
+    Snapshot {
+        #[command(flatten)]
+        common: Common,
+        #[command(flatten)]
+        cluster: Cluster,
+        /// Output file (JSON); stdout when absent.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Plan the transition from the live state to the repository's desired state.
+    Plan {
+        #[command(flatten)]
+        common: Common,
+        #[command(flatten)]
+        cluster: Cluster,
+        /// Plan against a snapshot file instead of the cluster.
+        #[arg(long)]
+        live: Option<PathBuf>,
+        #[arg(long, value_enum, default_value_t = PlanFormat::Text)]
+        format: PlanFormat,
+        /// Refuse a chart version bump mixed with value changes.
+        #[arg(long)]
+        strict: bool,
+        /// The helm executable used for `helm template` (default: $PLIMSOLL_HELM, then `helm`).
+        #[arg(long)]
+        helm: Option<PathBuf>,
+    },
     /// Show a key's final value, the layer that set it and what it overrode.
     Explain {
         #[command(flatten)]
@@ -75,6 +104,26 @@ struct Common {
     /// Set a stack variable, e.g. --set segment=l.
     #[arg(long = "set", value_name = "VAR=VALUE", value_parser = parse_assignment)]
     set: Vec<(String, String)>,
+}
+
+#[derive(clap::Args)]
+struct Cluster {
+    /// Kubeconfig file (default: $KUBECONFIG, then ~/.kube/config).
+    #[arg(long)]
+    kubeconfig: Option<PathBuf>,
+    /// Kubeconfig context.
+    #[arg(long)]
+    context: Option<String>,
+    /// Namespaces to read (default: the namespaces of the stack's releases).
+    #[arg(long = "namespace", short = 'n')]
+    namespaces: Vec<String>,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum PlanFormat {
+    Text,
+    Markdown,
+    Json,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -131,6 +180,26 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             release,
             path,
         } => cmd_explain(&common, &release, &path),
+        Command::Snapshot {
+            common,
+            cluster,
+            out,
+        } => cmd_snapshot(&common, &cluster, out.as_deref()),
+        Command::Plan {
+            common,
+            cluster,
+            live,
+            format,
+            strict,
+            helm,
+        } => cmd_plan(
+            &common,
+            &cluster,
+            live.as_deref(),
+            format,
+            strict,
+            helm.as_deref(),
+        ),
     }
 }
 
@@ -416,5 +485,197 @@ fn indent_block(v: &str) -> String {
         format!("\n    {}", v.replace('\n', "\n    "))
     } else {
         v.to_string()
+    }
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?)
+}
+
+async fn kube_client(cluster: &Cluster) -> anyhow::Result<kube::Client> {
+    let options = kube::config::KubeConfigOptions {
+        context: cluster.context.clone(),
+        ..Default::default()
+    };
+    let config = match &cluster.kubeconfig {
+        Some(path) => {
+            let kc = kube::config::Kubeconfig::read_from(path)
+                .with_context(|| format!("cannot read {}", path.display()))?;
+            kube::Config::from_custom_kubeconfig(kc, &options).await?
+        }
+        None => kube::Config::from_kubeconfig(&options)
+            .await
+            .or_else(|_| kube::Config::incluster())?,
+    };
+    Ok(kube::Client::try_from(config)?)
+}
+
+/// The namespaces to read: given ones, else those of the stack's releases.
+fn namespaces(common: &Common, cluster: &Cluster) -> anyhow::Result<Vec<String>> {
+    if !cluster.namespaces.is_empty() {
+        return Ok(cluster.namespaces.clone());
+    }
+    let (stack, _) = load_stack(common)?;
+    let mut ns: Vec<String> = stack.releases.iter().map(|r| r.namespace.clone()).collect();
+    ns.sort();
+    ns.dedup();
+    Ok(ns)
+}
+
+fn observe_cluster(
+    common: &Common,
+    cluster: &Cluster,
+) -> anyhow::Result<plimsoll_syncer::state::ObservedState> {
+    let ns = namespaces(common, cluster)?;
+    runtime()?.block_on(async {
+        let client = kube_client(cluster).await?;
+        let mut all = plimsoll_syncer::state::ObservedState::default();
+        for n in &ns {
+            let o = plimsoll_syncer::observe::observe(&client, n)
+                .await
+                .with_context(|| format!("reading namespace {n}"))?;
+            all.releases.extend(o.releases);
+            all.statefulsets.extend(o.statefulsets);
+            all.pvcs.extend(o.pvcs);
+            all.deployments.extend(o.deployments);
+            if all.storage_classes.is_empty() {
+                all.storage_classes = o.storage_classes;
+            }
+        }
+        Ok(all)
+    })
+}
+
+fn cmd_snapshot(
+    common: &Common,
+    cluster: &Cluster,
+    out: Option<&Path>,
+) -> anyhow::Result<ExitCode> {
+    let observed = observe_cluster(common, cluster)?;
+    let text = serde_json::to_string_pretty(&observed)? + "\n";
+    match out {
+        Some(path) => write_all_atomically(&[Output {
+            path: path.to_path_buf(),
+            text,
+        }])?,
+        None => std::io::stdout().write_all(text.as_bytes())?,
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Renders the chart of a release with its rendered values through the
+/// helm executable (`helm template`), to learn its StatefulSets.
+fn chart_workloads(
+    helm: &Path,
+    repo: &Path,
+    release: &plimsoll_renderer::stack::Release,
+    values_yaml: &str,
+) -> anyhow::Result<(Vec<plimsoll_syncer::state::DesiredStatefulSet>, Vec<String>)> {
+    let dir = std::env::temp_dir().join(format!("plimsoll-plan-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let values = dir.join(format!("{}.yaml", release.name));
+    std::fs::write(&values, values_yaml)?;
+    let local = repo.join(&release.chart);
+    let chart = if local.exists() {
+        local.canonicalize()?.display().to_string()
+    } else {
+        release.chart.clone()
+    };
+    let out = std::process::Command::new(helm)
+        .args([
+            "template",
+            &release.name,
+            &chart,
+            "--namespace",
+            &release.namespace,
+            "--version",
+            &release.version,
+            "-f",
+        ])
+        .arg(&values)
+        .output()
+        .with_context(|| format!("cannot run {}", helm.display()))?;
+    let _ = std::fs::remove_dir_all(&dir);
+    if !out.status.success() {
+        bail!(
+            "helm template {} failed: {}",
+            release.name,
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    let manifests = String::from_utf8_lossy(&out.stdout);
+    plimsoll_syncer::desired::workloads_from_manifests(&manifests)
+        .with_context(|| format!("helm template {} printed invalid YAML", release.name))
+}
+
+fn cmd_plan(
+    common: &Common,
+    cluster: &Cluster,
+    live: Option<&Path>,
+    format: PlanFormat,
+    strict: bool,
+    helm: Option<&Path>,
+) -> anyhow::Result<ExitCode> {
+    let (stack, vars) = load_stack(common)?;
+    let read = repo_reader(&common.repo);
+    let rendered = render::render(&stack, &vars, &read)?;
+    let helm = helm
+        .map(Path::to_path_buf)
+        .or_else(|| std::env::var_os("PLIMSOLL_HELM").map(PathBuf::from))
+        .unwrap_or_else(|| PathBuf::from("helm"));
+    let mut desired = Vec::new();
+    for r in &rendered.releases {
+        let values_json =
+            json::to_json(&r.result.node).with_context(|| format!("release {}", r.release.name))?;
+        let values: serde_json::Value = serde_json::from_str(&values_json)?;
+        let (statefulsets, deployments) =
+            chart_workloads(&helm, &common.repo, &r.release, &r.text)?;
+        desired.push(plimsoll_syncer::state::DesiredRelease {
+            name: r.release.name.clone(),
+            namespace: r.release.namespace.clone(),
+            stage: r.release.stage.clone(),
+            chart: chart_name(&r.release.chart),
+            version: r.release.version.clone(),
+            values,
+            statefulsets,
+            deployments,
+        });
+    }
+    let observed = match live {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read {}", path.display()))?;
+            serde_json::from_str(&text)
+                .with_context(|| format!("{} is not a Plimsoll snapshot", path.display()))?
+        }
+        None => observe_cluster(common, cluster)?,
+    };
+    let options = plimsoll_syncer::plan::PlanOptions {
+        strict,
+        ..Default::default()
+    };
+    let plan = plimsoll_syncer::plan::plan(&desired, &observed, &options);
+    let text = match format {
+        PlanFormat::Text => plimsoll_syncer::plan::to_text(&plan),
+        PlanFormat::Markdown => plimsoll_syncer::plan::to_markdown(&plan),
+        PlanFormat::Json => plimsoll_syncer::plan::to_json(&plan),
+    };
+    std::io::stdout().write_all(text.as_bytes())?;
+    Ok(ExitCode::from(plan.exit_code()))
+}
+
+/// The chart name of a reference (`repo/name`, a directory, a `.tgz`).
+fn chart_name(reference: &str) -> String {
+    let last = reference
+        .trim_end_matches('/')
+        .rsplit('/')
+        .next()
+        .unwrap_or(reference);
+    let stem = last.strip_suffix(".tgz").unwrap_or(last);
+    match stem.rfind('-') {
+        Some(i) if stem[i + 1..].starts_with(|c: char| c.is_ascii_digit()) => stem[..i].to_string(),
+        _ => stem.to_string(),
     }
 }

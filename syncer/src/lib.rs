@@ -16,6 +16,7 @@
 //! **Architecture Invariant:** only [`observe`] talks to Kubernetes; the
 //! planner is pure and plans equally from a live read or a snapshot file.
 
+pub mod desired;
 pub mod helm_release;
 pub mod observe;
 pub mod plan;

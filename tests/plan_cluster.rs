@@ -1,0 +1,189 @@
+//! `plimsoll snapshot` and `plimsoll plan` against a real control plane.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::apps::v1::StatefulSet;
+use kube::api::Api;
+use plimsoll_testenv::actors::{
+    create_storage_class, NodeActor, NodeBehaviour, StorageActor, StorageBehaviour,
+};
+use plimsoll_testenv::{ControlPlane, Env};
+
+fn plimsoll(dir: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_plimsoll"))
+        .current_dir(dir)
+        .args(args)
+        .output()
+        .expect("run plimsoll")
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        if e.path().is_dir() {
+            copy_dir(&e.path(), &to.join(e.file_name()));
+        } else {
+            std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
+        }
+    }
+}
+
+/// A deployment repository for the test data chart, sized by segment.
+fn repo(ns: &str) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    copy_dir(
+        &root.join("fixtures/charts/test-data-1.0.0"),
+        &dir.path().join("charts/test-data"),
+    );
+    let w = |rel: &str, text: &str| {
+        let p = dir.path().join(rel);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, text).unwrap();
+    };
+    w("profiles/m.yaml", "mariadb-galera:\n  replicaCount: 2\n  persistence:\n    size: 10Gi\nmongo-replicaset:\n  replicaCount: 1\n  persistence:\n    size: 25Gi\n");
+    w("profiles/l.yaml", "mariadb-galera:\n  replicaCount: 2\n  persistence:\n    size: 15Gi\nmongo-replicaset:\n  replicaCount: 1\n  persistence:\n    size: 45Gi\n");
+    w(
+        "site.yaml",
+        "mariadb-galera:\n  rootUser:\n    password: s3cret\n",
+    );
+    w(
+        "plimsoll.yaml",
+        &format!(
+            "variables:\n  segment: {{values: [m, l], default: m}}\nreleases:\n  - name: data\n    chart: charts/test-data\n    version: 1.0.0\n    namespace: {ns}\n    stage: data\n    layers:\n      - profiles/${{segment}}.yaml\n      - site.yaml\n"
+        ),
+    );
+    dir
+}
+
+#[tokio::test]
+async fn snapshot_then_plan_offline_matches_plan_online() {
+    let Some(env) = Env::require() else { return };
+    let cp = ControlPlane::start(&env).await.expect("control plane");
+    let client = cp.client().await.unwrap();
+    let ns = cp.namespace(&client, "tp").await.unwrap();
+    create_storage_class(&client, "plimsoll-test-expandable", true)
+        .await
+        .unwrap();
+    let _storage = StorageActor::start(
+        client.clone(),
+        "plimsoll-test-expandable",
+        StorageBehaviour::default(),
+    )
+    .await;
+    let _node = NodeActor::start(client.clone(), "stand-in", NodeBehaviour::default())
+        .await
+        .unwrap();
+
+    let repo = repo(&ns);
+    let r = repo.path();
+    let o = plimsoll(r, &["render"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let o = Command::new(&cp.helm)
+        .args([
+            "upgrade",
+            "--install",
+            "data",
+            "charts/test-data",
+            "--namespace",
+            &ns,
+            "-f",
+            "rendered/data.yaml",
+        ])
+        .current_dir(r)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let sts: Api<StatefulSet> = Api::namespaced(client.clone(), &ns);
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while sts
+        .get("mariadb-galera")
+        .await
+        .ok()
+        .and_then(|s| s.status)
+        .and_then(|s| s.ready_replicas)
+        != Some(2)
+    {
+        assert!(Instant::now() < deadline, "not ready");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+
+    let kc = cp.kubeconfig.display().to_string();
+    let helm = cp.helm.display().to_string();
+    let o = plimsoll(r, &["snapshot", "--kubeconfig", &kc, "--out", "live.json"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let snapshot = std::fs::read_to_string(r.join("live.json")).unwrap();
+    assert!(snapshot.contains("data-mariadb-galera-1"), "{snapshot}");
+
+    // Nothing to do at the deployed segment: exit 0.
+    let o = plimsoll(r, &["plan", "--live", "live.json", "--helm", &helm]);
+    let out = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{out}{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(out.contains("No changes"), "{out}");
+
+    // Scaling to l: exit 2, expansions before the orphan re-create and upgrade.
+    let offline = plimsoll(
+        r,
+        &[
+            "plan",
+            "--live",
+            "live.json",
+            "--set",
+            "segment=l",
+            "--format",
+            "markdown",
+            "--helm",
+            &helm,
+        ],
+    );
+    let md = String::from_utf8_lossy(&offline.stdout).into_owned();
+    assert_eq!(
+        offline.status.code(),
+        Some(2),
+        "{md}{}",
+        String::from_utf8_lossy(&offline.stderr)
+    );
+    assert!(
+        md.contains("| data-mariadb-galera-0 | 10Gi | 15Gi | plimsoll-test-expandable | yes |"),
+        "{md}"
+    );
+    assert!(
+        md.contains("1. expand PVC data-mariadb-galera-0 from 10Gi to 15Gi"),
+        "{md}"
+    );
+    assert!(
+        md.contains("delete StatefulSet mariadb-galera with orphan propagation"),
+        "{md}"
+    );
+    assert!(!md.contains("s3cret"), "secrets never shown: {md}");
+
+    // The same plan from the cluster directly.
+    let online = plimsoll(
+        r,
+        &[
+            "plan",
+            "--kubeconfig",
+            &kc,
+            "--set",
+            "segment=l",
+            "--format",
+            "markdown",
+            "--helm",
+            &helm,
+        ],
+    );
+    assert_eq!(online.status.code(), Some(2));
+    assert_eq!(
+        String::from_utf8_lossy(&online.stdout),
+        md,
+        "offline plan equals online plan"
+    );
+}
