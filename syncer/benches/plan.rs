@@ -1,0 +1,105 @@
+//! The planner at scale: a generated snapshot of 500 releases and 5,000
+//! PVCs (5 StatefulSets of 2 replicas per release), every volume growing.
+//! `cargo bench -p plimsoll-syncer --bench plan`.
+
+use criterion::{black_box, criterion_group, criterion_main, Criterion};
+use plimsoll_syncer::plan::{plan, PlanOptions};
+use plimsoll_syncer::state::*;
+use serde_json::json;
+
+fn generate() -> (Vec<DesiredRelease>, ObservedState) {
+    let mut desired = Vec::new();
+    let mut observed = ObservedState {
+        storage_classes: vec![StorageClassState {
+            name: "fast".into(),
+            allow_volume_expansion: true,
+        }],
+        ..ObservedState::default()
+    };
+    for r in 0..500 {
+        let ns = format!("ns-{}", r % 50);
+        let name = format!("release-{r}");
+        let tmpl = |size: &str| ClaimTemplate {
+            name: "data".into(),
+            storage_class: Some("fast".into()),
+            size: size.into(),
+        };
+        let mut d_sts = Vec::new();
+        for s in 0..5 {
+            let sts = format!("{name}-db{s}");
+            d_sts.push(DesiredStatefulSet {
+                name: sts.clone(),
+                replicas: 2,
+                claim_templates: vec![tmpl("20Gi")],
+            });
+            observed.statefulsets.push(StatefulSetState {
+                name: sts.clone(),
+                namespace: ns.clone(),
+                uid: format!("uid-{sts}"),
+                release: Some(name.clone()),
+                replicas: 2,
+                ready_replicas: 2,
+                claim_templates: vec![tmpl("10Gi")],
+            });
+            for i in 0..2 {
+                observed.pvcs.push(PvcState {
+                    name: format!("data-{sts}-{i}"),
+                    namespace: ns.clone(),
+                    storage_class: Some("fast".into()),
+                    request: "10Gi".into(),
+                    capacity: Some("10Gi".into()),
+                    conditions: vec![],
+                });
+            }
+        }
+        observed.releases.push(ReleaseState {
+            name: name.clone(),
+            namespace: ns.clone(),
+            chart: "app".into(),
+            version: "1.0.0".into(),
+            revision: 1,
+            status: "deployed".into(),
+            values: json!({"db": {"size": "10Gi", "password": "x"}}),
+        });
+        desired.push(DesiredRelease {
+            name,
+            namespace: ns,
+            stage: if r % 2 == 0 {
+                "data".into()
+            } else {
+                "application".into()
+            },
+            chart: "app".into(),
+            version: "1.0.0".into(),
+            values: json!({"db": {"size": "20Gi", "password": "y"}}),
+            statefulsets: d_sts,
+            deployments: vec![],
+        });
+    }
+    assert_eq!(observed.pvcs.len(), 5000);
+    (desired, observed)
+}
+
+fn bench(c: &mut Criterion) {
+    let (desired, observed) = generate();
+    let p = plan(&desired, &observed, &PlanOptions::default());
+    assert_eq!(p.releases.len(), 500);
+    c.bench_function("plan 500 releases / 5,000 PVCs", |b| {
+        b.iter(|| {
+            black_box(plan(
+                black_box(&desired),
+                black_box(&observed),
+                &PlanOptions::default(),
+            ))
+        })
+    });
+    let snapshot = serde_json::to_string(&observed).expect("json");
+    c.bench_function("load a 500-release snapshot (JSON)", |b| {
+        b.iter(|| {
+            black_box(serde_json::from_str::<ObservedState>(black_box(&snapshot)).expect("parse"))
+        })
+    });
+}
+
+criterion_group!(name = planner; config = Criterion::default().sample_size(20); targets = bench);
+criterion_main!(planner);
