@@ -6,10 +6,10 @@ use std::time::{Duration, Instant};
 
 use k8s_openapi::api::apps::v1::StatefulSet;
 use kube::api::Api;
-use plimsoll_testenv::actors::{
-    create_storage_class, NodeActor, NodeBehaviour, StorageActor, StorageBehaviour,
-};
-use plimsoll_testenv::{ControlPlane, Env};
+use plimsoll_testenv::{Cluster, Env};
+
+mod support;
+use support::copy_dir;
 
 fn plimsoll(dir: &Path, args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_plimsoll"))
@@ -17,18 +17,6 @@ fn plimsoll(dir: &Path, args: &[&str]) -> Output {
         .args(args)
         .output()
         .expect("run plimsoll")
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap() {
-        let e = e.unwrap();
-        if e.path().is_dir() {
-            copy_dir(&e.path(), &to.join(e.file_name()));
-        } else {
-            std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
-        }
-    }
 }
 
 /// A deployment repository for the test data chart, sized by segment.
@@ -62,21 +50,12 @@ fn repo(ns: &str) -> tempfile::TempDir {
 #[tokio::test]
 async fn snapshot_then_plan_offline_matches_plan_online() {
     let Some(env) = Env::require() else { return };
-    let cp = ControlPlane::start(&env).await.expect("control plane");
-    let client = cp.client().await.unwrap();
-    let ns = cp.namespace(&client, "tp").await.unwrap();
-    create_storage_class(&client, "plimsoll-test-expandable", true)
-        .await
-        .unwrap();
-    let _storage = StorageActor::start(
-        client.clone(),
-        "plimsoll-test-expandable",
-        StorageBehaviour::default(),
-    )
-    .await;
-    let _node = NodeActor::start(client.clone(), "stand-in", NodeBehaviour::default())
-        .await
-        .unwrap();
+    let cluster = Cluster::start(&env, "tp").await.expect("cluster");
+    let (cp, client, ns) = (
+        &cluster.cp,
+        cluster.client.clone(),
+        cluster.namespace.clone(),
+    );
 
     let repo = repo(&ns);
     let r = repo.path();

@@ -7,30 +7,18 @@ use kube::api::Api;
 use plimsoll_syncer::observe::observe;
 use plimsoll_syncer::plan::{plan, PlanOptions, Step};
 use plimsoll_syncer::state::{ClaimTemplate, DesiredRelease, DesiredStatefulSet};
-use plimsoll_testenv::actors::{
-    create_storage_class, NodeActor, NodeBehaviour, StorageActor, StorageBehaviour,
-};
-use plimsoll_testenv::{ControlPlane, Env};
+use plimsoll_testenv::{Cluster, Env};
 use serde_json::json;
 
 #[tokio::test]
 async fn observes_a_helm_installed_data_stack_and_plans_its_scale_up() {
     let Some(env) = Env::require() else { return };
-    let cp = ControlPlane::start(&env).await.expect("control plane");
-    let client = cp.client().await.unwrap();
-    let ns = cp.namespace(&client, "thingpark").await.unwrap();
-    create_storage_class(&client, "plimsoll-test-expandable", true)
-        .await
-        .unwrap();
-    let _storage = StorageActor::start(
-        client.clone(),
-        "plimsoll-test-expandable",
-        StorageBehaviour::default(),
-    )
-    .await;
-    let _node = NodeActor::start(client.clone(), "stand-in", NodeBehaviour::default())
-        .await
-        .unwrap();
+    let cluster = Cluster::start(&env, "thingpark").await.expect("cluster");
+    let (cp, client, ns) = (
+        &cluster.cp,
+        cluster.client.clone(),
+        cluster.namespace.clone(),
+    );
 
     let values = std::env::temp_dir().join(format!("plimsoll-values-{}.yaml", std::process::id()));
     std::fs::write(&values, "mariadb-galera:\n  replicaCount: 2\n  rootUser:\n    password: s3cret\nmongo-replicaset:\n  replicaCount: 1\n").unwrap();

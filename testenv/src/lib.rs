@@ -407,6 +407,48 @@ impl ControlPlane {
     }
 }
 
+/// A control plane ready for charts with volumes: a namespace, an
+/// expandable StorageClass (`plimsoll-test-expandable`) served by the
+/// storage stand-in, and a stand-in node. Dropping it stops everything.
+pub struct Cluster {
+    pub cp: ControlPlane,
+    pub client: kube::Client,
+    pub namespace: String,
+    pub storage: actors::StorageActor,
+    pub node: actors::NodeActor,
+}
+
+/// The expandable StorageClass [`Cluster`] creates.
+pub const EXPANDABLE_CLASS: &str = "plimsoll-test-expandable";
+
+impl Cluster {
+    pub async fn start(env: &Env, namespace: &str) -> Result<Cluster, String> {
+        let cp = ControlPlane::start(env).await?;
+        let client = cp.client().await?;
+        let namespace = cp.namespace(&client, namespace).await?;
+        actors::create_storage_class(&client, EXPANDABLE_CLASS, true)
+            .await
+            .map_err(|e| e.to_string())?;
+        let storage = actors::StorageActor::start(
+            client.clone(),
+            EXPANDABLE_CLASS,
+            actors::StorageBehaviour::default(),
+        )
+        .await;
+        let node =
+            actors::NodeActor::start(client.clone(), "stand-in", actors::NodeBehaviour::default())
+                .await
+                .map_err(|e| e.to_string())?;
+        Ok(Cluster {
+            cp,
+            client,
+            namespace,
+            storage,
+            node,
+        })
+    }
+}
+
 impl Drop for ControlPlane {
     fn drop(&mut self) {
         if std::thread::panicking() {
