@@ -76,6 +76,10 @@ enum Command {
         /// Plan against a snapshot file instead of the cluster.
         #[arg(long)]
         live: Option<PathBuf>,
+        /// Plan the repository as it is at this git revision (read from the
+        /// object database: no checkout; bare clones work).
+        #[arg(long)]
+        rev: Option<String>,
         #[arg(long, value_enum, default_value_t = PlanFormat::Text)]
         format: PlanFormat,
         /// Refuse a chart version bump mixed with value changes.
@@ -189,6 +193,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             common,
             cluster,
             live,
+            rev,
             format,
             strict,
             helm,
@@ -196,6 +201,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             &common,
             &cluster,
             live.as_deref(),
+            rev.as_deref(),
             format,
             strict,
             helm.as_deref(),
@@ -245,7 +251,15 @@ fn repo_reader(repo: &Path) -> impl Fn(&str) -> std::io::Result<Vec<u8>> + '_ {
 fn load_stack(common: &Common) -> anyhow::Result<(Stack, stack::Assignments)> {
     let path = common.repo.join("plimsoll.yaml");
     let bytes = std::fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?;
-    let stack = stack::parse(&path.display().to_string(), &bytes)?;
+    stack_from(common, &path.display().to_string(), &bytes)
+}
+
+fn stack_from(
+    common: &Common,
+    name: &str,
+    bytes: &[u8],
+) -> anyhow::Result<(Stack, stack::Assignments)> {
+    let stack = stack::parse(name, bytes)?;
     let vars = stack.assignments(&common.set)?;
     Ok((stack, vars))
 }
@@ -570,18 +584,34 @@ fn cmd_snapshot(
 fn chart_workloads(
     helm: &Path,
     repo: &Path,
+    revision: Option<&plimsoll_syncer::git::Revision>,
     release: &plimsoll_renderer::stack::Release,
     values_yaml: &str,
 ) -> anyhow::Result<(Vec<plimsoll_syncer::state::DesiredStatefulSet>, Vec<String>)> {
-    let dir = std::env::temp_dir().join(format!("plimsoll-plan-{}", std::process::id()));
+    let dir = std::env::temp_dir().join(format!(
+        "plimsoll-plan-{}-{}",
+        std::process::id(),
+        release.name
+    ));
     std::fs::create_dir_all(&dir)?;
-    let values = dir.join(format!("{}.yaml", release.name));
+    let values = dir.join("values.yaml");
     std::fs::write(&values, values_yaml)?;
-    let local = repo.join(&release.chart);
-    let chart = if local.exists() {
-        local.canonicalize()?.display().to_string()
-    } else {
-        release.chart.clone()
+    // A chart kept in the repository comes from the same revision.
+    let chart = match revision {
+        Some(rev) if rev.is_dir(&release.chart) => {
+            let exported = dir.join("chart");
+            rev.export_dir(&release.chart, &exported)?;
+            exported.display().to_string()
+        }
+        Some(_) => release.chart.clone(),
+        None => {
+            let local = repo.join(&release.chart);
+            if local.exists() {
+                local.canonicalize()?.display().to_string()
+            } else {
+                release.chart.clone()
+            }
+        }
     };
     let out = std::process::Command::new(helm)
         .args([
@@ -614,13 +644,33 @@ fn cmd_plan(
     common: &Common,
     cluster: &Cluster,
     live: Option<&Path>,
+    rev: Option<&str>,
     format: PlanFormat,
     strict: bool,
     helm: Option<&Path>,
 ) -> anyhow::Result<ExitCode> {
-    let (stack, vars) = load_stack(common)?;
-    let read = repo_reader(&common.repo);
-    let rendered = render::render(&stack, &vars, &read)?;
+    let revision = rev
+        .map(|r| plimsoll_syncer::git::Revision::open(&common.repo, r))
+        .transpose()?;
+    let rendered = match &revision {
+        Some(rv) => {
+            let bytes = rv
+                .read("plimsoll.yaml")
+                .with_context(|| format!("plimsoll.yaml at {}", rv.commit))?;
+            let (stack, vars) = stack_from(
+                common,
+                &format!("plimsoll.yaml@{}", &rv.commit[..12]),
+                &bytes,
+            )?;
+            let read = |p: &str| rv.read(p);
+            render::render(&stack, &vars, &read)?
+        }
+        None => {
+            let (stack, vars) = load_stack(common)?;
+            let read = repo_reader(&common.repo);
+            render::render(&stack, &vars, &read)?
+        }
+    };
     let helm = helm
         .map(Path::to_path_buf)
         .or_else(|| std::env::var_os("PLIMSOLL_HELM").map(PathBuf::from))
@@ -631,7 +681,7 @@ fn cmd_plan(
             json::to_json(&r.result.node).with_context(|| format!("release {}", r.release.name))?;
         let values: serde_json::Value = serde_json::from_str(&values_json)?;
         let (statefulsets, deployments) =
-            chart_workloads(&helm, &common.repo, &r.release, &r.text)?;
+            chart_workloads(&helm, &common.repo, revision.as_ref(), &r.release, &r.text)?;
         desired.push(plimsoll_syncer::state::DesiredRelease {
             name: r.release.name.clone(),
             namespace: r.release.namespace.clone(),

@@ -12,11 +12,14 @@
 //!
 //! - [`helm_release`]: Helm releases decoded from their storage Secrets.
 //! - [`observe`]: the I/O edge that reads observed state from a cluster.
+//! - [`git`]: the I/O edge that reads a revision's files from a repository's
+//!   object database (no checkout; bare clones work).
 //!
 //! **Architecture Invariant:** only [`observe`] talks to Kubernetes; the
 //! planner is pure and plans equally from a live read or a snapshot file.
 
 pub mod desired;
+pub mod git;
 pub mod helm_release;
 pub mod observe;
 pub mod plan;
