@@ -80,6 +80,10 @@ enum Command {
         /// object database: no checkout; bare clones work).
         #[arg(long)]
         rev: Option<String>,
+        /// Also show each release's rendered values changes since this
+        /// revision, with the layer that caused each change.
+        #[arg(long)]
+        base: Option<String>,
         #[arg(long, value_enum, default_value_t = PlanFormat::Text)]
         format: PlanFormat,
         /// Refuse a chart version bump mixed with value changes.
@@ -194,6 +198,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             cluster,
             live,
             rev,
+            base,
             format,
             strict,
             helm,
@@ -201,7 +206,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             &common,
             &cluster,
             live.as_deref(),
-            rev.as_deref(),
+            (rev.as_deref(), base.as_deref()),
             format,
             strict,
             helm.as_deref(),
@@ -640,11 +645,73 @@ fn chart_workloads(
         .with_context(|| format!("helm template {} printed invalid YAML", release.name))
 }
 
+/// Renders the stack as it is at a git revision.
+fn render_revision(
+    common: &Common,
+    rv: &plimsoll_syncer::git::Revision,
+) -> anyhow::Result<Rendered> {
+    let bytes = rv
+        .read("plimsoll.yaml")
+        .with_context(|| format!("plimsoll.yaml at {}", rv.commit))?;
+    let (stack, vars) = stack_from(
+        common,
+        &format!("plimsoll.yaml@{}", &rv.commit[..12]),
+        &bytes,
+    )?;
+    let read = |p: &str| rv.read(p);
+    Ok(render::render(&stack, &vars, &read)?)
+}
+
+/// Rendered values changes since `base`, each attributed to the layer
+/// (file:line) the new value comes from.
+fn values_since_base(
+    current: &Rendered,
+    base: &Rendered,
+    base_name: &str,
+) -> anyhow::Result<Vec<plimsoll_syncer::plan::ValuesSinceBase>> {
+    let as_json = |node: &plimsoll_renderer::yaml::Node| -> anyhow::Result<serde_json::Value> {
+        Ok(serde_json::from_str(&json::to_json(node)?)?)
+    };
+    let mut out = Vec::new();
+    for r in &current.releases {
+        let before = match base
+            .releases
+            .iter()
+            .find(|b| b.release.name == r.release.name)
+        {
+            Some(b) => as_json(&b.result.node)?,
+            None => serde_json::Value::Object(Default::default()),
+        };
+        let after = as_json(&r.result.node)?;
+        let changes: Vec<_> = plimsoll_syncer::plan::values_diff(&before, &after)
+            .into_iter()
+            .map(|change| {
+                let layer = render::lookup(&r.result.node, &change.keys)
+                    .filter(|_| change.to.is_some())
+                    .and_then(|n| {
+                        r.inputs
+                            .get(n.origin.layer as usize)
+                            .map(|i| format!("{}:{}", i.path, n.origin.line))
+                    });
+                plimsoll_syncer::plan::AttributedChange { change, layer }
+            })
+            .collect();
+        if !changes.is_empty() {
+            out.push(plimsoll_syncer::plan::ValuesSinceBase {
+                release: r.release.name.clone(),
+                base: base_name.to_string(),
+                changes,
+            });
+        }
+    }
+    Ok(out)
+}
+
 fn cmd_plan(
     common: &Common,
     cluster: &Cluster,
     live: Option<&Path>,
-    rev: Option<&str>,
+    (rev, base): (Option<&str>, Option<&str>),
     format: PlanFormat,
     strict: bool,
     helm: Option<&Path>,
@@ -706,7 +773,12 @@ fn cmd_plan(
         strict,
         ..Default::default()
     };
-    let plan = plimsoll_syncer::plan::plan(&desired, &observed, &options);
+    let mut plan = plimsoll_syncer::plan::plan(&desired, &observed, &options);
+    if let Some(b) = base {
+        let base_rev = plimsoll_syncer::git::Revision::open(&common.repo, b)?;
+        let base_rendered = render_revision(common, &base_rev)?;
+        plan.values_since_base = values_since_base(&rendered, &base_rendered, b)?;
+    }
     let text = match format {
         PlanFormat::Text => plimsoll_syncer::plan::to_text(&plan),
         PlanFormat::Markdown => plimsoll_syncer::plan::to_markdown(&plan),

@@ -61,8 +61,28 @@ pub enum Step {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct ValueChange {
     pub path: String,
+    /// The path as keys (keys may contain dots).
+    #[serde(skip)]
+    pub keys: Vec<String>,
     pub from: Option<String>,
     pub to: Option<String>,
+}
+
+/// The rendered values of a release changed between a base revision and
+/// the planned one, each change with the layer (file:line) that set it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct ValuesSinceBase {
+    pub release: String,
+    pub base: String,
+    pub changes: Vec<AttributedChange>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct AttributedChange {
+    #[serde(flatten)]
+    pub change: ValueChange,
+    /// Where the new value comes from, `FILE:LINE`; `None` when removed.
+    pub layer: Option<String>,
 }
 
 /// Something Plimsoll will not do; any refusal stops the whole plan.
@@ -170,6 +190,9 @@ pub struct Plan {
     pub refusals: Vec<Refusal>,
     pub warnings: Vec<String>,
     pub releases: Vec<ReleasePlan>,
+    /// With a base revision: rendered values changes per release.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub values_since_base: Vec<ValuesSinceBase>,
 }
 
 impl Plan {
@@ -251,11 +274,13 @@ fn diff_into(
                     (Some(x), Some(y)) => diff_into(x, y, path, s, out),
                     (Some(x), None) => out.push(ValueChange {
                         path: path.join("."),
+                        keys: path.clone(),
                         from: Some(show(x, s)),
                         to: None,
                     }),
                     (None, Some(y)) => out.push(ValueChange {
                         path: path.join("."),
+                        keys: path.clone(),
                         from: None,
                         to: Some(show(y, s)),
                     }),
@@ -266,6 +291,7 @@ fn diff_into(
         }
         (a, b) if a != b => out.push(ValueChange {
             path: path.join("."),
+            keys: path.clone(),
             from: Some(show(a, secret)),
             to: Some(show(b, secret)),
         }),
@@ -548,6 +574,24 @@ pub fn to_text(plan: &Plan) -> String {
     if plan.releases.is_empty() && plan.refusals.is_empty() {
         out.push_str("No changes: the cluster matches the desired state.\n");
     }
+    for v in &plan.values_since_base {
+        out.push_str(&format!(
+            "\nValues of {} changed since {}:\n",
+            v.release, v.base
+        ));
+        for c in &v.changes {
+            out.push_str(&format!(
+                "  {}: {} -> {}{}\n",
+                c.change.path,
+                c.change.from.as_deref().unwrap_or("(unset)"),
+                c.change.to.as_deref().unwrap_or("(unset)"),
+                c.layer
+                    .as_deref()
+                    .map(|l| format!("  ({l})"))
+                    .unwrap_or_default()
+            ));
+        }
+    }
     for r in &plan.releases {
         out.push_str(&format!(
             "\n{} ({}, stage {})\n",
@@ -586,6 +630,7 @@ pub fn to_markdown(plan: &Plan) -> String {
         out.push('\n');
     } else if steps == 0 {
         out.push_str("**No changes.** The cluster matches the desired state.\n");
+        markdown_values_since_base(plan, &mut out);
         return out;
     } else {
         out.push_str(&format!(
@@ -621,7 +666,27 @@ pub fn to_markdown(plan: &Plan) -> String {
             out.push_str(&format!("{}. {}\n", i + 1, s.describe()));
         }
     }
+    markdown_values_since_base(plan, &mut out);
     out
+}
+
+fn markdown_values_since_base(plan: &Plan, out: &mut String) {
+    for v in &plan.values_since_base {
+        out.push_str(&format!(
+            "\n#### Values of `{}` changed since `{}`\n\n",
+            v.release, v.base
+        ));
+        out.push_str("| path | before | after | set by |\n|---|---|---|---|\n");
+        for c in &v.changes {
+            out.push_str(&format!(
+                "| `{}` | {} | {} | {} |\n",
+                c.change.path,
+                c.change.from.as_deref().unwrap_or("(unset)"),
+                c.change.to.as_deref().unwrap_or("(unset)"),
+                c.layer.as_deref().unwrap_or("")
+            ));
+        }
+    }
 }
 
 /// The plan as JSON (schema [`PLAN_SCHEMA_VERSION`]).
