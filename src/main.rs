@@ -649,17 +649,14 @@ fn chart_workloads(
 fn render_revision(
     common: &Common,
     rv: &plimsoll_syncer::git::Revision,
-) -> anyhow::Result<Rendered> {
+) -> anyhow::Result<(std::collections::BTreeMap<String, Vec<String>>, Rendered)> {
     let bytes = rv
         .read("plimsoll.yaml")
         .with_context(|| format!("plimsoll.yaml at {}", rv.commit))?;
-    let (stack, vars) = stack_from(
-        common,
-        &format!("plimsoll.yaml@{}", &rv.commit[..12]),
-        &bytes,
-    )?;
+    let name = format!("plimsoll.yaml@{}", &rv.commit[..12]);
+    let (stack, vars) = stack_from(common, &name, &bytes)?;
     let read = |p: &str| rv.read(p);
-    Ok(render::render(&stack, &vars, &read)?)
+    Ok((stack.catalog.clone(), render::render(&stack, &vars, &read)?))
 }
 
 /// Rendered values changes since `base`, each attributed to the layer
@@ -719,23 +716,12 @@ fn cmd_plan(
     let revision = rev
         .map(|r| plimsoll_syncer::git::Revision::open(&common.repo, r))
         .transpose()?;
-    let rendered = match &revision {
-        Some(rv) => {
-            let bytes = rv
-                .read("plimsoll.yaml")
-                .with_context(|| format!("plimsoll.yaml at {}", rv.commit))?;
-            let (stack, vars) = stack_from(
-                common,
-                &format!("plimsoll.yaml@{}", &rv.commit[..12]),
-                &bytes,
-            )?;
-            let read = |p: &str| rv.read(p);
-            render::render(&stack, &vars, &read)?
-        }
+    let (catalog, rendered) = match &revision {
+        Some(rv) => render_revision(common, rv)?,
         None => {
             let (stack, vars) = load_stack(common)?;
             let read = repo_reader(&common.repo);
-            render::render(&stack, &vars, &read)?
+            (stack.catalog.clone(), render::render(&stack, &vars, &read)?)
         }
     };
     let helm = helm
@@ -771,12 +757,15 @@ fn cmd_plan(
     };
     let options = plimsoll_syncer::plan::PlanOptions {
         strict,
-        ..Default::default()
+        catalogs: catalog
+            .into_iter()
+            .map(|(chart, versions)| (chart, plimsoll_syncer::version::Catalog { versions }))
+            .collect(),
     };
     let mut plan = plimsoll_syncer::plan::plan(&desired, &observed, &options);
     if let Some(b) = base {
         let base_rev = plimsoll_syncer::git::Revision::open(&common.repo, b)?;
-        let base_rendered = render_revision(common, &base_rev)?;
+        let (_, base_rendered) = render_revision(common, &base_rev)?;
         plan.values_since_base = values_since_base(&rendered, &base_rendered, b)?;
     }
     let text = match format {

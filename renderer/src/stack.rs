@@ -16,6 +16,8 @@
 //!     layers:
 //!       - profiles/${segment}.yaml
 //!       - { path: site/data.yaml, mode: append }
+//! catalog:                             # known versions: allowed upgrade paths
+//!   thingpark-data: [2.2.1, 2.2.2, 3.0.0]
 //! ```
 
 use std::collections::{BTreeMap, HashMap};
@@ -69,6 +71,9 @@ pub struct Stack {
     pub stages: Vec<String>,
     pub output: String,
     pub releases: Vec<Release>,
+    /// Release catalog: the known versions of each chart (by chart name),
+    /// which decide the allowed upgrade paths.
+    pub catalog: BTreeMap<String, Vec<String>>,
 }
 
 /// The variable values a render uses.
@@ -187,6 +192,7 @@ pub fn parse(file: &str, bytes: &[u8]) -> Result<Stack, StackError> {
             "output",
             "stages",
             "releases",
+            "catalog",
         ],
         "the stack file",
     )?;
@@ -381,6 +387,18 @@ pub fn parse(file: &str, bytes: &[u8]) -> Result<Stack, StackError> {
         });
     }
 
+    let mut catalog = BTreeMap::new();
+    if let Some(c) = root.get("catalog") {
+        for (chart, versions) in r.map(c, "catalog")?.pairs() {
+            let list = r
+                .seq(versions, &format!("catalog entry {:?}", chart.value))?
+                .iter()
+                .map(|v| r.string(v, "a chart version"))
+                .collect::<Result<Vec<_>, _>>()?;
+            catalog.insert(chart.value.clone(), list);
+        }
+    }
+
     let stages = order_stages(&r, &root, stage_decl, &releases)?;
     releases.sort_by_key(|rel| {
         stages
@@ -393,6 +411,7 @@ pub fn parse(file: &str, bytes: &[u8]) -> Result<Stack, StackError> {
         stages,
         output,
         releases,
+        catalog,
     })
 }
 

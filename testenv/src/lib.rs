@@ -91,6 +91,32 @@ fn free_port() -> u16 {
         .expect("a free loopback port")
 }
 
+/// Writes an executable `helm` command at `path` backed by the Helm SDK
+/// front end (`testenv/helm/helm.py`), for a cluster's kubeconfig or, for
+/// `helm template`, none.
+pub fn write_helm_command(
+    env: &Env,
+    path: &Path,
+    kubeconfig: Option<&Path>,
+) -> Result<PathBuf, String> {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("helm/helm.py");
+    let kc = kubeconfig
+        .map(|k| format!(" --kubeconfig {}", k.display()))
+        .unwrap_or_default();
+    let text = format!(
+        "#!/bin/sh\nexec {} {}{kc} \"$@\"\n",
+        env.helm_python.display(),
+        script.display()
+    );
+    std::fs::write(path, text).map_err(|e| e.to_string())?;
+    Command::new("chmod")
+        .arg("+x")
+        .arg(path)
+        .status()
+        .map_err(|e| e.to_string())?;
+    Ok(path.to_path_buf())
+}
+
 /// A running control plane. Dropping it stops every process.
 pub struct ControlPlane {
     dir: tempfile::TempDir,
@@ -299,20 +325,7 @@ impl ControlPlane {
     }
 
     fn write_helm_wrapper(&self, env: &Env) -> Result<(), String> {
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("helm/helm.py");
-        let text = format!(
-            "#!/bin/sh\nexec {} {} --kubeconfig {} \"$@\"\n",
-            env.helm_python.display(),
-            script.display(),
-            self.kubeconfig.display()
-        );
-        std::fs::write(&self.helm, text).map_err(|e| e.to_string())?;
-        Command::new("chmod")
-            .arg("+x")
-            .arg(&self.helm)
-            .status()
-            .map_err(|e| e.to_string())?;
-        Ok(())
+        write_helm_command(env, &self.helm, Some(&self.kubeconfig)).map(|_| ())
     }
 
     /// A client for the control plane (admin token).
