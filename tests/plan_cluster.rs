@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use k8s_openapi::api::apps::v1::StatefulSet;
 use kube::api::Api;
+use plimsoll_testenv::actors::{create_storage_class, StorageActor, StorageBehaviour};
 use plimsoll_testenv::{Cluster, Env};
 
 mod support;
@@ -164,5 +165,228 @@ async fn snapshot_then_plan_offline_matches_plan_online() {
         String::from_utf8_lossy(&online.stdout),
         md,
         "offline plan equals online plan"
+    );
+
+    // Git revisions: the deployed state, then a commit growing the m profile;
+    // the working tree is dirtied to show it is not what `--rev` reads.
+    let git = git2::Repository::init(r).unwrap();
+    let commit = |message: &str| {
+        let mut index = git.index().unwrap();
+        index
+            .add_all(
+                ["plimsoll.yaml", "profiles", "site.yaml", "charts"],
+                git2::IndexAddOption::DEFAULT,
+                None,
+            )
+            .unwrap();
+        index.write().unwrap();
+        let tree = git.find_tree(index.write_tree().unwrap()).unwrap();
+        let sig = git2::Signature::now("test", "test@plimsoll.invalid").unwrap();
+        let parents: Vec<git2::Commit> = git
+            .head()
+            .ok()
+            .and_then(|h| h.peel_to_commit().ok())
+            .into_iter()
+            .collect();
+        let refs: Vec<&git2::Commit> = parents.iter().collect();
+        git.commit(Some("HEAD"), &sig, &sig, message, &tree, &refs)
+            .unwrap()
+            .to_string()
+    };
+    let deployed = commit("deployed: segment m");
+    let l_profile = std::fs::read_to_string(r.join("profiles/l.yaml")).unwrap();
+    std::fs::write(r.join("profiles/m.yaml"), &l_profile).unwrap();
+    let grown = commit("grow m");
+    std::fs::write(r.join("profiles/m.yaml"), "not: [valid\n").unwrap();
+    let o = plimsoll(
+        r,
+        &[
+            "plan",
+            "--live",
+            "live.json",
+            "--rev",
+            &deployed,
+            "--helm",
+            &helm,
+        ],
+    );
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let o = plimsoll(
+        r,
+        &[
+            "plan",
+            "--live",
+            "live.json",
+            "--rev",
+            &grown,
+            "--format",
+            "markdown",
+            "--helm",
+            &helm,
+        ],
+    );
+    assert_eq!(
+        o.status.code(),
+        Some(2),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&o.stdout),
+        md,
+        "the grown commit plans like segment l"
+    );
+
+    // --base: the rendered values diff between the two commits, each change
+    // attributed to the layer that set it.
+    let o = plimsoll(
+        r,
+        &[
+            "plan",
+            "--live",
+            "live.json",
+            "--rev",
+            &grown,
+            "--base",
+            &deployed,
+            "--helm",
+            &helm,
+        ],
+    );
+    let text = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert_eq!(
+        o.status.code(),
+        Some(2),
+        "{text}{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(
+        text.contains(&format!("Values of data changed since {deployed}:")),
+        "{text}"
+    );
+    assert!(
+        text.contains("  mariadb-galera.persistence.size: 10Gi -> 15Gi  (profiles/m.yaml:4)"),
+        "{text}"
+    );
+    assert!(
+        text.contains("  mongo-replicaset.persistence.size: 25Gi -> 45Gi  (profiles/m.yaml:8)"),
+        "{text}"
+    );
+    assert!(
+        !text.contains("password"),
+        "unchanged values are not listed: {text}"
+    );
+
+    // Refusals, end to end against what is deployed (the working tree is
+    // the desired state again).
+    let refusal = |profile: &str| {
+        std::fs::write(r.join("profiles/m.yaml"), profile).unwrap();
+        let o = plimsoll(r, &["plan", "--live", "live.json", "--helm", &helm]);
+        assert_eq!(
+            o.status.code(),
+            Some(1),
+            "{}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    };
+    let out = refusal("mariadb-galera:\n  replicaCount: 2\n  persistence:\n    size: 5Gi\nmongo-replicaset:\n  replicaCount: 1\n  persistence:\n    size: 25Gi\n");
+    assert!(
+        out.contains("REFUSED: data: PVC data-mariadb-galera-0 would shrink from 10Gi to 5Gi"),
+        "{out}"
+    );
+    let out = refusal("mariadb-galera:\n  replicaCount: 2\n  persistence:\n    size: 10Gi\n    storageClass: other-class\nmongo-replicaset:\n  replicaCount: 1\n  persistence:\n    size: 25Gi\n");
+    assert!(
+        out.contains("REFUSED: data: PVC data-mariadb-galera-0 would move from storage class plimsoll-test-expandable to other-class"),
+        "{out}"
+    );
+}
+
+#[tokio::test]
+async fn growth_on_a_class_without_expansion_needs_backup_and_restore() {
+    let Some(env) = Env::require() else { return };
+    let cluster = Cluster::start(&env, "fixed").await.expect("cluster");
+    let (cp, client, ns) = (
+        &cluster.cp,
+        cluster.client.clone(),
+        cluster.namespace.clone(),
+    );
+    create_storage_class(&client, "plimsoll-test-fixed", false)
+        .await
+        .unwrap();
+    let _fixed = StorageActor::start(
+        client.clone(),
+        "plimsoll-test-fixed",
+        StorageBehaviour::default(),
+    )
+    .await;
+    let repo = repo(&ns);
+    let r = repo.path();
+    std::fs::write(
+        r.join("site.yaml"),
+        "mariadb-galera:\n  persistence:\n    storageClass: plimsoll-test-fixed\nmongo-replicaset:\n  persistence:\n    storageClass: plimsoll-test-fixed\n",
+    )
+    .unwrap();
+    assert!(plimsoll(r, &["render"]).status.success());
+    let o = Command::new(&cp.helm)
+        .args([
+            "upgrade",
+            "--install",
+            "data",
+            "charts/test-data",
+            "--namespace",
+            &ns,
+            "-f",
+            "rendered/data.yaml",
+        ])
+        .current_dir(r)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let pvcs: Api<k8s_openapi::api::core::v1::PersistentVolumeClaim> =
+        Api::namespaced(client.clone(), &ns);
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while pvcs
+        .list(&Default::default())
+        .await
+        .map(|l| l.items.len())
+        .unwrap_or(0)
+        < 3
+    {
+        assert!(Instant::now() < deadline, "claims not created");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    let kc = cp.kubeconfig.display().to_string();
+    let helm = cp.helm.display().to_string();
+    let o = plimsoll(
+        r,
+        &[
+            "plan",
+            "--kubeconfig",
+            &kc,
+            "--set",
+            "segment=l",
+            "--helm",
+            &helm,
+        ],
+    );
+    let out = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert_eq!(
+        o.status.code(),
+        Some(1),
+        "{out}{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(
+        out.contains(
+            "REFUSED: data: PVC data-mariadb-galera-0 needs 10Gi -> 15Gi but storage class plimsoll-test-fixed does not allow volume expansion; the backup, reinstall and restore procedure is required (never run automatically)"
+        ),
+        "{out}"
     );
 }
