@@ -23,7 +23,7 @@ SUDO=""
 [ "$(id -u)" -eq 0 ] || SUDO="sudo"
 
 need_pkgs=()
-for p in etcd-server golang-go rsync jq dpkg-dev python3-venv openssl; do
+for p in etcd-server golang-go rsync jq dpkg-dev python3-venv openssl golang-github-modern-go-reflect2-dev; do
   dpkg -s "$p" >/dev/null 2>&1 || need_pkgs+=("$p")
 done
 if [ "${#need_pkgs[@]}" -gt 0 ]; then
@@ -33,7 +33,13 @@ if [ "${#need_pkgs[@]}" -gt 0 ]; then
 fi
 
 # --- kube-apiserver and kube-controller-manager ------------------------------
-KUBE_DIR="$ROOT/kubernetes-$KUBE_SRC_VERSION"
+# Kubernetes 1.20 vendors modern-go/reflect2 1.0.1, which is broken under Go
+# 1.18+ (bookworm has 1.19): kube-apiserver segfaults in mapiterinit when it
+# encodes a map with sorted keys (custom resources, `?pretty`). reflect2 1.0.2
+# fixes it; its files (Debian's golang-github-modern-go-reflect2-dev) replace
+# the vendored ones before the build. The patch is part of the cache key.
+KUBE_PATCH="reflect2-1.0.2"
+KUBE_DIR="$ROOT/kubernetes-$KUBE_SRC_VERSION-$KUBE_PATCH"
 if [ ! -x "$KUBE_DIR/bin/kube-apiserver" ] || [ ! -x "$KUBE_DIR/bin/kube-controller-manager" ]; then
   log "building kube-apiserver and kube-controller-manager $KUBE_SRC_VERSION (about 5 minutes on 2 cores)"
   if ! ls /etc/apt/sources.list.d/debian-src.sources >/dev/null 2>&1; then
@@ -54,6 +60,10 @@ if [ ! -x "$KUBE_DIR/bin/kube-apiserver" ] || [ ! -x "$KUBE_DIR/bin/kube-control
     cd "$SRC"
     export GOPATH="$PWD/.go" CGO_ENABLED=0 PATH="/usr/lib/go/bin:$PATH" GOFLAGS=-mod=vendor
     mkdir -p .go/src/k8s.io && ln -sfn ../../.. .go/src/k8s.io/kubernetes
+    rm -rf vendor/github.com/modern-go/reflect2
+    cp -r /usr/share/gocode/src/github.com/modern-go/reflect2 vendor/github.com/modern-go/reflect2
+    rm -rf vendor/github.com/modern-go/reflect2/.git* vendor/github.com/modern-go/reflect2/*_test.go \
+      vendor/github.com/modern-go/reflect2/go.mod vendor/github.com/modern-go/reflect2/go.sum
     HOME="$WORK/home" make WHAT="cmd/kube-apiserver cmd/kube-controller-manager" >"$WORK/build.log" 2>&1 \
       || { tail -50 "$WORK/build.log" >&2; exit 1; }
   )

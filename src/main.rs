@@ -14,6 +14,10 @@ use plimsoll_renderer::stack::{self, Stack};
 use plimsoll_renderer::yq::{self, Layer};
 use plimsoll_renderer::{json, keys};
 
+mod daemon;
+mod desired;
+mod sync;
+
 #[derive(Parser)]
 #[command(
     name = "plimsoll",
@@ -93,6 +97,63 @@ enum Command {
         #[arg(long)]
         helm: Option<PathBuf>,
     },
+    /// Plan and execute: expand volumes, patch operator resources, re-create
+    /// StatefulSets (orphan delete), helm upgrade, wait until ready; journaled
+    /// in the cluster so that an interrupted sync resumes.
+    Sync {
+        #[command(flatten)]
+        common: Common,
+        #[command(flatten)]
+        cluster: Cluster,
+        #[command(flatten)]
+        sync: SyncArgs,
+        /// Sync the repository as it is at this git revision (default: the
+        /// working tree).
+        #[arg(long)]
+        rev: Option<String>,
+        /// Print what would be done; change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Do not ask; required when not attached to a terminal.
+        #[arg(long, short = 'y')]
+        yes: bool,
+    },
+    /// Follow a branch of the deployment repository and keep the cluster at
+    /// it: sync new commits, report drift (and heal it with --self-heal),
+    /// serve /metrics, /healthz, /readyz and POST /hook.
+    Daemon {
+        #[command(flatten)]
+        common: Common,
+        #[command(flatten)]
+        cluster: Cluster,
+        #[command(flatten)]
+        sync: SyncArgs,
+        /// Fetch this remote repository (into --mirror) instead of following
+        /// the local repository --repo.
+        #[arg(long)]
+        url: Option<String>,
+        /// Bare mirror for --url (default: ~/.cache/plimsoll/mirrors/ID).
+        #[arg(long)]
+        mirror: Option<PathBuf>,
+        /// The tracked branch: only its commits are synced.
+        #[arg(long, default_value = "main")]
+        branch: String,
+        /// Seconds between fetches and drift checks (jittered by 10 %).
+        #[arg(long, default_value_t = 60)]
+        interval: u64,
+        /// Address of the HTTP endpoint (/metrics, /healthz, /readyz, POST /hook).
+        #[arg(long)]
+        listen: Option<std::net::SocketAddr>,
+        /// Sync drift back to the last synced commit.
+        #[arg(long)]
+        self_heal: bool,
+        /// File holding the webhook secret: POST /hook then requires a valid
+        /// X-Hub-Signature-256 (HMAC-SHA256 of the body).
+        #[arg(long)]
+        webhook_secret_file: Option<PathBuf>,
+        #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+        log_format: LogFormat,
+    },
     /// Show a key's final value, the layer that set it and what it overrode.
     Explain {
         #[command(flatten)]
@@ -104,7 +165,7 @@ enum Command {
     },
 }
 
-#[derive(clap::Args)]
+#[derive(clap::Args, Clone)]
 struct Common {
     /// The deployment repository (holds plimsoll.yaml).
     #[arg(long, default_value = ".")]
@@ -125,6 +186,68 @@ struct Cluster {
     /// Namespaces to read (default: the namespaces of the stack's releases).
     #[arg(long = "namespace", short = 'n')]
     namespaces: Vec<String>,
+}
+
+#[derive(clap::Args, Clone)]
+struct SyncArgs {
+    /// Refuse a chart version bump mixed with value changes.
+    #[arg(long)]
+    strict: bool,
+    /// The helm executable (default: $PLIMSOLL_HELM, then `helm`).
+    #[arg(long)]
+    helm: Option<PathBuf>,
+    /// Namespace of the journal ConfigMap and the Lease.
+    #[arg(long, default_value = "plimsoll")]
+    journal_namespace: String,
+    /// Wait up to this many seconds for another syncer's lease instead of exiting.
+    #[arg(long, value_name = "SECONDS")]
+    wait_for_lease: Option<u64>,
+    /// Seconds to wait for each volume expansion.
+    #[arg(long, default_value_t = 600, value_name = "SECONDS")]
+    expansion_timeout: u64,
+    /// Seconds helm may take (`helm upgrade --wait --timeout`).
+    #[arg(long, default_value_t = 600, value_name = "SECONDS")]
+    helm_timeout: u64,
+    /// Seconds to wait until a release's StatefulSets and Deployments are ready.
+    #[arg(long, default_value_t = 600, value_name = "SECONDS")]
+    ready_timeout: u64,
+}
+
+impl SyncArgs {
+    fn options(&self, namespaces: Vec<String>, dry_run: bool) -> sync::SyncOptions {
+        sync::SyncOptions {
+            journal_namespace: self.journal_namespace.clone(),
+            strict: self.strict,
+            dry_run,
+            settings: plimsoll_syncer::execute::Settings {
+                helm: desired::helm_executable(self.helm.as_deref()),
+                expansion_timeout: std::time::Duration::from_secs(self.expansion_timeout),
+                helm_timeout: std::time::Duration::from_secs(self.helm_timeout),
+                ready_timeout: std::time::Duration::from_secs(self.ready_timeout),
+                poll: std::time::Duration::from_millis(500),
+            },
+            lease_duration: std::time::Duration::from_secs(15),
+            wait_for_lease: self.wait_for_lease.map(std::time::Duration::from_secs),
+            namespaces,
+        }
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+fn init_logging(format: LogFormat) {
+    let builder = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::INFO)
+        .with_writer(std::io::stderr)
+        .with_ansi(false);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+    }
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -188,6 +311,65 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             release,
             path,
         } => cmd_explain(&common, &release, &path),
+        Command::Sync {
+            common,
+            cluster,
+            sync: args,
+            rev,
+            dry_run,
+            yes,
+        } => {
+            let helm = desired::helm_executable(args.helm.as_deref());
+            let desired = desired::load(&common, rev.as_deref(), &helm)?;
+            let opts = args.options(cluster.namespaces.clone(), dry_run);
+            sync::cmd_sync(kube_client(&cluster), desired, opts, yes)
+        }
+        Command::Daemon {
+            mut common,
+            cluster,
+            sync: args,
+            url,
+            mirror,
+            branch,
+            interval,
+            listen,
+            self_heal,
+            webhook_secret_file,
+            log_format,
+        } => {
+            init_logging(log_format);
+            let source = match url {
+                Some(url) => {
+                    let mirror = mirror.unwrap_or_else(|| {
+                        let home = std::env::var_os("HOME")
+                            .map(PathBuf::from)
+                            .unwrap_or_else(std::env::temp_dir);
+                        let id = plimsoll_syncer::journal::digest(url.as_bytes());
+                        home.join(".cache/plimsoll/mirrors").join(&id[..16])
+                    });
+                    common.repo = mirror.clone();
+                    daemon::Source::Remote { url, mirror }
+                }
+                None => daemon::Source::Local(common.repo.clone()),
+            };
+            let webhook_secret = webhook_secret_file
+                .map(|p| {
+                    std::fs::read(&p)
+                        .map(|b| b.trim_ascii().to_vec())
+                        .with_context(|| format!("cannot read {}", p.display()))
+                })
+                .transpose()?;
+            let opts = daemon::DaemonOptions {
+                source,
+                branch,
+                interval: std::time::Duration::from_secs(interval.max(1)),
+                listen,
+                self_heal,
+                webhook_secret,
+            };
+            let sync = args.options(cluster.namespaces.clone(), false);
+            daemon::cmd_daemon(common, kube_client(&cluster), sync, opts)
+        }
         Command::Snapshot {
             common,
             cluster,
@@ -546,12 +728,25 @@ fn namespaces(common: &Common, cluster: &Cluster) -> anyhow::Result<Vec<String>>
 fn observe_cluster(
     common: &Common,
     cluster: &Cluster,
+    targets: &[plimsoll_syncer::state::ResourceRef],
 ) -> anyhow::Result<plimsoll_syncer::state::ObservedState> {
     let ns = namespaces(common, cluster)?;
     runtime()?.block_on(async {
         let client = kube_client(cluster).await?;
+        observe_all(&client, &ns, targets).await
+    })
+}
+
+/// Reads the namespaces' observed state and the declared patch targets.
+async fn observe_all(
+    client: &kube::Client,
+    ns: &[String],
+    targets: &[plimsoll_syncer::state::ResourceRef],
+) -> anyhow::Result<plimsoll_syncer::state::ObservedState> {
+    {
+        let client = client.clone();
         let mut all = plimsoll_syncer::state::ObservedState::default();
-        for n in &ns {
+        for n in ns {
             let o = plimsoll_syncer::observe::observe(&client, n)
                 .await
                 .with_context(|| format!("reading namespace {n}"))?;
@@ -563,8 +758,11 @@ fn observe_cluster(
                 all.storage_classes = o.storage_classes;
             }
         }
+        all.resources = plimsoll_syncer::observe::observe_resources(&client, targets)
+            .await
+            .context("reading the resources the stack patches")?;
         Ok(all)
-    })
+    }
 }
 
 fn cmd_snapshot(
@@ -572,7 +770,23 @@ fn cmd_snapshot(
     cluster: &Cluster,
     out: Option<&Path>,
 ) -> anyhow::Result<ExitCode> {
-    let observed = observe_cluster(common, cluster)?;
+    // The resources the stack declares patches for are part of the snapshot.
+    let targets: Vec<_> = match load_stack(common) {
+        Ok((stack, _)) => stack
+            .releases
+            .iter()
+            .flat_map(|r| r.patches.iter())
+            .map(|p| plimsoll_syncer::state::ResourceRef {
+                api_version: p.api_version.clone(),
+                kind: p.kind.clone(),
+                namespace: p.namespace.clone(),
+                name: p.name.clone(),
+            })
+            .collect(),
+        Err(_) if !cluster.namespaces.is_empty() => Vec::new(),
+        Err(e) => return Err(e),
+    };
+    let observed = observe_cluster(common, cluster, &targets)?;
     let text = serde_json::to_string_pretty(&observed)? + "\n";
     match out {
         Some(path) => write_all_atomically(&[Output {
@@ -582,81 +796,6 @@ fn cmd_snapshot(
         None => std::io::stdout().write_all(text.as_bytes())?,
     }
     Ok(ExitCode::SUCCESS)
-}
-
-/// Renders the chart of a release with its rendered values through the
-/// helm executable (`helm template`), to learn its StatefulSets.
-fn chart_workloads(
-    helm: &Path,
-    repo: &Path,
-    revision: Option<&plimsoll_syncer::git::Revision>,
-    release: &plimsoll_renderer::stack::Release,
-    values_yaml: &str,
-) -> anyhow::Result<(Vec<plimsoll_syncer::state::DesiredStatefulSet>, Vec<String>)> {
-    let dir = std::env::temp_dir().join(format!(
-        "plimsoll-plan-{}-{}",
-        std::process::id(),
-        release.name
-    ));
-    std::fs::create_dir_all(&dir)?;
-    let values = dir.join("values.yaml");
-    std::fs::write(&values, values_yaml)?;
-    // A chart kept in the repository comes from the same revision.
-    let chart = match revision {
-        Some(rev) if rev.is_dir(&release.chart) => {
-            let exported = dir.join("chart");
-            rev.export_dir(&release.chart, &exported)?;
-            exported.display().to_string()
-        }
-        Some(_) => release.chart.clone(),
-        None => {
-            let local = repo.join(&release.chart);
-            if local.exists() {
-                local.canonicalize()?.display().to_string()
-            } else {
-                release.chart.clone()
-            }
-        }
-    };
-    let out = std::process::Command::new(helm)
-        .args([
-            "template",
-            &release.name,
-            &chart,
-            "--namespace",
-            &release.namespace,
-            "--version",
-            &release.version,
-            "-f",
-        ])
-        .arg(&values)
-        .output()
-        .with_context(|| format!("cannot run {}", helm.display()))?;
-    let _ = std::fs::remove_dir_all(&dir);
-    if !out.status.success() {
-        bail!(
-            "helm template {} failed: {}",
-            release.name,
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
-    let manifests = String::from_utf8_lossy(&out.stdout);
-    plimsoll_syncer::desired::workloads_from_manifests(&manifests)
-        .with_context(|| format!("helm template {} printed invalid YAML", release.name))
-}
-
-/// Renders the stack as it is at a git revision.
-fn render_revision(
-    common: &Common,
-    rv: &plimsoll_syncer::git::Revision,
-) -> anyhow::Result<(std::collections::BTreeMap<String, Vec<String>>, Rendered)> {
-    let bytes = rv
-        .read("plimsoll.yaml")
-        .with_context(|| format!("plimsoll.yaml at {}", rv.commit))?;
-    let name = format!("plimsoll.yaml@{}", &rv.commit[..12]);
-    let (stack, vars) = stack_from(common, &name, &bytes)?;
-    let read = |p: &str| rv.read(p);
-    Ok((stack.catalog.clone(), render::render(&stack, &vars, &read)?))
 }
 
 /// Rendered values changes since `base`, each attributed to the layer
@@ -713,39 +852,8 @@ fn cmd_plan(
     strict: bool,
     helm: Option<&Path>,
 ) -> anyhow::Result<ExitCode> {
-    let revision = rev
-        .map(|r| plimsoll_syncer::git::Revision::open(&common.repo, r))
-        .transpose()?;
-    let (catalog, rendered) = match &revision {
-        Some(rv) => render_revision(common, rv)?,
-        None => {
-            let (stack, vars) = load_stack(common)?;
-            let read = repo_reader(&common.repo);
-            (stack.catalog.clone(), render::render(&stack, &vars, &read)?)
-        }
-    };
-    let helm = helm
-        .map(Path::to_path_buf)
-        .or_else(|| std::env::var_os("PLIMSOLL_HELM").map(PathBuf::from))
-        .unwrap_or_else(|| PathBuf::from("helm"));
-    let mut desired = Vec::new();
-    for r in &rendered.releases {
-        let values_json =
-            json::to_json(&r.result.node).with_context(|| format!("release {}", r.release.name))?;
-        let values: serde_json::Value = serde_json::from_str(&values_json)?;
-        let (statefulsets, deployments) =
-            chart_workloads(&helm, &common.repo, revision.as_ref(), &r.release, &r.text)?;
-        desired.push(plimsoll_syncer::state::DesiredRelease {
-            name: r.release.name.clone(),
-            namespace: r.release.namespace.clone(),
-            stage: r.release.stage.clone(),
-            chart: chart_name(&r.release.chart),
-            version: r.release.version.clone(),
-            values,
-            statefulsets,
-            deployments,
-        });
-    }
+    let helm = desired::helm_executable(helm);
+    let desired = desired::load(common, rev, &helm)?;
     let observed = match live {
         Some(path) => {
             let text = std::fs::read_to_string(path)
@@ -753,20 +861,17 @@ fn cmd_plan(
             serde_json::from_str(&text)
                 .with_context(|| format!("{} is not a Plimsoll snapshot", path.display()))?
         }
-        None => observe_cluster(common, cluster)?,
+        None => observe_cluster(common, cluster, &desired.patch_targets())?,
     };
     let options = plimsoll_syncer::plan::PlanOptions {
         strict,
-        catalogs: catalog
-            .into_iter()
-            .map(|(chart, versions)| (chart, plimsoll_syncer::version::Catalog { versions }))
-            .collect(),
+        catalogs: desired.catalogs.clone(),
     };
-    let mut plan = plimsoll_syncer::plan::plan(&desired, &observed, &options);
+    let mut plan = plimsoll_syncer::plan::plan(&desired.releases, &observed, &options);
     if let Some(b) = base {
         let base_rev = plimsoll_syncer::git::Revision::open(&common.repo, b)?;
-        let (_, base_rendered) = render_revision(common, &base_rev)?;
-        plan.values_since_base = values_since_base(&rendered, &base_rendered, b)?;
+        let (_, base_rendered) = desired::render_revision(common, &base_rev)?;
+        plan.values_since_base = values_since_base(&desired.rendered, &base_rendered, b)?;
     }
     let text = match format {
         PlanFormat::Text => plimsoll_syncer::plan::to_text(&plan),
@@ -775,18 +880,4 @@ fn cmd_plan(
     };
     std::io::stdout().write_all(text.as_bytes())?;
     Ok(ExitCode::from(plan.exit_code()))
-}
-
-/// The chart name of a reference (`repo/name`, a directory, a `.tgz`).
-fn chart_name(reference: &str) -> String {
-    let last = reference
-        .trim_end_matches('/')
-        .rsplit('/')
-        .next()
-        .unwrap_or(reference);
-    let stem = last.strip_suffix(".tgz").unwrap_or(last);
-    match stem.rfind('-') {
-        Some(i) if stem[i + 1..].starts_with(|c: char| c.is_ascii_digit()) => stem[..i].to_string(),
-        _ => stem.to_string(),
-    }
 }

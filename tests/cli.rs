@@ -247,6 +247,23 @@ fn stack_file_errors_name_the_place() {
         &["render"],
     );
     assert!(e.contains("unknown field \"chrt\""), "{e}");
+
+    let patches = "    patches:\n      - apiVersion: psmdb.percona.com/v1\n        kind: PerconaServerMongoDB\n        name: mongo\n        patch:\n          - {op: rplace, path: /spec/x, value: true}\n";
+    let e = stack_error(&format!("releases:\n{RELEASE}{patches}"), &["render"]);
+    assert!(
+        e.contains("plimsoll.yaml:13:13") && e.contains("unknown patch op \"rplace\""),
+        "{e}"
+    );
+    let e = stack_error(
+        &format!(
+            "releases:\n{RELEASE}{}",
+            patches
+                .replace("rplace", "replace")
+                .replace("/spec/x", "spec.x")
+        ),
+        &["render"],
+    );
+    assert!(e.contains("is not a JSON pointer"), "{e}");
 }
 
 #[test]

@@ -16,6 +16,12 @@
 //!     layers:
 //!       - profiles/${segment}.yaml
 //!       - { path: site/data.yaml, mode: append }
+//!     patches:                         # operator resources patched before the upgrade
+//!       - apiVersion: psmdb.percona.com/v1
+//!         kind: PerconaServerMongoDB
+//!         name: mongo                  # namespace: the release's unless given
+//!         patch:                       # RFC 6902 operations
+//!           - { op: replace, path: /spec/enableVolumeExpansion, value: true }
 //! catalog:                             # known versions: allowed upgrade paths
 //!   thingpark-data: [2.2.1, 2.2.2, 3.0.0]
 //! ```
@@ -61,12 +67,30 @@ pub struct Release {
     pub stage: String,
     pub output: String,
     pub layers: Vec<LayerSpec>,
+    /// Operator resources patched before the release's StatefulSets are
+    /// re-created (plan step 3).
+    pub patches: Vec<ResourcePatch>,
+    pub line: u32,
+}
+
+/// A JSON patch (RFC 6902) of one resource, declared for a release.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ResourcePatch {
+    pub api_version: String,
+    pub kind: String,
+    pub name: String,
+    pub namespace: String,
+    /// The operations as JSON text (an array of `{op, path, ...}`).
+    pub operations: String,
     pub line: u32,
 }
 
 /// A validated stack file. Releases are in stage order.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Stack {
+    /// Names the stack's sync journal and lease (a DNS label; default
+    /// `default`).
+    pub name: String,
     pub variables: Vec<Variable>,
     pub stages: Vec<String>,
     pub output: String,
@@ -197,6 +221,25 @@ pub fn parse(file: &str, bytes: &[u8]) -> Result<Stack, StackError> {
         "the stack file",
     )?;
 
+    let name = match root.get("name") {
+        Some(n) => {
+            let s = r.string(n, "name")?;
+            let label = !s.is_empty()
+                && s.len() <= 40
+                && s.bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+                && !s.starts_with('-')
+                && !s.ends_with('-');
+            if !label {
+                return Err(r.err(
+                    n,
+                    format!("stack name {s:?} must be a DNS label of at most 40 characters (a-z, 0-9, -)"),
+                ));
+            }
+            s
+        }
+        None => "default".to_string(),
+    };
     let mut variables = Vec::new();
     if let Some(vars) = root.get("variables") {
         for (k, v) in r.map(vars, "variables")?.pairs() {
@@ -301,6 +344,7 @@ pub fn parse(file: &str, bytes: &[u8]) -> Result<Stack, StackError> {
                 "stage",
                 "output",
                 "layers",
+                "patches",
             ],
             "a release",
         )?;
@@ -375,6 +419,10 @@ pub fn parse(file: &str, bytes: &[u8]) -> Result<Stack, StackError> {
                 format!("release {name:?} writes {output:?}, as an earlier release does"),
             ));
         }
+        let patches = match rel.get("patches") {
+            Some(p) => resource_patches(&r, p, &namespace)?,
+            None => Vec::new(),
+        };
         releases.push(Release {
             name,
             chart,
@@ -383,6 +431,7 @@ pub fn parse(file: &str, bytes: &[u8]) -> Result<Stack, StackError> {
             stage,
             output,
             layers,
+            patches,
             line: rel.origin.line,
         });
     }
@@ -407,12 +456,89 @@ pub fn parse(file: &str, bytes: &[u8]) -> Result<Stack, StackError> {
             .unwrap_or(usize::MAX)
     });
     Ok(Stack {
+        name,
         variables,
         stages,
         output,
         releases,
         catalog,
     })
+}
+
+const PATCH_OPS: &[&str] = &["add", "remove", "replace", "move", "copy", "test"];
+
+fn resource_patches(
+    r: &Reader,
+    node: &Node,
+    namespace: &str,
+) -> Result<Vec<ResourcePatch>, StackError> {
+    let mut out = Vec::new();
+    for p in r.seq(node, "patches")? {
+        let p = r.map(p, "a patch")?;
+        r.check_keys(
+            p,
+            &["apiVersion", "kind", "name", "namespace", "patch"],
+            "a patch",
+        )?;
+        let field = |name: &str| -> Result<String, StackError> {
+            let n = p
+                .get(name)
+                .ok_or_else(|| r.err(p, format!("patch is missing `{name}`")))?;
+            r.string(n, name)
+        };
+        let ops_node = p
+            .get("patch")
+            .ok_or_else(|| r.err(p, "patch is missing `patch` (RFC 6902 operations)"))?;
+        let ops = r.seq(ops_node, "patch")?;
+        if ops.is_empty() {
+            return Err(r.err(ops_node, "patch has no operations"));
+        }
+        for op in ops {
+            let op = r.map(op, "a patch operation")?;
+            let kind = r.string(
+                op.get("op")
+                    .ok_or_else(|| r.err(op, "a patch operation needs `op`"))?,
+                "op",
+            )?;
+            if !PATCH_OPS.contains(&kind.as_str()) {
+                return Err(r.err(
+                    op,
+                    format!(
+                        "unknown patch op {kind:?} (expected one of: {})",
+                        PATCH_OPS.join(", ")
+                    ),
+                ));
+            }
+            let path = r.string(
+                op.get("path")
+                    .ok_or_else(|| r.err(op, "a patch operation needs `path`"))?,
+                "path",
+            )?;
+            if !path.is_empty() && !path.starts_with('/') {
+                return Err(r.err(
+                    op,
+                    format!("patch path {path:?} is not a JSON pointer (it starts with /)"),
+                ));
+            }
+            if matches!(kind.as_str(), "add" | "replace" | "test") && op.get("value").is_none() {
+                return Err(r.err(op, format!("a {kind} operation needs `value`")));
+            }
+        }
+        let operations =
+            crate::json::to_json(r.deref(ops_node)).map_err(|e| r.err(ops_node, e.to_string()))?;
+        out.push(ResourcePatch {
+            api_version: field("apiVersion")?,
+            kind: field("kind")?,
+            name: field("name")?,
+            namespace: match p.get("namespace") {
+                Some(n) => r.string(n, "namespace")?,
+                None => namespace.to_string(),
+            },
+            operations,
+            line: p.origin.line,
+        });
+    }
+    Ok(out)
 }
 
 /// Orders stages by their `after` dependencies (declaration order breaks

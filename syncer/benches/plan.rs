@@ -74,6 +74,7 @@ fn generate() -> (Vec<DesiredRelease>, ObservedState) {
             values: json!({"db": {"size": "20Gi", "password": "y"}}),
             statefulsets: d_sts,
             deployments: vec![],
+            patches: vec![],
         });
     }
     assert_eq!(observed.pvcs.len(), 5000);

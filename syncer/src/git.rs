@@ -125,3 +125,44 @@ impl Revision {
         Ok(blob.content().to_vec())
     }
 }
+
+/// The commit a branch of a local repository points at.
+pub fn branch_head(path: &Path, branch: &str) -> Result<String, GitError> {
+    let repo = git2::Repository::open(path).map_err(|source| GitError::Open {
+        path: path.display().to_string(),
+        source,
+    })?;
+    let reference = format!("refs/heads/{branch}");
+    let id = repo
+        .refname_to_id(&reference)
+        .map_err(|source| GitError::Revision {
+            rev: reference,
+            source,
+        })?;
+    Ok(id.to_string())
+}
+
+/// Fetches `branch` of `url` into a bare mirror at `mirror` (created on
+/// first use) and returns the commit it points at. Only that branch is
+/// fetched; the mirror's `refs/heads/BRANCH` follows it (forced: a
+/// rewritten branch is followed, as a GitOps source must be).
+pub fn fetch_branch(url: &str, mirror: &Path, branch: &str) -> Result<String, GitError> {
+    let open_err = |source| GitError::Open {
+        path: mirror.display().to_string(),
+        source,
+    };
+    let repo = match git2::Repository::open_bare(mirror) {
+        Ok(r) => r,
+        Err(_) => git2::Repository::init_bare(mirror).map_err(open_err)?,
+    };
+    let refspec = format!("+refs/heads/{branch}:refs/heads/{branch}");
+    let mut remote = repo.remote_anonymous(url).map_err(open_err)?;
+    remote
+        .fetch(&[refspec.as_str()], None, None)
+        .map_err(|source| GitError::Revision {
+            rev: format!("{url} {branch}"),
+            source,
+        })?;
+    drop(remote);
+    branch_head(mirror, branch)
+}

@@ -15,12 +15,22 @@
 //! - [`git`]: the I/O edge that reads a revision's files from a repository's
 //!   object database (no checkout; bare clones work).
 //!
-//! **Architecture Invariant:** only [`observe`] talks to Kubernetes; the
-//! planner is pure and plans equally from a live read or a snapshot file.
+//! - [`journal`]: which plan a sync executes and which steps are done (pure;
+//!   stored in a ConfigMap so a killed sync resumes).
+//! - [`execute`]: the I/O edge that performs a plan's steps, each checking
+//!   its own precondition, recording each in the journal.
+//! - [`lease`]: one syncer per stack (a `coordination.k8s.io` Lease).
+//!
+//! **Architecture Invariant:** only [`observe`], [`execute`] and [`lease`]
+//! talk to Kubernetes; the planner and the journal are pure, and the
+//! planner plans equally from a live read or a snapshot file.
 
 pub mod desired;
+pub mod execute;
 pub mod git;
 pub mod helm_release;
+pub mod journal;
+pub mod lease;
 pub mod observe;
 pub mod plan;
 pub mod state;

@@ -7,12 +7,13 @@ use std::collections::BTreeMap;
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Secret};
 use k8s_openapi::api::storage::v1::StorageClass;
-use kube::api::{Api, ListParams};
+use kube::api::{Api, DynamicObject, GroupVersionKind, ListParams};
+use kube::discovery::Scope;
 
 use crate::helm_release::decode_release;
 use crate::state::{
-    ClaimTemplate, DeploymentState, ObservedState, PvcState, ReleaseState, StatefulSetState,
-    StorageClassState,
+    ClaimTemplate, DeploymentState, ObservedResource, ObservedState, PvcState, ReleaseState,
+    ResourceRef, StatefulSetState, StorageClassState,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -154,6 +155,60 @@ pub async fn observe(
                 .and_then(|s| s.ready_replicas)
                 .unwrap_or(0)
                 .max(0) as u32,
+        });
+    }
+    Ok(out)
+}
+
+/// Where a resource of any kind is served: discovery of its kind.
+pub async fn api_for(
+    client: &kube::Client,
+    target: &ResourceRef,
+) -> Result<Option<Api<DynamicObject>>, kube::Error> {
+    let (group, version) = match target.api_version.split_once('/') {
+        Some((g, v)) => (g, v),
+        None => ("", target.api_version.as_str()),
+    };
+    let gvk = GroupVersionKind::gvk(group, version, &target.kind);
+    match kube::discovery::pinned_kind(client, &gvk).await {
+        Ok((resource, caps)) => Ok(Some(match caps.scope {
+            Scope::Namespaced => Api::namespaced_with(client.clone(), &target.namespace, &resource),
+            Scope::Cluster => Api::all_with(client.clone(), &resource),
+        })),
+        // The kind is not served (its CRD is not installed yet).
+        Err(kube::Error::Api(s)) if s.code == 404 => Ok(None),
+        Err(kube::Error::Discovery(_)) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// Reads the resources the stack declares patches for. What the planner
+/// keeps of each: the object without `status` and server-managed metadata
+/// (it only decides whether a patch still changes something).
+pub async fn observe_resources(
+    client: &kube::Client,
+    targets: &[ResourceRef],
+) -> Result<Vec<ObservedResource>, ObserveError> {
+    let mut out = Vec::new();
+    for t in targets {
+        let object = match api_for(client, t).await? {
+            Some(api) => api.get_opt(&t.name).await?.map(|o| {
+                let mut v = serde_json::to_value(&o).unwrap_or_default();
+                if let Some(m) = v.as_object_mut() {
+                    m.remove("status");
+                    if let Some(meta) = m.get_mut("metadata").and_then(|x| x.as_object_mut()) {
+                        meta.retain(|k, _| {
+                            matches!(k.as_str(), "name" | "namespace" | "labels" | "annotations")
+                        });
+                    }
+                }
+                v
+            }),
+            None => None,
+        };
+        out.push(ObservedResource {
+            target: t.clone(),
+            object,
         });
     }
     Ok(out)

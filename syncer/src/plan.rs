@@ -9,10 +9,10 @@
 
 use std::collections::BTreeMap;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::state::{
-    quantity_bytes, ClaimTemplate, DesiredRelease, ObservedState, StatefulSetState,
+    quantity_bytes, ClaimTemplate, DesiredRelease, ObservedState, ResourceRef, StatefulSetState,
 };
 use crate::version::{Catalog, PathProblem, Version};
 
@@ -20,7 +20,7 @@ use crate::version::{Catalog, PathProblem, Version};
 pub const PLAN_SCHEMA_VERSION: u32 = 1;
 
 /// One transition, with the reason for it.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "kebab-case")]
 pub enum Step {
     ExpandPvc {
@@ -34,6 +34,15 @@ pub enum Step {
         namespace: String,
         pvc: String,
         to: String,
+    },
+    PatchResource {
+        /// Not flattened: the resource's `kind` would collide with the
+        /// step's.
+        target: ResourceRef,
+        /// The RFC 6902 operations.
+        operations: serde_json::Value,
+        /// The paths the patch changes, values redacted where secret.
+        changes: Vec<ValueChange>,
     },
     RecreateStatefulSet {
         namespace: String,
@@ -58,7 +67,7 @@ pub enum Step {
 }
 
 /// A change of one values path, secrets redacted.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ValueChange {
     pub path: String,
     /// The path as keys (keys may contain dots).
@@ -125,6 +134,11 @@ pub enum Refusal {
         to: String,
         paths: Vec<String>,
     },
+    PatchNotApplicable {
+        release: String,
+        resource: String,
+        reason: String,
+    },
 }
 
 impl Refusal {
@@ -159,6 +173,9 @@ impl Refusal {
             Refusal::VersionBumpWithValueChanges { release, from, to, paths } => format!(
                 "{release}: chart {from} -> {to} is mixed with value changes ({}); with --strict, bump the version alone",
                 paths.join(", ")
+            ),
+            Refusal::PatchNotApplicable { release, resource, reason } => format!(
+                "{release}: the patch the stack file declares for {resource} does not apply: {reason}"
             ),
         }
     }
@@ -308,6 +325,40 @@ fn templates_equal(a: &[ClaimTemplate], b: &[ClaimTemplate]) -> bool {
         })
 }
 
+enum PatchEffect {
+    /// The resource already is as the patch makes it.
+    Applied,
+    Missing,
+    Fails(String),
+    Changes(Vec<ValueChange>),
+}
+
+/// What applying a declared patch to the observed resource would change.
+fn patch_effect(p: &crate::state::DesiredPatch, observed: &ObservedState) -> PatchEffect {
+    let Some(object) = observed
+        .resources
+        .iter()
+        .find(|r| r.target == p.target)
+        .and_then(|r| r.object.as_ref())
+    else {
+        return PatchEffect::Missing;
+    };
+    let ops: json_patch::Patch = match serde_json::from_value(p.operations.clone()) {
+        Ok(ops) => ops,
+        Err(e) => return PatchEffect::Fails(format!("not an RFC 6902 patch: {e}")),
+    };
+    let mut patched = object.clone();
+    if let Err(e) = json_patch::patch(&mut patched, &ops) {
+        return PatchEffect::Fails(e.to_string());
+    }
+    let changes = values_diff(object, &patched);
+    if changes.is_empty() {
+        PatchEffect::Applied
+    } else {
+        PatchEffect::Changes(changes)
+    }
+}
+
 /// Plans the transition from `observed` to `desired` (releases in stage
 /// order).
 pub fn plan(desired: &[DesiredRelease], observed: &ObservedState, options: &PlanOptions) -> Plan {
@@ -450,6 +501,25 @@ pub fn plan(desired: &[DesiredRelease], observed: &ObservedState, options: &Plan
                 to: to.clone(),
             });
         }
+        for p in &d.patches {
+            match patch_effect(p, observed) {
+                PatchEffect::Applied => {}
+                PatchEffect::Missing => out.warnings.push(format!(
+                    "{}: {} does not exist (yet); its declared patch is not planned",
+                    d.name, p.target
+                )),
+                PatchEffect::Fails(reason) => out.refusals.push(Refusal::PatchNotApplicable {
+                    release: d.name.clone(),
+                    resource: p.target.to_string(),
+                    reason,
+                }),
+                PatchEffect::Changes(changes) => rp.steps.push(Step::PatchResource {
+                    target: p.target.clone(),
+                    operations: p.operations.clone(),
+                    changes,
+                }),
+            }
+        }
         for (name, uid) in &recreate {
             rp.steps.push(Step::RecreateStatefulSet {
                 namespace: d.namespace.clone(),
@@ -520,6 +590,21 @@ impl Step {
             Step::WaitForExpansion { pvc, to, .. } => {
                 format!("wait until PVC {pvc} has {to} of capacity and no resize condition")
             }
+            Step::PatchResource {
+                target, changes, ..
+            } => format!(
+                "patch {target}: {}",
+                changes
+                    .iter()
+                    .map(|c| format!(
+                        "{} {} -> {}",
+                        c.path,
+                        c.from.as_deref().unwrap_or("(unset)"),
+                        c.to.as_deref().unwrap_or("(unset)")
+                    ))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
             Step::RecreateStatefulSet {
                 statefulset,
                 reason,

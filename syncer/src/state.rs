@@ -12,6 +12,33 @@ pub struct ObservedState {
     pub storage_classes: Vec<StorageClassState>,
     #[serde(default)]
     pub deployments: Vec<DeploymentState>,
+    /// Resources the stack file declares patches for (operator resources).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub resources: Vec<ObservedResource>,
+}
+
+/// A resource addressed by API version, kind, namespace and name.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct ResourceRef {
+    pub api_version: String,
+    pub kind: String,
+    pub namespace: String,
+    pub name: String,
+}
+
+impl std::fmt::Display for ResourceRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{} ({})", self.kind, self.name, self.api_version)
+    }
+}
+
+/// A declared resource as observed: its object without `status` and
+/// server-managed metadata, or `None` when it does not exist.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ObservedResource {
+    #[serde(flatten)]
+    pub target: ResourceRef,
+    pub object: Option<serde_json::Value>,
 }
 
 /// A deployed Helm release, as read from its newest storage Secret.
@@ -89,6 +116,18 @@ pub struct DesiredRelease {
     /// Deployments the chart renders (waited for after the upgrade).
     #[serde(default)]
     pub deployments: Vec<String>,
+    /// Operator resource patches the stack file declares for the release.
+    #[serde(default)]
+    pub patches: Vec<DesiredPatch>,
+}
+
+/// A JSON patch (RFC 6902) a release declares for one resource.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct DesiredPatch {
+    #[serde(flatten)]
+    pub target: ResourceRef,
+    /// The operations (a JSON array).
+    pub operations: serde_json::Value,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

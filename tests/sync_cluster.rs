@@ -1,0 +1,880 @@
+//! `plimsoll plan` and `plimsoll sync` of the bundled example (its profiles,
+//! overlays and site values, with the test charts standing in for the
+//! ThingPark charts) against a real control plane, Helm engine, and the
+//! node and storage-driver stand-ins.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::{Command, Output};
+use std::time::Duration;
+
+use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Secret};
+use kube::api::{Api, ListParams, PostParams};
+use plimsoll_testenv::actors::{create_storage_class, StorageActor, StorageBehaviour};
+use plimsoll_testenv::{Cluster, Env};
+use serde_json::json;
+
+mod support;
+use support::copy_dir;
+
+const NS: &str = "thingpark";
+const CLASSES: [&str; 2] = ["thingpark-csi-gp3-xfs", "thingpark-csi-gp3-ext4"];
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The bundled example with the test charts: the data stack's layers for
+/// `thingpark-data`, the application stack's for `thingpark-enterprise`.
+fn example_repo(patch: bool) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    for d in ["profiles", "overlays", "site"] {
+        copy_dir(&root().join(d), &dir.path().join(d));
+    }
+    copy_dir(
+        &root().join("fixtures/charts/test-data-1.0.0"),
+        &dir.path().join("charts/test-data"),
+    );
+    copy_dir(
+        &root().join("fixtures/charts/test-app-1.0.0"),
+        &dir.path().join("charts/test-app"),
+    );
+    let patches = if patch {
+        "    patches:\n      - apiVersion: psmdb.percona.com/v1\n        kind: PerconaServerMongoDB\n        name: mongo\n        patch:\n          - {op: replace, path: /spec/enableVolumeExpansion, value: true}\n"
+    } else {
+        ""
+    };
+    let stack = format!(
+        "name: example\nvariables:\n  segment: {{values: [m, l, xl], default: m}}\n  cloud: {{values: [aws, azure, gcp], default: aws}}\n\
+         stages: [data, application]\nreleases:\n\
+         \x20 - name: thingpark-data\n    chart: charts/test-data\n    version: 1.0.0\n    namespace: {NS}\n    stage: data\n    layers: &data-stack\n      - overlays/storage/${{cloud}}.yaml\n      - overlays/priority-class.yaml\n      - profiles/${{segment}}.yaml\n      - site/data-stack.yaml\n{patches}\
+         \x20 - name: thingpark-enterprise\n    chart: charts/test-app\n    version: 1.0.0\n    namespace: {NS}\n    stage: application\n    layers:\n      - overlays/storage/${{cloud}}.yaml\n      - overlays/lb/${{cloud}}.yaml\n      - overlays/priority-class.yaml\n      - profiles/${{segment}}.yaml\n      - site/application-stack.yaml\n"
+    );
+    std::fs::write(dir.path().join("plimsoll.yaml"), stack).unwrap();
+    dir
+}
+
+struct Site {
+    cluster: Cluster,
+    storage: Vec<StorageActor>,
+    repo: tempfile::TempDir,
+}
+
+impl Site {
+    fn kubeconfig(&self) -> String {
+        self.cluster.cp.kubeconfig.display().to_string()
+    }
+
+    fn helm(&self) -> String {
+        self.cluster.cp.helm.display().to_string()
+    }
+
+    fn plimsoll(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_plimsoll"));
+        cmd.current_dir(self.repo.path()).args(args);
+        if matches!(
+            args.first(),
+            Some(&"plan") | Some(&"sync") | Some(&"snapshot")
+        ) {
+            cmd.args(["--kubeconfig", &self.kubeconfig()]);
+        }
+        if matches!(args.first(), Some(&"plan") | Some(&"sync")) {
+            cmd.args(["--helm", &self.helm()]);
+        }
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        cmd.output().expect("run plimsoll")
+    }
+
+    fn sync(&self, segment: &str, extra: &[&str], env: &[(&str, &str)]) -> Output {
+        let set = format!("segment={segment}");
+        let mut args = vec!["sync", "--yes", "--set", &set];
+        args.extend_from_slice(extra);
+        self.plimsoll(&args, env)
+    }
+
+    fn client(&self) -> kube::Client {
+        self.cluster.client.clone()
+    }
+
+    async fn pvc_uids(&self) -> BTreeMap<String, (String, String)> {
+        let api: Api<PersistentVolumeClaim> = Api::namespaced(self.client(), NS);
+        api.list(&ListParams::default())
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|p| {
+                let name = p.metadata.name.clone().unwrap();
+                let request = p.spec.unwrap().resources.unwrap().requests.unwrap()["storage"]
+                    .0
+                    .clone();
+                (name, (p.metadata.uid.unwrap(), request))
+            })
+            .collect()
+    }
+
+    async fn release_revision(&self, release: &str) -> usize {
+        let api: Api<Secret> = Api::namespaced(self.client(), NS);
+        api.list(&ListParams::default().labels(&format!("owner=helm,name={release}")))
+            .await
+            .unwrap()
+            .items
+            .len()
+    }
+
+    async fn journal(&self) -> BTreeMap<String, String> {
+        let api: Api<ConfigMap> = Api::namespaced(self.client(), "plimsoll");
+        api.get("plimsoll-journal-example")
+            .await
+            .unwrap()
+            .data
+            .unwrap()
+    }
+}
+
+async fn site(storage: StorageBehaviour, patch: bool) -> Option<Site> {
+    let env = Env::require()?;
+    let cluster = Cluster::start(&env, NS).await.expect("cluster");
+    let mut actors = Vec::new();
+    for class in CLASSES {
+        create_storage_class(&cluster.client, class, true)
+            .await
+            .unwrap();
+        actors.push(StorageActor::start(cluster.client.clone(), class, storage.clone()).await);
+    }
+    Some(Site {
+        cluster,
+        storage: actors,
+        repo: example_repo(patch),
+    })
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "exit {:?}\n--- stdout\n{}--- stderr\n{}",
+        o.status.code(),
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+/// Compares with a golden file; `UPDATE_EXPECT=1` rewrites it.
+fn golden(name: &str, actual: &str) {
+    let path = root().join("fixtures/sync").join(name);
+    if std::env::var_os("UPDATE_EXPECT").is_some() {
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, actual).unwrap();
+    }
+    let expected = std::fs::read_to_string(&path)
+        .unwrap_or_else(|_| panic!("{} missing; run with UPDATE_EXPECT=1", path.display()));
+    assert_eq!(actual, expected, "differs from {}", path.display());
+}
+
+/// What an operator such as Percona's would have created: a CRD and one
+/// resource whose volume expansion is off.
+async fn create_operator_resource(client: &kube::Client) {
+    use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+    let crd: CustomResourceDefinition = serde_json::from_value(json!({
+        "apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+        "metadata": {"name": "perconaservermongodbs.psmdb.percona.com"},
+        "spec": {"group": "psmdb.percona.com", "scope": "Namespaced",
+                 "names": {"plural": "perconaservermongodbs", "singular": "perconaservermongodb",
+                           "kind": "PerconaServerMongoDB", "shortNames": ["psmdb"]},
+                 "versions": [{"name": "v1", "served": true, "storage": true,
+                               "schema": {"openAPIV3Schema": {"type": "object", "x-kubernetes-preserve-unknown-fields": true}}}]}
+    }))
+    .unwrap();
+    Api::<CustomResourceDefinition>::all(client.clone())
+        .create(&PostParams::default(), &crd)
+        .await
+        .unwrap();
+    let ar = kube::api::ApiResource {
+        group: "psmdb.percona.com".into(),
+        version: "v1".into(),
+        api_version: "psmdb.percona.com/v1".into(),
+        kind: "PerconaServerMongoDB".into(),
+        plural: "perconaservermongodbs".into(),
+    };
+    let api: Api<kube::api::DynamicObject> = Api::namespaced_with(client.clone(), NS, &ar);
+    let obj: kube::api::DynamicObject = serde_json::from_value(json!({
+        "apiVersion": "psmdb.percona.com/v1", "kind": "PerconaServerMongoDB",
+        "metadata": {"name": "mongo", "namespace": NS},
+        "spec": {"enableVolumeExpansion": false, "replsets": [{"name": "rs0", "size": 3}]}
+    }))
+    .unwrap();
+    // The CRD takes a moment to be served.
+    let mut last = None;
+    for _ in 0..100 {
+        match api.create(&PostParams::default(), &obj).await {
+            Ok(_) => return,
+            Err(e) => last = Some(e),
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    panic!("could not create the PerconaServerMongoDB resource: {last:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scale_the_bundled_example_from_m_to_l_end_to_end() {
+    let Some(site) = site(StorageBehaviour::default(), true).await else {
+        return;
+    };
+
+    // Install at m: both releases, data stack first.
+    let o = site.sync("m", &[], &[]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains("Sync complete"),
+        "{}",
+        text(&o)
+    );
+    let installed = site.pvc_uids().await;
+    assert_eq!(installed.len(), 8, "{installed:?}");
+    assert_eq!(installed["data-mariadb-galera-0"].1, "10Gi");
+    create_operator_resource(&site.client()).await;
+    let sts: Api<StatefulSet> = Api::namespaced(site.client(), NS);
+    let mariadb_uid = sts.get("mariadb-galera").await.unwrap().metadata.uid;
+
+    // Plan at m: nothing to do. Plan to l: the golden plan.
+    let o = site.plimsoll(&["plan", "--set", "segment=m"], &[]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains("patch PerconaServerMongoDB/mongo"),
+        "the operator resource's patch is planned even without a size change: {}",
+        text(&o)
+    );
+    let o = site.plimsoll(&["plan", "--set", "segment=l"], &[]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    golden("m-to-l.plan.txt", &String::from_utf8_lossy(&o.stdout));
+    let o = site.plimsoll(&["plan", "--set", "segment=l", "--format", "markdown"], &[]);
+    golden("m-to-l.plan.md", &String::from_utf8_lossy(&o.stdout));
+
+    // A dry run changes nothing.
+    let o = site.sync("l", &["--dry-run"], &[]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert_eq!(site.pvc_uids().await, installed);
+
+    // Sync to l.
+    let o = site.sync("l", &[], &[]);
+    assert!(o.status.success(), "{}", text(&o));
+    let out = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert!(out.contains("Sync complete"), "{}", text(&o));
+    assert!(out.contains("8 expand-pvc"), "{}", text(&o));
+    assert!(out.contains("1 patch-resource"), "{}", text(&o));
+    assert!(out.contains("3 recreate-stateful-set"), "{}", text(&o));
+    assert!(out.contains("2 helm-upgrade"), "{}", text(&o));
+
+    // Volumes grew in place: same claims (uids), larger requests.
+    let after = site.pvc_uids().await;
+    assert_eq!(after.len(), installed.len());
+    for (name, (uid, request)) in &after {
+        assert_eq!(uid, &installed[name].0, "PVC {name} kept");
+        let want = if name.starts_with("data-mariadb") {
+            "15Gi"
+        } else if name.starts_with("data-mongo") {
+            "45Gi"
+        } else {
+            &installed[name].1
+        };
+        if name.starts_with("data-lrc") {
+            assert_ne!(request, &installed[name].1, "lrc grew: {after:?}");
+        } else {
+            assert_eq!(request, want, "{name}");
+        }
+    }
+    let pvcs: Api<PersistentVolumeClaim> = Api::namespaced(site.client(), NS);
+    let cap = pvcs
+        .get("data-mariadb-galera-0")
+        .await
+        .unwrap()
+        .status
+        .unwrap()
+        .capacity
+        .unwrap();
+    assert_eq!(cap["storage"].0, "15Gi");
+    // The StatefulSet was re-created (new uid) with the new claim template.
+    let s = sts.get("mariadb-galera").await.unwrap();
+    assert_ne!(s.metadata.uid, mariadb_uid);
+    let tmpl = &s.spec.unwrap().volume_claim_templates.unwrap()[0];
+    assert_eq!(
+        tmpl.spec
+            .as_ref()
+            .unwrap()
+            .resources
+            .as_ref()
+            .unwrap()
+            .requests
+            .as_ref()
+            .unwrap()["storage"]
+            .0,
+        "15Gi"
+    );
+    assert_eq!(site.release_revision("thingpark-data").await, 2);
+    assert_eq!(site.release_revision("thingpark-enterprise").await, 2);
+    let journal = site.journal().await;
+    assert_eq!(journal["status"], "succeeded", "{journal:?}");
+
+    // Planning the same again: nothing. Syncing again: nothing.
+    let o = site.plimsoll(&["plan", "--set", "segment=l"], &[]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert!(String::from_utf8_lossy(&o.stdout).contains("No changes"));
+    let o = site.sync("l", &[], &[]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains("No changes"),
+        "{}",
+        text(&o)
+    );
+    assert_eq!(site.release_revision("thingpark-data").await, 2);
+    drop(site.storage);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_sync_resumes_after_the_pvc_patches_and_after_the_orphan_delete() {
+    let Some(site) = site(StorageBehaviour::default(), false).await else {
+        return;
+    };
+    let o = site.sync("m", &[], &[]);
+    assert!(o.status.success(), "{}", text(&o));
+    let installed = site.pvc_uids().await;
+
+    // Killed right after the PVC patches.
+    let o = site.sync("l", &[], &[("PLIMSOLL_FAULT_ABORT_AFTER", "expand-pvc")]);
+    assert!(!o.status.success(), "{}", text(&o));
+    assert_eq!(o.status.code(), None, "killed by a signal: {}", text(&o));
+    let j = site.journal().await;
+    assert_eq!(j["status"], "running");
+    assert!(
+        j["completed"].contains("thingpark-data/2/expand-pvc/data-mariadb-galera-1"),
+        "{j:?}"
+    );
+    assert!(!j["completed"].contains("wait-for-expansion"), "{j:?}");
+    assert_eq!(site.pvc_uids().await["data-mariadb-galera-0"].1, "15Gi");
+
+    // Restarted, and killed again right after the orphan deletes.
+    let o = site.sync(
+        "l",
+        &[],
+        &[("PLIMSOLL_FAULT_ABORT_AFTER", "recreate-stateful-set")],
+    );
+    assert_eq!(o.status.code(), None, "{}", text(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("resuming plan"),
+        "{}",
+        text(&o)
+    );
+    let sts: Api<StatefulSet> = Api::namespaced(site.client(), NS);
+    assert!(
+        sts.get_opt("mariadb-galera").await.unwrap().is_none(),
+        "orphan-deleted"
+    );
+    let pods: Api<k8s_openapi::api::core::v1::Pod> = Api::namespaced(site.client(), NS);
+    let mariadb_pods = pods
+        .list(&ListParams::default().labels("app.kubernetes.io/name=mariadb-galera"))
+        .await
+        .unwrap();
+    assert_eq!(
+        mariadb_pods.items.len(),
+        3,
+        "pods stay after the orphan delete"
+    );
+
+    // Restarted: completes without repeating what was done.
+    let o = site.sync("l", &[], &[]);
+    assert!(o.status.success(), "{}", text(&o));
+    let out = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert!(out.contains("Sync complete (resumed)"), "{}", text(&o));
+    let err = String::from_utf8_lossy(&o.stderr).into_owned();
+    assert!(
+        err.contains("resuming plan")
+            && err.contains("at thingpark-data/15/helm-upgrade/thingpark-data"),
+        "resumes at the upgrade that re-creates the deleted StatefulSets: {}",
+        text(&o)
+    );
+    for done in [
+        "expand PVC data-mariadb",
+        "expand PVC data-mongo",
+        "delete StatefulSet mariadb-galera",
+        "delete StatefulSet mongo-replicaset",
+    ] {
+        assert!(!err.contains(done), "{done} is not repeated: {}", text(&o));
+    }
+    let after = site.pvc_uids().await;
+    for (name, (uid, _)) in &installed {
+        assert_eq!(&after[name].0, uid, "PVC {name} kept");
+    }
+    assert_eq!(after["data-mongo-replicaset-0"].1, "45Gi");
+    assert!(sts.get_opt("mariadb-galera").await.unwrap().is_some());
+    let o = site.plimsoll(&["plan", "--set", "segment=l"], &[]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_resize_times_out_and_leaves_the_application_stack_alone() {
+    let Some(site) = site(
+        StorageBehaviour {
+            stall_resize: ["data-mongo-replicaset-0".to_string()].into(),
+            ..Default::default()
+        },
+        false,
+    )
+    .await
+    else {
+        return;
+    };
+    let o = site.sync("m", &[], &[]);
+    assert!(o.status.success(), "{}", text(&o));
+    let o = site.sync("l", &["--expansion-timeout", "3"], &[]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    let err = String::from_utf8_lossy(&o.stderr).into_owned();
+    assert!(
+        err.contains("stopped at step thingpark-data/")
+            && err.contains("PVC data-mongo-replicaset-0 did not reach 45Gi within 3s"),
+        "{}",
+        text(&o)
+    );
+    assert_eq!(
+        site.release_revision("thingpark-data").await,
+        1,
+        "not upgraded"
+    );
+    assert_eq!(
+        site.release_revision("thingpark-enterprise").await,
+        1,
+        "untouched"
+    );
+    assert_eq!(
+        site.pvc_uids().await["data-lrc-0"].1,
+        "10Gi",
+        "application PVCs untouched"
+    );
+    let j = site.journal().await;
+    assert_eq!(j["status"], "failed");
+    assert!(j["message"].contains("data-mongo-replicaset-0"), "{j:?}");
+
+    // While a sync waits, a second syncer is turned away by the lease.
+    let first = {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_plimsoll"));
+        cmd.current_dir(site.repo.path()).args([
+            "sync",
+            "--yes",
+            "--set",
+            "segment=l",
+            "--expansion-timeout",
+            "30",
+            "--kubeconfig",
+            &site.kubeconfig(),
+            "--helm",
+            &site.helm(),
+        ]);
+        cmd.stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        cmd.spawn().unwrap()
+    };
+    let leases: Api<k8s_openapi::api::coordination::v1::Lease> =
+        Api::namespaced(site.client(), "plimsoll");
+    for _ in 0..100 {
+        let held = leases
+            .get_opt("plimsoll-sync-example")
+            .await
+            .unwrap()
+            .and_then(|l| l.spec)
+            .and_then(|s| s.holder_identity)
+            .is_some_and(|h| h.ends_with(&format!("-{}", first.id())));
+        if held {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let second = site.sync("l", &[], &[]);
+    assert_eq!(second.status.code(), Some(1), "{}", text(&second));
+    assert!(
+        String::from_utf8_lossy(&second.stderr).contains("stack example is being synced by"),
+        "{}",
+        text(&second)
+    );
+    // The resize completes; the first syncer finishes the job.
+    site.storage[0]
+        .behaviour
+        .lock()
+        .unwrap()
+        .stall_resize
+        .clear();
+    let o = first.wait_with_output().unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    assert_eq!(site.release_revision("thingpark-enterprise").await, 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn helm_failing_stops_the_sync_before_the_application_stack() {
+    let Some(site) = site(StorageBehaviour::default(), false).await else {
+        return;
+    };
+    let o = site.sync("m", &[], &[]);
+    assert!(o.status.success(), "{}", text(&o));
+    // A helm that renders but cannot upgrade.
+    let failing = site.repo.path().join("failing-helm");
+    std::fs::write(
+        &failing,
+        format!(
+            "#!/bin/sh\nif [ \"$1\" = upgrade ]; then echo 'Error: UPGRADE FAILED: the stand-in refuses' >&2; exit 1; fi\nexec {} \"$@\"\n",
+            site.helm()
+        ),
+    )
+    .unwrap();
+    Command::new("chmod")
+        .arg("+x")
+        .arg(&failing)
+        .status()
+        .unwrap();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_plimsoll"));
+    let o = cmd
+        .current_dir(site.repo.path())
+        .args([
+            "sync",
+            "--yes",
+            "--set",
+            "segment=l",
+            "--kubeconfig",
+            &site.kubeconfig(),
+        ])
+        .arg("--helm")
+        .arg(&failing)
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("stopped at step thingpark-data/")
+            && err.contains("UPGRADE FAILED: the stand-in refuses"),
+        "{}",
+        text(&o)
+    );
+    assert_eq!(
+        site.release_revision("thingpark-enterprise").await,
+        1,
+        "untouched"
+    );
+    // The StatefulSets were orphan-deleted before the upgrade failed; the
+    // next sync (with a working helm) resumes and re-creates them.
+    let o = site.sync("l", &[], &[]);
+    assert!(o.status.success(), "{}", text(&o));
+    let sts: Api<StatefulSet> = Api::namespaced(site.client(), NS);
+    assert!(sts.get_opt("mariadb-galera").await.unwrap().is_some());
+    assert_eq!(site.release_revision("thingpark-enterprise").await, 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pod_that_never_becomes_ready_fails_the_sync_with_what_is_waiting() {
+    let Some(site) = site(StorageBehaviour::default(), false).await else {
+        return;
+    };
+    let o = site.sync("m", &[], &[]);
+    assert!(o.status.success(), "{}", text(&o));
+    site.cluster
+        .node
+        .behaviour
+        .lock()
+        .unwrap()
+        .keep_unready
+        .insert("lrc-1".to_string());
+    // Force lrc-1 to be re-created so that the new pod stays unready.
+    let pods: Api<k8s_openapi::api::core::v1::Pod> = Api::namespaced(site.client(), NS);
+    pods.delete("lrc-1", &Default::default()).await.unwrap();
+    let o = site.sync("l", &["--helm-timeout", "5", "--ready-timeout", "5"], &[]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("stopped at step thingpark-enterprise/"),
+        "{}",
+        text(&o)
+    );
+    assert_eq!(
+        site.release_revision("thingpark-data").await,
+        2,
+        "data stack done first"
+    );
+}
+
+fn git_commit(repo: &git2::Repository, message: &str) -> String {
+    let mut index = repo.index().unwrap();
+    index
+        .add_all(["*"], git2::IndexAddOption::DEFAULT, None)
+        .unwrap();
+    index.write().unwrap();
+    let tree = repo.find_tree(index.write_tree().unwrap()).unwrap();
+    let sig = git2::Signature::now("test", "test@plimsoll.invalid").unwrap();
+    let parents: Vec<git2::Commit> = repo
+        .head()
+        .ok()
+        .and_then(|h| h.peel_to_commit().ok())
+        .into_iter()
+        .collect();
+    let refs: Vec<&git2::Commit> = parents.iter().collect();
+    repo.commit(Some("refs/heads/main"), &sig, &sig, message, &tree, &refs)
+        .unwrap()
+        .to_string()
+}
+
+/// A minimal HTTP/1.1 client for the daemon's endpoint.
+fn http(addr: &str, method: &str, path: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let Ok(mut s) = std::net::TcpStream::connect(addr) else {
+        return (0, String::new());
+    };
+    let _ = write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n"
+    );
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    let code = out
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    (code, out)
+}
+
+fn metric(addr: &str, prefix: &str) -> Option<String> {
+    let (_, body) = http(addr, "GET", "/metrics");
+    body.lines()
+        .find(|l| l.starts_with(prefix))
+        .map(str::to_string)
+}
+
+struct DaemonProcess {
+    child: std::process::Child,
+    log: PathBuf,
+    addr: String,
+}
+
+impl DaemonProcess {
+    fn start(site: &Site, extra: &[&str]) -> DaemonProcess {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let addr = format!("127.0.0.1:{port}");
+        let log = site.repo.path().join(format!(".git/daemon-{port}.log"));
+        let child = Command::new(env!("CARGO_BIN_EXE_plimsoll"))
+            .current_dir(site.repo.path())
+            .args([
+                "daemon",
+                "--branch",
+                "main",
+                "--interval",
+                "300",
+                "--listen",
+                &addr,
+            ])
+            .args(["--kubeconfig", &site.kubeconfig(), "--helm", &site.helm()])
+            .args(extra)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        DaemonProcess { child, log, addr }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    async fn wait_for(&self, what: &str, mut ok: impl FnMut(&DaemonProcess) -> bool) {
+        for _ in 0..600 {
+            if ok(self) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        panic!("daemon: timed out waiting for {what}; log:\n{}", self.log());
+    }
+
+    fn terminate(mut self) -> std::process::ExitStatus {
+        Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        self.child.wait().unwrap()
+    }
+}
+
+impl Drop for DaemonProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_daemon_syncs_new_commits_reports_drift_and_heals_it() {
+    let Some(site) = site(StorageBehaviour::default(), false).await else {
+        return;
+    };
+    let git = git2::Repository::init(site.repo.path()).unwrap();
+    git.set_head("refs/heads/main").unwrap();
+    let first = git_commit(&git, "segment m");
+    let d = DaemonProcess::start(&site, &["--log-format", "json"]);
+    d.wait_for("the first commit to be synced", |d| {
+        metric(&d.addr, "plimsoll_synced_revision_info").is_some_and(|l| l.contains(&first))
+    })
+    .await;
+    assert_eq!(http(&d.addr, "GET", "/readyz").0, 200);
+    assert_eq!(http(&d.addr, "GET", "/healthz").0, 200);
+    assert!(
+        d.log()
+            .lines()
+            .any(|l| l.starts_with('{') && l.contains("\"level\":\"INFO\"")),
+        "JSON logs: {}",
+        d.log()
+    );
+
+    // A commit growing the profile: picked up through notify (the interval
+    // is 300 s), then synced.
+    let l = std::fs::read_to_string(site.repo.path().join("profiles/l.yaml")).unwrap();
+    std::fs::write(site.repo.path().join("profiles/m.yaml"), l).unwrap();
+    let committed = std::time::Instant::now();
+    let grown = git_commit(&git, "grow m to l sizes");
+    d.wait_for("the new commit to be noticed", |d| {
+        d.log().contains(&format!("\"revision\":\"{grown}\""))
+    })
+    .await;
+    let noticed = committed.elapsed();
+    eprintln!("new commit noticed after {noticed:?}");
+    assert!(
+        noticed < Duration::from_secs(2),
+        "the daemon noticed the commit after {noticed:?}"
+    );
+    d.wait_for("the new commit to be synced", |d| {
+        metric(&d.addr, "plimsoll_synced_revision_info").is_some_and(|l| l.contains(&grown))
+    })
+    .await;
+    assert_eq!(site.pvc_uids().await["data-mariadb-galera-0"].1, "15Gi");
+    assert!(metric(
+        &d.addr,
+        "plimsoll_steps_executed_total{stack=\"example\",kind=\"expand-pvc\"}"
+    )
+    .is_some());
+
+    // A hand edit of the application release's values: drift, reported.
+    let hand_edit = || {
+        let o = Command::new(site.helm())
+            .current_dir(site.repo.path())
+            .args([
+                "upgrade",
+                "thingpark-enterprise",
+                "charts/test-app",
+                "-n",
+                NS,
+            ])
+            .args(["--reuse-values", "--set", "twa.replicaCount=3"])
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", text(&o));
+    };
+    hand_edit();
+    assert_eq!(http(&d.addr, "POST", "/hook").0, 202);
+    d.wait_for("drift to be reported", |d| {
+        metric(
+            &d.addr,
+            "plimsoll_drift{stack=\"example\",release=\"thingpark-enterprise\"}",
+        )
+        .is_some_and(|l| !l.ends_with(" 0"))
+    })
+    .await;
+    assert!(d.log().contains("drifted from"), "{}", d.log());
+    let events: Api<k8s_openapi::api::core::v1::Event> = Api::namespaced(site.client(), NS);
+    let drift_events = events
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter(|e| e.reason.as_deref() == Some("Drift"))
+        .count();
+    assert!(drift_events >= 1, "a Drift event is recorded");
+    assert_eq!(
+        site.release_revision("thingpark-enterprise").await,
+        3,
+        "not healed without --self-heal"
+    );
+    let status = d.terminate();
+    assert!(status.success(), "SIGTERM is a clean stop: {status:?}");
+
+    // With --self-heal: the next hand edit is synced back.
+    let d = DaemonProcess::start(&site, &["--self-heal"]);
+    d.wait_for("the restarted daemon to be ready", |d| {
+        http(&d.addr, "GET", "/readyz").0 == 200
+    })
+    .await;
+    let healed_once = site.release_revision("thingpark-enterprise").await;
+    hand_edit();
+    let edited = site.release_revision("thingpark-enterprise").await;
+    assert_eq!(edited, healed_once + 1);
+    assert_eq!(http(&d.addr, "POST", "/hook").0, 202);
+    for _ in 0..300 {
+        if site.release_revision("thingpark-enterprise").await > edited {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(
+        site.release_revision("thingpark-enterprise").await,
+        edited + 1,
+        "healed: {}",
+        d.log()
+    );
+    let o = site.plimsoll(&["plan"], &[]);
+    assert_eq!(o.status.code(), Some(0), "no drift left: {}", text(&o));
+    drop(d);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_daemon_manifest_is_accepted_by_the_api_server() {
+    let Some(site) = site(StorageBehaviour::default(), false).await else {
+        return;
+    };
+    let client = site.client();
+    create_operator_resource(&client).await;
+    let text = std::fs::read(root().join("deploy/plimsoll-daemon.yaml")).unwrap();
+    let docs = plimsoll_renderer::yaml::parse_documents(&text, 0).unwrap();
+    let mut kinds = Vec::new();
+    for doc in docs {
+        let json = plimsoll_renderer::json::to_json(&doc).unwrap();
+        let obj: kube::api::DynamicObject = serde_json::from_str(&json).unwrap();
+        let types = obj.types.clone().unwrap();
+        let gvk = kube::api::GroupVersionKind::try_from(&types).unwrap();
+        let (ar, caps) = kube::discovery::pinned_kind(&client, &gvk).await.unwrap();
+        let api: Api<kube::api::DynamicObject> = match caps.scope {
+            kube::discovery::Scope::Namespaced => Api::namespaced_with(
+                client.clone(),
+                obj.metadata.namespace.as_deref().unwrap(),
+                &ar,
+            ),
+            kube::discovery::Scope::Cluster => Api::all_with(client.clone(), &ar),
+        };
+        api.create(&PostParams::default(), &obj)
+            .await
+            .unwrap_or_else(|e| panic!("{} {:?}: {e}", types.kind, obj.metadata.name));
+        kinds.push(types.kind);
+    }
+    assert_eq!(
+        kinds,
+        [
+            "Namespace",
+            "ServiceAccount",
+            "Role",
+            "RoleBinding",
+            "ClusterRole",
+            "ClusterRoleBinding",
+            "Role",
+            "RoleBinding",
+            "Deployment",
+            "Service"
+        ]
+    );
+}
