@@ -174,6 +174,7 @@ pub async fn sync_once(
             return Ok(SyncOutcome::DryRun { plan_text: text });
         }
         let lease_lost = lease.as_ref().map(|l| l.lost_flag()).unwrap_or_default();
+        let lease_stale = lease.as_ref().map(|l| l.stale_flag()).unwrap_or_default();
         let executor = Executor {
             client: client.clone(),
             settings: opts.settings.clone(),
@@ -181,6 +182,7 @@ pub async fn sync_once(
             journal_at: journal_at.clone(),
             stop: stop.clone(),
             lease_lost: lease_lost.clone(),
+            lease_stale,
             progress: progress.clone(),
         };
         let report = executor.run(&mut journal).await?;

@@ -878,3 +878,259 @@ async fn the_daemon_manifest_is_accepted_by_the_api_server() {
         ]
     );
 }
+
+/// Points the data release at a copy of the test-data chart with `version`.
+fn use_data_chart(site: &Site, from: &str, version: &str, catalog: &str) {
+    let dir = site.repo.path().join("charts/test-data");
+    std::fs::remove_dir_all(&dir).unwrap();
+    copy_dir(&root().join("fixtures/charts").join(from), &dir);
+    let chart = std::fs::read_to_string(dir.join("Chart.yaml")).unwrap();
+    let chart: String = chart
+        .lines()
+        .map(|l| {
+            if l.starts_with("version:") {
+                format!("version: {version}\n")
+            } else {
+                format!("{l}\n")
+            }
+        })
+        .collect();
+    std::fs::write(dir.join("Chart.yaml"), chart).unwrap();
+    let stack = std::fs::read_to_string(site.repo.path().join("plimsoll.yaml")).unwrap();
+    let mut out = String::new();
+    let mut in_data = false;
+    for l in stack.lines() {
+        if l.starts_with("  - name: ") {
+            in_data = l.ends_with("thingpark-data");
+        }
+        if in_data && l.starts_with("    version: ") {
+            out.push_str(&format!("    version: {version}\n"));
+        } else if !l.starts_with("catalog:") && !l.starts_with("  test-data:") {
+            out.push_str(l);
+            out.push('\n');
+        }
+    }
+    out.push_str(catalog);
+    std::fs::write(site.repo.path().join("plimsoll.yaml"), out).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn downgrades_and_skipped_upgrade_paths_are_refused_before_any_change() {
+    let Some(site) = site(StorageBehaviour::default(), false).await else {
+        return;
+    };
+    let catalog = "catalog:\n  test-data: [1.0.0, 1.1.0, 1.1.1, 2.0.0]\n";
+    use_data_chart(&site, "test-data-1.1.0", "1.1.0", catalog);
+    let o = site.sync("m", &[], &[]);
+    assert!(o.status.success(), "{}", text(&o));
+    let journal_before = site.journal().await;
+
+    use_data_chart(&site, "test-data-1.0.0", "1.0.0", catalog);
+    let o = site.plimsoll(&["plan"], &[]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stdout)
+            .contains("REFUSED: thingpark-data: chart would be downgraded from 1.1.0 to 1.0.0"),
+        "{}",
+        text(&o)
+    );
+    let o = site.sync("m", &[], &[]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("the plan is refused; nothing was changed"));
+
+    use_data_chart(&site, "test-data-1.1.0", "2.0.0", catalog);
+    let o = site.plimsoll(&["plan", "--format", "markdown"], &[]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    let md = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        md.starts_with("**Plimsoll refuses this change**")
+            && md.contains("thingpark-data: upgrading 1.1.0 -> 2.0.0 skips the release path; upgrade to 1.1.1 first"),
+        "{}",
+        text(&o)
+    );
+    let o = site.sync("m", &[], &[]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+
+    assert_eq!(
+        site.release_revision("thingpark-data").await,
+        1,
+        "nothing was changed"
+    );
+    assert_eq!(site.journal().await, journal_before, "no sync started");
+
+    // Following the path: 1.1.1 is allowed.
+    use_data_chart(&site, "test-data-1.1.0", "1.1.1", catalog);
+    let o = site.sync("m", &[], &[]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert_eq!(site.release_revision("thingpark-data").await, 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_api_server_restarting_mid_sync_does_not_stop_it() {
+    let Some(mut site) = site(
+        StorageBehaviour {
+            stall_resize: ["data-mariadb-galera-2".to_string()].into(),
+            ..Default::default()
+        },
+        false,
+    )
+    .await
+    else {
+        return;
+    };
+    let o = site.sync("m", &[], &[]);
+    assert!(o.status.success(), "{}", text(&o));
+    let child = Command::new(env!("CARGO_BIN_EXE_plimsoll"))
+        .current_dir(site.repo.path())
+        .args([
+            "sync",
+            "--yes",
+            "--set",
+            "segment=l",
+            "--expansion-timeout",
+            "120",
+        ])
+        .args(["--kubeconfig", &site.kubeconfig(), "--helm", &site.helm()])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Wait until the sync waits on the stalled resize, then restart the API
+    // server under it.
+    for _ in 0..300 {
+        let j = site.journal().await;
+        if j["completed"].contains("expand-pvc/data-mongo-replicaset-2") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    site.cluster
+        .cp
+        .restart_apiserver(Duration::from_secs(3))
+        .await
+        .unwrap();
+    site.storage[0]
+        .behaviour
+        .lock()
+        .unwrap()
+        .stall_resize
+        .clear();
+    let o = child.wait_with_output().unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains("Sync complete"),
+        "{}",
+        text(&o)
+    );
+    assert_eq!(site.release_revision("thingpark-enterprise").await, 2);
+    let o = site.plimsoll(&["plan", "--set", "segment=l"], &[]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_manifest_rbac_is_enough_to_sync_as_the_service_account() {
+    let Some(site) = site(StorageBehaviour::default(), false).await else {
+        return;
+    };
+    let client = site.client();
+    create_operator_resource(&client).await;
+    let text_ = std::fs::read(root().join("deploy/plimsoll-daemon.yaml")).unwrap();
+    for doc in plimsoll_renderer::yaml::parse_documents(&text_, 0).unwrap() {
+        let json = plimsoll_renderer::json::to_json(&doc).unwrap();
+        let obj: kube::api::DynamicObject = serde_json::from_str(&json).unwrap();
+        let types = obj.types.clone().unwrap();
+        let gvk = kube::api::GroupVersionKind::try_from(&types).unwrap();
+        let (ar, caps) = kube::discovery::pinned_kind(&client, &gvk).await.unwrap();
+        let api: Api<kube::api::DynamicObject> = match caps.scope {
+            kube::discovery::Scope::Namespaced => Api::namespaced_with(
+                client.clone(),
+                obj.metadata.namespace.as_deref().unwrap(),
+                &ar,
+            ),
+            kube::discovery::Scope::Cluster => Api::all_with(client.clone(), &ar),
+        };
+        api.create(&PostParams::default(), &obj).await.unwrap();
+    }
+    // The token controller gives the service account a token Secret.
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), "plimsoll");
+    let mut token = None;
+    for _ in 0..150 {
+        token = secrets
+            .list(&ListParams::default())
+            .await
+            .unwrap()
+            .items
+            .into_iter()
+            .find(|s| {
+                s.type_.as_deref() == Some("kubernetes.io/service-account-token")
+                    && s.metadata.annotations.as_ref().is_some_and(|a| {
+                        a.get("kubernetes.io/service-account.name")
+                            .map(String::as_str)
+                            == Some("plimsoll")
+                    })
+            })
+            .and_then(|s| {
+                s.data?
+                    .get("token")
+                    .map(|t| String::from_utf8(t.0.clone()).unwrap())
+            });
+        if token.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let token = token.expect("a service account token");
+    let admin = std::fs::read_to_string(&site.cluster.cp.kubeconfig).unwrap();
+    let admin_token = admin
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("token: "))
+        .unwrap()
+        .to_string();
+    let sa_kubeconfig = site.repo.path().join("sa-kubeconfig");
+    std::fs::write(&sa_kubeconfig, admin.replace(&admin_token, &token)).unwrap();
+    let env = Env::require().unwrap();
+    let sa_helm = plimsoll_testenv::write_helm_command(
+        &env,
+        &site.repo.path().join("sa-helm"),
+        Some(&sa_kubeconfig),
+    )
+    .unwrap();
+    let as_sa = |segment: &str| {
+        Command::new(env!("CARGO_BIN_EXE_plimsoll"))
+            .current_dir(site.repo.path())
+            .args(["sync", "--yes", "--set", &format!("segment={segment}")])
+            .arg("--kubeconfig")
+            .arg(&sa_kubeconfig)
+            .arg("--helm")
+            .arg(&sa_helm)
+            .output()
+            .unwrap()
+    };
+    // Install at m, then scale to l, with nothing but the manifest's rights.
+    let o = as_sa("m");
+    assert!(o.status.success(), "{}", text(&o));
+    let o = as_sa("l");
+    assert!(o.status.success(), "{}", text(&o));
+    assert_eq!(site.pvc_uids().await["data-mariadb-galera-0"].1, "15Gi");
+    // And the account cannot do what Plimsoll never does.
+    let pvcs: Api<PersistentVolumeClaim> = Api::namespaced(
+        kube::Client::try_from(
+            kube::Config::from_custom_kubeconfig(
+                kube::config::Kubeconfig::read_from(&sa_kubeconfig).unwrap(),
+                &Default::default(),
+            )
+            .await
+            .unwrap(),
+        )
+        .unwrap(),
+        NS,
+    );
+    let err = pvcs
+        .delete("data-mariadb-galera-0", &Default::default())
+        .await
+        .expect_err("deleting a PVC is forbidden");
+    assert!(
+        matches!(err, kube::Error::Api(ref s) if s.code == 403),
+        "{err:?}"
+    );
+}

@@ -119,8 +119,38 @@ pub async fn load_journal(
     }
 }
 
-/// Writes the journal (create or replace).
+/// Whether an error may go away on its own (the API server restarting,
+/// overloaded, or a conflicting write).
+fn transient(e: &kube::Error) -> bool {
+    match e {
+        kube::Error::Api(s) => s.code >= 500 || s.code == 429 || s.code == 409,
+        _ => true,
+    }
+}
+
+/// Writes the journal (create or replace), retrying for up to a minute
+/// while the API server is unavailable: a step that is done must not be
+/// forgotten because of a restart.
 pub async fn save_journal(
+    client: &kube::Client,
+    at: &JournalLocation,
+    journal: &Journal,
+) -> Result<(), ExecError> {
+    let start = Instant::now();
+    loop {
+        match save_journal_once(client, at, journal).await {
+            Err(ExecError::Kube(e))
+                if transient(&e) && start.elapsed() < Duration::from_secs(60) =>
+            {
+                tracing::warn!("journal not saved yet ({e}); retrying");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+            other => return other,
+        }
+    }
+}
+
+async fn save_journal_once(
     client: &kube::Client,
     at: &JournalLocation,
     journal: &Journal,
@@ -161,6 +191,9 @@ pub struct Executor {
     pub stop: Arc<AtomicBool>,
     /// Set when the stack's lease is lost: stop before the next step.
     pub lease_lost: Arc<AtomicBool>,
+    /// Set while the lease is unconfirmed (API server unreachable): wait
+    /// before the next step.
+    pub lease_stale: Arc<AtomicBool>,
     /// Prints progress (one line per event).
     pub progress: Arc<dyn Fn(&str) + Send + Sync>,
 }
@@ -197,6 +230,20 @@ impl Executor {
                 self.say(&format!("stop requested: stopping before {}", js.id));
                 report.stopped_before = Some(js.id.clone());
                 return Ok(report);
+            }
+            let paused = Instant::now();
+            while self.lease_stale.load(Ordering::SeqCst)
+                && !self.lease_lost.load(Ordering::SeqCst)
+                && paused.elapsed() < self.settings.ready_timeout
+            {
+                if paused.elapsed() < self.settings.poll {
+                    self.say("  the lease is unconfirmed (API server unreachable?); waiting before the next step");
+                }
+                tokio::time::sleep(self.settings.poll).await;
+            }
+            if self.lease_stale.load(Ordering::SeqCst) && !self.lease_lost.load(Ordering::SeqCst) {
+                let reason = "the stack's lease could not be renewed".to_string();
+                return Err(self.fail(journal, &js.id, &js.release, reason).await);
             }
             if self.lease_lost.load(Ordering::SeqCst) {
                 return Err(self
@@ -369,8 +416,18 @@ impl Executor {
             }
             if last_report.elapsed() > Duration::from_secs(5) {
                 self.say(&format!(
-                    "  PVC {name}: capacity {capacity}, waiting for {to} ({}s)",
-                    start.elapsed().as_secs()
+                    "  PVC {name}: capacity {}, waiting for {to} ({}s){}",
+                    if capacity.is_empty() {
+                        "unknown"
+                    } else {
+                        &capacity
+                    },
+                    start.elapsed().as_secs(),
+                    if conditions.is_empty() {
+                        String::new()
+                    } else {
+                        format!("; {}", conditions.join(", "))
+                    }
                 ));
                 last_report = Instant::now();
             }

@@ -35,6 +35,7 @@ pub struct LeaseGuard {
     name: String,
     holder: String,
     lost: Arc<AtomicBool>,
+    stale: Arc<AtomicBool>,
     renew: tokio::task::JoinHandle<()>,
 }
 
@@ -48,6 +49,13 @@ impl LeaseGuard {
     /// The flag [`LeaseGuard::is_lost`] reads, for an executor to watch.
     pub fn lost_flag(&self) -> Arc<AtomicBool> {
         self.lost.clone()
+    }
+
+    /// Set while the lease could not be renewed for longer than its
+    /// duration (the API server unreachable): the holder must not act until
+    /// a renewal shows the lease still its own, or [`LeaseGuard::is_lost`].
+    pub fn stale_flag(&self) -> Arc<AtomicBool> {
+        self.stale.clone()
     }
 
     /// Gives the lease up so that the next syncer need not wait for it to
@@ -181,25 +189,37 @@ pub async fn acquire(
     }
 
     let lost = Arc::new(AtomicBool::new(false));
+    let stale = Arc::new(AtomicBool::new(false));
     let renew = {
-        let (api, name, holder, lost) =
-            (api.clone(), name.clone(), holder.to_string(), lost.clone());
+        let (api, name, holder) = (api.clone(), name.clone(), holder.to_string());
+        let (lost, stale) = (lost.clone(), stale.clone());
         tokio::spawn(async move {
             let mut last_ok = std::time::Instant::now();
             loop {
-                tokio::time::sleep(duration / 3).await;
+                let pause = if stale.load(Ordering::SeqCst) {
+                    Duration::from_millis(500)
+                } else {
+                    duration / 3
+                };
+                tokio::time::sleep(pause).await;
                 match renew_once(&api, &name, &holder).await {
-                    Ok(true) => last_ok = std::time::Instant::now(),
+                    Ok(true) => {
+                        last_ok = std::time::Instant::now();
+                        stale.store(false, Ordering::SeqCst);
+                    }
+                    // Someone else holds it now: stop for good.
                     Ok(false) => {
                         lost.store(true, Ordering::SeqCst);
                         return;
                     }
-                    Err(_) if last_ok.elapsed() > duration => {
-                        lost.store(true, Ordering::SeqCst);
-                        return;
+                    // The API server may be restarting: keep trying, but
+                    // past the lease's duration another syncer may take it,
+                    // so the holder pauses until a renewal succeeds.
+                    Err(_) => {
+                        if last_ok.elapsed() > duration {
+                            stale.store(true, Ordering::SeqCst);
+                        }
                     }
-                    // The API server may be restarting; keep trying.
-                    Err(_) => {}
                 }
             }
         })
@@ -209,6 +229,7 @@ pub async fn acquire(
         name,
         holder: holder.to_string(),
         lost,
+        stale,
         renew,
     })
 }

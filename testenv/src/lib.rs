@@ -130,6 +130,8 @@ pub struct ControlPlane {
     pub kubeconfig: PathBuf,
     /// A `helm` command backed by the Helm SDK (see `testenv/helm/helm.py`).
     pub helm: PathBuf,
+    /// How kube-apiserver was started, to restart it.
+    apiserver: Option<(PathBuf, Vec<String>)>,
 }
 
 impl ControlPlane {
@@ -182,6 +184,7 @@ impl ControlPlane {
             token,
             kubeconfig: kubeconfig.clone(),
             helm: d.join("helm"),
+            apiserver: None,
         };
 
         let etcd = Command::new(&env.etcd)
@@ -209,34 +212,24 @@ impl ControlPlane {
         cp.record_pid(etcd.id());
         cp.children.push(("etcd", etcd));
 
-        let apiserver = Command::new(&env.kube_apiserver)
-            .arg(format!("--etcd-servers=http://127.0.0.1:{etcd_port}"))
-            .arg("--bind-address=127.0.0.1")
-            .arg(format!("--secure-port={api_port}"))
-            .arg("--insecure-port=0")
-            .arg(format!("--cert-dir={}", d.join("certs").display()))
-            .arg(format!(
-                "--token-auth-file={}",
-                d.join("tokens.csv").display()
-            ))
-            .arg("--authorization-mode=RBAC")
-            .arg("--service-cluster-ip-range=10.0.0.0/24")
-            .arg("--service-account-issuer=https://kubernetes.default.svc")
-            .arg(format!(
-                "--service-account-key-file={}",
-                d.join("sa.key").display()
-            ))
-            .arg(format!(
+        let args = vec![
+            format!("--etcd-servers=http://127.0.0.1:{etcd_port}"),
+            "--bind-address=127.0.0.1".to_string(),
+            format!("--secure-port={api_port}"),
+            "--insecure-port=0".to_string(),
+            format!("--cert-dir={}", d.join("certs").display()),
+            format!("--token-auth-file={}", d.join("tokens.csv").display()),
+            "--authorization-mode=RBAC".to_string(),
+            "--service-cluster-ip-range=10.0.0.0/24".to_string(),
+            "--service-account-issuer=https://kubernetes.default.svc".to_string(),
+            format!("--service-account-key-file={}", d.join("sa.key").display()),
+            format!(
                 "--service-account-signing-key-file={}",
                 d.join("sa.key").display()
-            ))
-            .process_group(cp.pgid as i32)
-            .stdout(log("kube-apiserver")?)
-            .stderr(log("kube-apiserver")?)
-            .spawn()
-            .map_err(|e| format!("kube-apiserver: {e}"))?;
-        cp.record_pid(apiserver.id());
-        cp.children.push(("kube-apiserver", apiserver));
+            ),
+        ];
+        cp.apiserver = Some((env.kube_apiserver.clone(), args));
+        cp.spawn_apiserver()?;
 
         // The API server writes its self-signed serving certificate (and the
         // CA that signed it) at start; clients verify against it.
@@ -286,6 +279,68 @@ impl ControlPlane {
 
         cp.write_helm_wrapper(env)?;
         Ok(cp)
+    }
+
+    fn spawn_apiserver(&mut self) -> Result<(), String> {
+        let (bin, args) = self.apiserver.clone().ok_or("no kube-apiserver command")?;
+        let log = || -> Result<Stdio, String> {
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(self.dir.path().join("kube-apiserver.log"))
+                .map(Stdio::from)
+                .map_err(|e| e.to_string())
+        };
+        let apiserver = Command::new(&bin)
+            .args(&args)
+            .process_group(self.pgid as i32)
+            .stdout(log()?)
+            .stderr(log()?)
+            .spawn()
+            .map_err(|e| format!("kube-apiserver: {e}"))?;
+        self.record_pid(apiserver.id());
+        self.children.push(("kube-apiserver", apiserver));
+        Ok(())
+    }
+
+    /// Stops kube-apiserver (SIGTERM, as a rolling control-plane update
+    /// does), waits `down`, starts it again on the same port with the same
+    /// certificates and waits until it is ready. etcd and the
+    /// controller-manager keep running.
+    pub async fn restart_apiserver(&mut self, down: Duration) -> Result<(), String> {
+        if let Some(i) = self
+            .children
+            .iter()
+            .position(|(n, _)| *n == "kube-apiserver")
+        {
+            let (_, mut child) = self.children.remove(i);
+            // Our own unreaped child: its pid cannot have been reused.
+            let _ = Command::new("kill")
+                .arg("-TERM")
+                .arg(child.id().to_string())
+                .status();
+            let deadline = Instant::now() + Duration::from_secs(20);
+            while child.try_wait().map_err(|e| e.to_string())?.is_none() {
+                if Instant::now() > deadline {
+                    let _ = child.kill();
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+        tokio::time::sleep(down).await;
+        self.spawn_apiserver()?;
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Ok(client) = self.client().await {
+                if self.wait_ready(&client).await.is_ok() {
+                    return Ok(());
+                }
+            }
+            if Instant::now() > deadline {
+                return Err("kube-apiserver did not come back within 60 s".into());
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
     }
 
     /// Stops the control plane if this test process dies without dropping it
