@@ -1134,3 +1134,74 @@ async fn the_manifest_rbac_is_enough_to_sync_as_the_service_account() {
         "{err:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_stops_at_a_safe_boundary_and_the_next_sync_finishes() {
+    let Some(site) = site(
+        StorageBehaviour {
+            stall_resize: ["data-lrc-1".to_string()].into(),
+            ..Default::default()
+        },
+        false,
+    )
+    .await
+    else {
+        return;
+    };
+    let o = site.sync("m", &[], &[]);
+    assert!(o.status.success(), "{}", text(&o));
+    let child = Command::new(env!("CARGO_BIN_EXE_plimsoll"))
+        .current_dir(site.repo.path())
+        .args(["sync", "--yes", "--set", "segment=l"])
+        .args(["--kubeconfig", &site.kubeconfig(), "--helm", &site.helm()])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The application stack waits on its stalled resize: stop there.
+    for _ in 0..600 {
+        let j = site.journal().await;
+        if j["completed"].contains("thingpark-enterprise/2/expand-pvc/data-lrc-1") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let o = child.wait_with_output().unwrap();
+    assert_eq!(o.status.code(), Some(3), "{}", text(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains("Stopped before thingpark-enterprise/"),
+        "{}",
+        text(&o)
+    );
+    let j = site.journal().await;
+    assert_eq!(j["status"], "running", "{j:?}");
+    assert_eq!(
+        site.release_revision("thingpark-data").await,
+        2,
+        "the data stack is done"
+    );
+    let sts: Api<StatefulSet> = Api::namespaced(site.client(), NS);
+    assert!(
+        sts.get_opt("lrc").await.unwrap().is_some(),
+        "not stopped after an orphan delete"
+    );
+
+    site.storage[1]
+        .behaviour
+        .lock()
+        .unwrap()
+        .stall_resize
+        .clear();
+    let o = site.sync("l", &[], &[]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains("Sync complete (resumed)"),
+        "{}",
+        text(&o)
+    );
+    assert_eq!(site.release_revision("thingpark-enterprise").await, 2);
+}

@@ -181,6 +181,9 @@ async fn save_journal_once(
     Ok(())
 }
 
+/// What a waiting step returns when a stop request interrupts it.
+const STOP_REQUESTED: &str = "stop requested";
+
 /// Performs plans against one cluster.
 pub struct Executor {
     pub client: kube::Client,
@@ -268,6 +271,15 @@ impl Executor {
                         report.skipped += 1;
                         self.say("  already done");
                     }
+                }
+                // A wait interrupted by a stop request: nothing is half done.
+                Err(reason) if reason == STOP_REQUESTED && orphaned.is_none() => {
+                    self.say(&format!(
+                        "stop requested: stopping before {} completes",
+                        js.id
+                    ));
+                    report.stopped_before = Some(js.id.clone());
+                    return Ok(report);
                 }
                 Err(reason) => {
                     *report
@@ -397,6 +409,9 @@ impl Executor {
                 return Err(format!(
                     "the storage driver failed to expand PVC {name} to {to} ({failed}); capacity is {capacity}"
                 ));
+            }
+            if self.stop.load(Ordering::SeqCst) {
+                return Err(STOP_REQUESTED.to_string());
             }
             if start.elapsed() > self.settings.expansion_timeout {
                 return Err(format!(
@@ -620,6 +635,9 @@ impl Executor {
                 return Ok(!first);
             }
             first = false;
+            if self.stop.load(Ordering::SeqCst) {
+                return Err(STOP_REQUESTED.to_string());
+            }
             if start.elapsed() > self.settings.ready_timeout {
                 return Err(format!(
                     "not ready within {}s: {}",
