@@ -87,17 +87,43 @@ pub fn load(common: &Common, rev: Option<&str>, helm: &Path) -> anyhow::Result<D
     let mut releases = Vec::new();
     let mut sources = BTreeMap::new();
     let mut digest_input = String::new();
+    // Values files and chart references first (git2 objects stay on this
+    // thread), then `helm template` for every release in parallel: it is
+    // the slow part with many releases.
+    let mut prepared = Vec::new();
     for r in &rendered.releases {
-        let name = &r.release.name;
-        let values_json =
-            json::to_json(&r.result.node).with_context(|| format!("release {name}"))?;
-        let values: serde_json::Value = serde_json::from_str(&values_json)?;
-        let dir = workdir.path().join(name);
+        let dir = workdir.path().join(&r.release.name);
         std::fs::create_dir_all(&dir)?;
         let values_file = dir.join("values.yaml");
         std::fs::write(&values_file, &r.text)?;
         let chart = chart_reference(&common.repo, revision.as_ref(), &r.release.chart, &dir)?;
-        let (statefulsets, deployments) = chart_workloads(helm, &chart, &r.release, &values_file)?;
+        prepared.push((chart, values_file));
+    }
+    let workers = std::thread::available_parallelism().map_or(2, |n| n.get().clamp(2, 8));
+    let mut workloads: Vec<Option<anyhow::Result<_>>> = (0..prepared.len()).map(|_| None).collect();
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let results = std::sync::Mutex::new(&mut workloads);
+    std::thread::scope(|scope| {
+        for _ in 0..workers.min(prepared.len()) {
+            scope.spawn(|| loop {
+                let i = next.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let Some((chart, values_file)) = prepared.get(i) else {
+                    break;
+                };
+                let w = chart_workloads(helm, chart, &rendered.releases[i].release, values_file);
+                if let Ok(mut slots) = results.lock() {
+                    slots[i] = Some(w);
+                }
+            });
+        }
+    });
+    for ((r, (chart, values_file)), w) in rendered.releases.iter().zip(prepared).zip(workloads) {
+        let name = &r.release.name;
+        let values_json =
+            json::to_json(&r.result.node).with_context(|| format!("release {name}"))?;
+        let values: serde_json::Value = serde_json::from_str(&values_json)?;
+        let (statefulsets, deployments) =
+            w.ok_or_else(|| anyhow::anyhow!("helm template {name} did not run"))??;
         let patches = r
             .release
             .patches

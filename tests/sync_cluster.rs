@@ -760,6 +760,21 @@ async fn the_daemon_syncs_new_commits_reports_drift_and_heals_it() {
     )
     .is_some());
 
+    // Footprint, printed for the record (measured, not asserted): an idle
+    // reconcile pass (nothing to do) and the daemon's resident memory.
+    assert_eq!(http(&d.addr, "POST", "/hook").0, 202);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let rss = std::fs::read_to_string(format!("/proc/{}/status", d.child.id()))
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .map(str::to_string)
+        .unwrap_or_default();
+    eprintln!(
+        "daemon idle {rss}; last reconcile pass: {}",
+        metric(&d.addr, "plimsoll_reconcile_cpu_seconds").unwrap_or_default()
+    );
+
     // A hand edit of the application release's values: drift, reported.
     let hand_edit = || {
         let o = Command::new(site.helm())

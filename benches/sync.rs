@@ -1,0 +1,149 @@
+//! `plimsoll sync` at scale on the real test control plane: 110 releases of
+//! a small chart (a ConfigMap and a one-replica Deployment), then a sync
+//! with nothing to change, then one where 10 releases change values.
+//! Prints wall and CPU time in total and per release.
+//!
+//! ```sh
+//! bash scripts/provision-test-env.sh && cargo bench --bench sync
+//! ```
+//!
+//! Not criterion: one iteration takes minutes (a cluster, 110 Helm
+//! installs). For scale, Flux's published benchmark reconciles 100
+//! HelmReleases in 27 s with 190 MiB of memory.
+
+use std::path::Path;
+use std::process::Command;
+use std::time::Instant;
+
+const RELEASES: usize = 110;
+const CHANGED: usize = 10;
+
+fn write(root: &Path, rel: &str, text: &str) {
+    let p = root.join(rel);
+    std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+    std::fs::write(p, text).unwrap();
+}
+
+/// Children's CPU seconds (user + system) so far, from /proc.
+fn children_cpu() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    // cutime and cstime are fields 16 and 17; `rest` starts at field 3.
+    let t = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    (t(13) + t(14)) / 100.0
+}
+
+struct Run {
+    wall: f64,
+    cpu: f64,
+    peak_rss_kb: u64,
+    stdout: String,
+}
+
+/// Runs plimsoll under `/usr/bin/time -v` when available (peak RSS).
+fn plimsoll(repo: &Path, kubeconfig: &Path, helm: &Path, args: &[&str]) -> Run {
+    let time = Path::new("/usr/bin/time");
+    let mut cmd = if time.exists() {
+        let mut c = Command::new(time);
+        c.arg("-v").arg(env!("CARGO_BIN_EXE_plimsoll"));
+        c
+    } else {
+        Command::new(env!("CARGO_BIN_EXE_plimsoll"))
+    };
+    cmd.current_dir(repo)
+        .args(args)
+        .arg("--kubeconfig")
+        .arg(kubeconfig)
+        .arg("--helm")
+        .arg(helm);
+    let cpu0 = children_cpu();
+    let start = Instant::now();
+    let o = cmd.output().unwrap();
+    let wall = start.elapsed().as_secs_f64();
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{args:?}: {stderr}");
+    let peak_rss_kb = stderr
+        .lines()
+        .find_map(|l| {
+            l.trim()
+                .strip_prefix("Maximum resident set size (kbytes): ")
+        })
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    Run {
+        wall,
+        cpu: children_cpu() - cpu0,
+        peak_rss_kb,
+        stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
+    }
+}
+
+fn report(what: &str, r: &Run) {
+    println!(
+        "{what:<44} wall {:>7.2} s ({:>6.1} ms/release)  CPU of plimsoll+helm {:>7.2} s  peak RSS of plimsoll {:>6.1} MB",
+        r.wall,
+        r.wall * 1000.0 / RELEASES as f64,
+        r.cpu,
+        r.peak_rss_kb as f64 / 1024.0
+    );
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    // `cargo bench` passes --bench; anything else (e.g. `cargo test`) skips.
+    if !std::env::args().any(|a| a == "--bench") {
+        return;
+    }
+    let env = plimsoll_testenv::Env::discover()
+        .expect("provision the test environment first: bash scripts/provision-test-env.sh");
+    let cluster = plimsoll_testenv::Cluster::start(&env, "bench")
+        .await
+        .expect("control plane");
+    let (kc, helm) = (cluster.cp.kubeconfig.clone(), cluster.cp.helm.clone());
+
+    let repo = tempfile::tempdir().unwrap();
+    let r = repo.path();
+    write(
+        r,
+        "charts/tiny/Chart.yaml",
+        "apiVersion: v2\nname: tiny\nversion: 1.0.0\n",
+    );
+    write(r, "charts/tiny/values.yaml", "message: hello\n");
+    write(
+        r,
+        "charts/tiny/templates/all.yaml",
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {{ .Release.Name }}\ndata:\n  message: {{ .Values.message | quote }}\n---\n\
+         apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: {{ .Release.Name }}\nspec:\n  replicas: 1\n  selector:\n    matchLabels: {app: {{ .Release.Name }}}\n  template:\n    metadata:\n      labels: {app: {{ .Release.Name }}}\n      annotations: {message: {{ .Values.message | quote }}}\n    spec:\n      containers: [{name: main, image: registry.invalid/tiny:1}]\n",
+    );
+    let mut stack = String::from("name: bench\nreleases:\n");
+    for i in 0..RELEASES {
+        stack.push_str(&format!(
+            "  - name: r{i:03}\n    chart: charts/tiny\n    version: 1.0.0\n    namespace: bench\n    stage: apps\n    layers: [values/r{i:03}.yaml]\n"
+        ));
+        write(r, &format!("values/r{i:03}.yaml"), "message: v1\n");
+    }
+    write(r, "plimsoll.yaml", &stack);
+
+    println!("{RELEASES} releases of a ConfigMap + one-replica Deployment chart, helm through the test Helm engine");
+    let install = plimsoll(r, &kc, &helm, &["sync", "--yes"]);
+    report("install (sync from nothing)", &install);
+    let plan = plimsoll(r, &kc, &helm, &["plan"]);
+    report("plan, nothing to change", &plan);
+    assert!(plan.stdout.contains("No changes"), "{}", plan.stdout);
+    let idle = plimsoll(r, &kc, &helm, &["sync", "--yes"]);
+    report("sync, nothing to change", &idle);
+    for i in 0..CHANGED {
+        write(r, &format!("values/r{:03}.yaml", i * 11), "message: v2\n");
+    }
+    let changed = plimsoll(r, &kc, &helm, &["sync", "--yes"]);
+    report(
+        &format!("sync, {CHANGED} releases with a values change"),
+        &changed,
+    );
+    assert!(
+        changed.stdout.contains(&format!("{CHANGED} helm-upgrade")),
+        "{}",
+        changed.stdout
+    );
+}
