@@ -81,7 +81,7 @@ fn plimsoll(repo: &Path, kubeconfig: &Path, helm: &Path, args: &[&str]) -> Run {
 
 fn report(what: &str, r: &Run) {
     println!(
-        "{what:<44} wall {:>7.2} s ({:>6.1} ms/release)  CPU of plimsoll+helm {:>7.2} s  peak RSS of plimsoll {:>6.1} MB",
+        "{what:<44} wall {:>7.2} s ({:>6.1} ms/release)  CPU of plimsoll+helm {:>7.2} s  peak RSS of the largest of plimsoll and its helm processes {:>6.1} MB",
         r.wall,
         r.wall * 1000.0 / RELEASES as f64,
         r.cpu,

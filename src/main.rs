@@ -107,10 +107,13 @@ enum Command {
         cluster: Cluster,
         #[command(flatten)]
         sync: SyncArgs,
-        /// Sync the repository as it is at this git revision (default: the
-        /// working tree).
+        /// Sync the repository as it is at this git revision (default: HEAD
+        /// when --repo is a git repository, else the working tree).
         #[arg(long)]
         rev: Option<String>,
+        /// Sync the working tree even in a git repository (uncommitted files).
+        #[arg(long, conflicts_with = "rev")]
+        working_tree: bool,
         /// Print what would be done; change nothing.
         #[arg(long)]
         dry_run: bool,
@@ -316,11 +319,23 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             cluster,
             sync: args,
             rev,
+            working_tree,
             dry_run,
             yes,
         } => {
             let helm = desired::helm_executable(args.helm.as_deref());
+            // What is committed is what is synced, as the daemon does.
+            let rev = rev.or_else(|| {
+                (!working_tree && git2::Repository::open(&common.repo).is_ok())
+                    .then(|| "HEAD".to_string())
+            });
             let desired = desired::load(&common, rev.as_deref(), &helm)?;
+            match &desired.revision {
+                Some(commit) => {
+                    eprintln!("syncing {} (commit {commit})", rev.as_deref().unwrap_or(""))
+                }
+                None => eprintln!("syncing the working tree of {}", common.repo.display()),
+            }
             let opts = args.options(cluster.namespaces.clone(), dry_run);
             sync::cmd_sync(kube_client(&cluster), desired, opts, yes)
         }

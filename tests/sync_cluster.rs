@@ -339,6 +339,18 @@ async fn a_killed_sync_resumes_after_the_pvc_patches_and_after_the_orphan_delete
     let o = site.sync("m", &[], &[]);
     assert!(o.status.success(), "{}", text(&o));
     let installed = site.pvc_uids().await;
+    let pods: Api<k8s_openapi::api::core::v1::Pod> = Api::namespaced(site.client(), NS);
+    let pod_uids = |list: kube::core::ObjectList<k8s_openapi::api::core::v1::Pod>| -> Vec<String> {
+        let mut v: Vec<String> = list
+            .items
+            .into_iter()
+            .filter_map(|p| p.metadata.uid)
+            .collect();
+        v.sort();
+        v
+    };
+    let mariadb = ListParams::default().labels("app.kubernetes.io/name=mariadb-galera");
+    let mariadb_pods_before = pod_uids(pods.list(&mariadb).await.unwrap());
 
     // Killed right after the PVC patches.
     let o = site.sync("l", &[], &[("PLIMSOLL_FAULT_ABORT_AFTER", "expand-pvc")]);
@@ -370,16 +382,12 @@ async fn a_killed_sync_resumes_after_the_pvc_patches_and_after_the_orphan_delete
         sts.get_opt("mariadb-galera").await.unwrap().is_none(),
         "orphan-deleted"
     );
-    let pods: Api<k8s_openapi::api::core::v1::Pod> = Api::namespaced(site.client(), NS);
-    let mariadb_pods = pods
-        .list(&ListParams::default().labels("app.kubernetes.io/name=mariadb-galera"))
-        .await
-        .unwrap();
     assert_eq!(
-        mariadb_pods.items.len(),
-        3,
-        "pods stay after the orphan delete"
+        pod_uids(pods.list(&mariadb).await.unwrap()),
+        mariadb_pods_before,
+        "the same pods (uids) stay after the orphan delete"
     );
+    assert_eq!(mariadb_pods_before.len(), 3);
 
     // Restarted: completes without repeating what was done.
     let o = site.sync("l", &[], &[]);
@@ -801,16 +809,24 @@ async fn the_daemon_syncs_new_commits_reports_drift_and_heals_it() {
         .is_some_and(|l| !l.ends_with(" 0"))
     })
     .await;
-    assert!(d.log().contains("drifted from"), "{}", d.log());
     let events: Api<k8s_openapi::api::core::v1::Event> = Api::namespaced(site.client(), NS);
-    let drift_events = events
-        .list(&ListParams::default())
-        .await
-        .unwrap()
-        .items
-        .into_iter()
-        .filter(|e| e.reason.as_deref() == Some("Drift"))
-        .count();
+    // The gauge is set before the log line and the Event are written.
+    let mut drift_events = 0;
+    for _ in 0..100 {
+        drift_events = events
+            .list(&ListParams::default())
+            .await
+            .unwrap()
+            .items
+            .into_iter()
+            .filter(|e| e.reason.as_deref() == Some("Drift"))
+            .count();
+        if drift_events > 0 && d.log().contains("drifted from") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(d.log().contains("drifted from"), "{}", d.log());
     assert!(drift_events >= 1, "a Drift event is recorded");
     assert_eq!(
         site.release_revision("thingpark-enterprise").await,
@@ -846,6 +862,22 @@ async fn the_daemon_syncs_new_commits_reports_drift_and_heals_it() {
     let o = site.plimsoll(&["plan"], &[]);
     assert_eq!(o.status.code(), Some(0), "no drift left: {}", text(&o));
     drop(d);
+
+    // `plimsoll sync` in a git repository syncs what is committed (HEAD),
+    // not an uncommitted edit.
+    std::fs::write(site.repo.path().join("profiles/m.yaml"), "not: [valid\n").unwrap();
+    let o = site.sync("m", &[], &[]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains(&format!("syncing HEAD (commit {grown})")),
+        "{}",
+        text(&o)
+    );
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains("No changes"),
+        "{}",
+        text(&o)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -65,3 +65,36 @@ fn reads_any_revision_without_touching_the_working_tree_and_from_bare_clones() {
     let bare = Revision::open(&bare_dir.path().join("repo.git"), &first.to_string()).unwrap();
     assert_eq!(bare.read("profiles/m.yaml").unwrap(), b"size: 10Gi\n");
 }
+
+#[test]
+fn fetches_only_the_tracked_branch_into_a_bare_mirror_and_follows_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = git2::Repository::init(dir.path()).unwrap();
+    let first = commit(&repo, &[("plimsoll.yaml", "a: 1\n")], "first");
+    let branch = repo.head().unwrap().shorthand().unwrap().to_string();
+    // Another branch's commit is never what the mirror tracks.
+    let other = repo.find_commit(first).unwrap();
+    repo.branch("feature", &other, false).unwrap();
+
+    let url = format!("file://{}", dir.path().display());
+    let mirror = tempfile::tempdir().unwrap();
+    let mirror_path = mirror.path().join("mirror.git");
+    let head = plimsoll_syncer::git::fetch_branch(&url, &mirror_path, &branch).unwrap();
+    assert_eq!(head, first.to_string());
+    let mirrored = git2::Repository::open_bare(&mirror_path).unwrap();
+    assert!(
+        mirrored.find_reference("refs/heads/feature").is_err(),
+        "only the tracked branch"
+    );
+
+    let second = commit(&repo, &[("plimsoll.yaml", "a: 2\n")], "second");
+    let head = plimsoll_syncer::git::fetch_branch(&url, &mirror_path, &branch).unwrap();
+    assert_eq!(head, second.to_string());
+    let rev = Revision::open(&mirror_path, &branch).unwrap();
+    assert_eq!(rev.read("plimsoll.yaml").unwrap(), b"a: 2\n");
+    assert_eq!(
+        plimsoll_syncer::git::branch_head(dir.path(), &branch).unwrap(),
+        second.to_string()
+    );
+    assert!(plimsoll_syncer::git::fetch_branch(&url, &mirror_path, "no-such-branch").is_err());
+}
