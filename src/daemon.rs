@@ -629,13 +629,7 @@ pub fn cmd_daemon(
         {
             let stop = stop.clone();
             tokio::spawn(async move {
-                if let Ok(mut term) =
-                    tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-                {
-                    tokio::select! {
-                        _ = term.recv() => {}
-                        _ = tokio::signal::ctrl_c() => {}
-                    }
+                if crate::sync::stop_requested().await {
                     tracing::info!("stop requested: stopping at the next safe boundary");
                     stop.store(true, Ordering::SeqCst);
                     let _ = stop_tx.send(()).await;

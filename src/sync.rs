@@ -46,6 +46,19 @@ pub enum SyncOutcome {
     },
 }
 
+/// Resolves on SIGTERM or Ctrl-C (`false` if signals cannot be watched).
+pub async fn stop_requested() -> bool {
+    let Ok(mut term) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+    else {
+        return false;
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+    true
+}
+
 /// The namespaces to read: given ones, else those of the desired releases.
 pub fn namespaces_of(opts: &SyncOptions, desired: &DesiredState) -> Vec<String> {
     if !opts.namespaces.is_empty() {
@@ -268,13 +281,7 @@ pub fn cmd_sync(
         {
             let stop = stop.clone();
             tokio::spawn(async move {
-                if let Ok(mut term) =
-                    tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-                {
-                    tokio::select! {
-                        _ = term.recv() => {}
-                        _ = tokio::signal::ctrl_c() => {}
-                    }
+                if stop_requested().await {
                     eprintln!("stop requested: finishing the current step");
                     stop.store(true, Ordering::SeqCst);
                 }

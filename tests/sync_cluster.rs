@@ -95,6 +95,39 @@ impl Site {
         self.plimsoll(&args, env)
     }
 
+    /// `plimsoll sync --yes ARGS` in the background, output captured.
+    fn spawn_sync(&self, args: &[&str]) -> std::process::Child {
+        Command::new(env!("CARGO_BIN_EXE_plimsoll"))
+            .current_dir(self.repo.path())
+            .args(["sync", "--yes"])
+            .args(args)
+            .args(["--kubeconfig", &self.kubeconfig(), "--helm", &self.helm()])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    }
+
+    /// Waits until the journal records a completed step whose id contains
+    /// `step`.
+    async fn wait_for_step(&self, step: &str) {
+        let api: Api<ConfigMap> = Api::namespaced(self.client(), "plimsoll");
+        for _ in 0..600 {
+            let done = api
+                .get_opt("plimsoll-journal-example")
+                .await
+                .ok()
+                .flatten()
+                .and_then(|cm| cm.data)
+                .is_some_and(|d| d.get("completed").is_some_and(|c| c.contains(step)));
+            if done {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("the journal never recorded {step}");
+    }
+
     fn client(&self) -> kube::Client {
         self.cluster.client.clone()
     }
@@ -151,6 +184,19 @@ async fn site(storage: StorageBehaviour, patch: bool) -> Option<Site> {
     })
 }
 
+/// A site with the example installed at segment m by `plimsoll sync`; the
+/// storage stand-in stalls the resizes of the PVCs named.
+async fn installed_site(stall: &[&str]) -> Option<Site> {
+    let storage = StorageBehaviour {
+        stall_resize: stall.iter().map(|s| s.to_string()).collect(),
+        ..Default::default()
+    };
+    let site = site(storage, false).await?;
+    let o = site.sync("m", &[], &[]);
+    assert!(o.status.success(), "{}", text(&o));
+    Some(site)
+}
+
 fn text(o: &Output) -> String {
     format!(
         "exit {:?}\n--- stdout\n{}--- stderr\n{}",
@@ -170,6 +216,32 @@ fn golden(name: &str, actual: &str) {
     let expected = std::fs::read_to_string(&path)
         .unwrap_or_else(|_| panic!("{} missing; run with UPDATE_EXPECT=1", path.display()));
     assert_eq!(actual, expected, "differs from {}", path.display());
+}
+
+/// Creates every object of `deploy/plimsoll-daemon.yaml`; returns their kinds.
+async fn apply_manifest(client: &kube::Client) -> Vec<String> {
+    let text = std::fs::read(root().join("deploy/plimsoll-daemon.yaml")).unwrap();
+    let mut kinds = Vec::new();
+    for doc in plimsoll_renderer::yaml::parse_documents(&text, 0).unwrap() {
+        let json = plimsoll_renderer::json::to_json(&doc).unwrap();
+        let obj: kube::api::DynamicObject = serde_json::from_str(&json).unwrap();
+        let types = obj.types.clone().unwrap();
+        let gvk = kube::api::GroupVersionKind::try_from(&types).unwrap();
+        let (ar, caps) = kube::discovery::pinned_kind(client, &gvk).await.unwrap();
+        let api: Api<kube::api::DynamicObject> = match caps.scope {
+            kube::discovery::Scope::Namespaced => Api::namespaced_with(
+                client.clone(),
+                obj.metadata.namespace.as_deref().unwrap(),
+                &ar,
+            ),
+            kube::discovery::Scope::Cluster => Api::all_with(client.clone(), &ar),
+        };
+        api.create(&PostParams::default(), &obj)
+            .await
+            .unwrap_or_else(|e| panic!("{} {:?}: {e}", types.kind, obj.metadata.name));
+        kinds.push(types.kind);
+    }
+    kinds
 }
 
 /// What an operator such as Percona's would have created: a CRD and one
@@ -333,11 +405,9 @@ async fn scale_the_bundled_example_from_m_to_l_end_to_end() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_sync_resumes_after_the_pvc_patches_and_after_the_orphan_delete() {
-    let Some(site) = site(StorageBehaviour::default(), false).await else {
+    let Some(site) = installed_site(&[]).await else {
         return;
     };
-    let o = site.sync("m", &[], &[]);
-    assert!(o.status.success(), "{}", text(&o));
     let installed = site.pvc_uids().await;
     let pods: Api<k8s_openapi::api::core::v1::Pod> = Api::namespaced(site.client(), NS);
     let pod_uids = |list: kube::core::ObjectList<k8s_openapi::api::core::v1::Pod>| -> Vec<String> {
@@ -421,19 +491,9 @@ async fn a_killed_sync_resumes_after_the_pvc_patches_and_after_the_orphan_delete
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stalled_resize_times_out_and_leaves_the_application_stack_alone() {
-    let Some(site) = site(
-        StorageBehaviour {
-            stall_resize: ["data-mongo-replicaset-0".to_string()].into(),
-            ..Default::default()
-        },
-        false,
-    )
-    .await
-    else {
+    let Some(site) = installed_site(&["data-mongo-replicaset-0"]).await else {
         return;
     };
-    let o = site.sync("m", &[], &[]);
-    assert!(o.status.success(), "{}", text(&o));
     let o = site.sync("l", &["--expansion-timeout", "3"], &[]);
     assert_eq!(o.status.code(), Some(1), "{}", text(&o));
     let err = String::from_utf8_lossy(&o.stderr).into_owned();
@@ -463,24 +523,7 @@ async fn a_stalled_resize_times_out_and_leaves_the_application_stack_alone() {
     assert!(j["message"].contains("data-mongo-replicaset-0"), "{j:?}");
 
     // While a sync waits, a second syncer is turned away by the lease.
-    let first = {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_plimsoll"));
-        cmd.current_dir(site.repo.path()).args([
-            "sync",
-            "--yes",
-            "--set",
-            "segment=l",
-            "--expansion-timeout",
-            "30",
-            "--kubeconfig",
-            &site.kubeconfig(),
-            "--helm",
-            &site.helm(),
-        ]);
-        cmd.stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped());
-        cmd.spawn().unwrap()
-    };
+    let first = site.spawn_sync(&["--set", "segment=l", "--expansion-timeout", "30"]);
     let leases: Api<k8s_openapi::api::coordination::v1::Lease> =
         Api::namespaced(site.client(), "plimsoll");
     for _ in 0..100 {
@@ -517,11 +560,9 @@ async fn a_stalled_resize_times_out_and_leaves_the_application_stack_alone() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn helm_failing_stops_the_sync_before_the_application_stack() {
-    let Some(site) = site(StorageBehaviour::default(), false).await else {
+    let Some(site) = installed_site(&[]).await else {
         return;
     };
-    let o = site.sync("m", &[], &[]);
-    assert!(o.status.success(), "{}", text(&o));
     // A helm that renders but cannot upgrade.
     let failing = site.repo.path().join("failing-helm");
     std::fs::write(
@@ -576,11 +617,9 @@ async fn helm_failing_stops_the_sync_before_the_application_stack() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pod_that_never_becomes_ready_fails_the_sync_with_what_is_waiting() {
-    let Some(site) = site(StorageBehaviour::default(), false).await else {
+    let Some(site) = installed_site(&[]).await else {
         return;
     };
-    let o = site.sync("m", &[], &[]);
-    assert!(o.status.success(), "{}", text(&o));
     site.cluster
         .node
         .behaviour
@@ -887,28 +926,7 @@ async fn the_daemon_manifest_is_accepted_by_the_api_server() {
     };
     let client = site.client();
     create_operator_resource(&client).await;
-    let text = std::fs::read(root().join("deploy/plimsoll-daemon.yaml")).unwrap();
-    let docs = plimsoll_renderer::yaml::parse_documents(&text, 0).unwrap();
-    let mut kinds = Vec::new();
-    for doc in docs {
-        let json = plimsoll_renderer::json::to_json(&doc).unwrap();
-        let obj: kube::api::DynamicObject = serde_json::from_str(&json).unwrap();
-        let types = obj.types.clone().unwrap();
-        let gvk = kube::api::GroupVersionKind::try_from(&types).unwrap();
-        let (ar, caps) = kube::discovery::pinned_kind(&client, &gvk).await.unwrap();
-        let api: Api<kube::api::DynamicObject> = match caps.scope {
-            kube::discovery::Scope::Namespaced => Api::namespaced_with(
-                client.clone(),
-                obj.metadata.namespace.as_deref().unwrap(),
-                &ar,
-            ),
-            kube::discovery::Scope::Cluster => Api::all_with(client.clone(), &ar),
-        };
-        api.create(&PostParams::default(), &obj)
-            .await
-            .unwrap_or_else(|e| panic!("{} {:?}: {e}", types.kind, obj.metadata.name));
-        kinds.push(types.kind);
-    }
+    let kinds = apply_manifest(&client).await;
     assert_eq!(
         kinds,
         [
@@ -1014,43 +1032,14 @@ async fn downgrades_and_skipped_upgrade_paths_are_refused_before_any_change() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_api_server_restarting_mid_sync_does_not_stop_it() {
-    let Some(mut site) = site(
-        StorageBehaviour {
-            stall_resize: ["data-mariadb-galera-2".to_string()].into(),
-            ..Default::default()
-        },
-        false,
-    )
-    .await
-    else {
+    let Some(mut site) = installed_site(&["data-mariadb-galera-2"]).await else {
         return;
     };
-    let o = site.sync("m", &[], &[]);
-    assert!(o.status.success(), "{}", text(&o));
-    let child = Command::new(env!("CARGO_BIN_EXE_plimsoll"))
-        .current_dir(site.repo.path())
-        .args([
-            "sync",
-            "--yes",
-            "--set",
-            "segment=l",
-            "--expansion-timeout",
-            "120",
-        ])
-        .args(["--kubeconfig", &site.kubeconfig(), "--helm", &site.helm()])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let child = site.spawn_sync(&["--set", "segment=l", "--expansion-timeout", "120"]);
     // Wait until the sync waits on the stalled resize, then restart the API
     // server under it.
-    for _ in 0..300 {
-        let j = site.journal().await;
-        if j["completed"].contains("expand-pvc/data-mongo-replicaset-2") {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    site.wait_for_step("expand-pvc/data-mongo-replicaset-2")
+        .await;
     site.cluster
         .cp
         .restart_apiserver(Duration::from_secs(3))
@@ -1081,23 +1070,7 @@ async fn the_manifest_rbac_is_enough_to_sync_as_the_service_account() {
     };
     let client = site.client();
     create_operator_resource(&client).await;
-    let text_ = std::fs::read(root().join("deploy/plimsoll-daemon.yaml")).unwrap();
-    for doc in plimsoll_renderer::yaml::parse_documents(&text_, 0).unwrap() {
-        let json = plimsoll_renderer::json::to_json(&doc).unwrap();
-        let obj: kube::api::DynamicObject = serde_json::from_str(&json).unwrap();
-        let types = obj.types.clone().unwrap();
-        let gvk = kube::api::GroupVersionKind::try_from(&types).unwrap();
-        let (ar, caps) = kube::discovery::pinned_kind(&client, &gvk).await.unwrap();
-        let api: Api<kube::api::DynamicObject> = match caps.scope {
-            kube::discovery::Scope::Namespaced => Api::namespaced_with(
-                client.clone(),
-                obj.metadata.namespace.as_deref().unwrap(),
-                &ar,
-            ),
-            kube::discovery::Scope::Cluster => Api::all_with(client.clone(), &ar),
-        };
-        api.create(&PostParams::default(), &obj).await.unwrap();
-    }
+    apply_manifest(&client).await;
     // The token controller gives the service account a token Secret.
     let secrets: Api<Secret> = Api::namespaced(client.clone(), "plimsoll");
     let mut token = None;
@@ -1184,35 +1157,13 @@ async fn the_manifest_rbac_is_enough_to_sync_as_the_service_account() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_stops_at_a_safe_boundary_and_the_next_sync_finishes() {
-    let Some(site) = site(
-        StorageBehaviour {
-            stall_resize: ["data-lrc-1".to_string()].into(),
-            ..Default::default()
-        },
-        false,
-    )
-    .await
-    else {
+    let Some(site) = installed_site(&["data-lrc-1"]).await else {
         return;
     };
-    let o = site.sync("m", &[], &[]);
-    assert!(o.status.success(), "{}", text(&o));
-    let child = Command::new(env!("CARGO_BIN_EXE_plimsoll"))
-        .current_dir(site.repo.path())
-        .args(["sync", "--yes", "--set", "segment=l"])
-        .args(["--kubeconfig", &site.kubeconfig(), "--helm", &site.helm()])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let child = site.spawn_sync(&["--set", "segment=l"]);
     // The application stack waits on its stalled resize: stop there.
-    for _ in 0..600 {
-        let j = site.journal().await;
-        if j["completed"].contains("thingpark-enterprise/2/expand-pvc/data-lrc-1") {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    site.wait_for_step("thingpark-enterprise/2/expand-pvc/data-lrc-1")
+        .await;
     Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status()
