@@ -519,7 +519,10 @@ impl Daemon {
                     .iter()
                     .find(|x| x.release == r.name)
                     .map_or(0, |x| x.steps.len() as u64);
-                m.drift.insert(r.name.clone(), steps);
+                // Drift that cannot be synced back (a PVC grown by hand
+                // past the desired size) counts too.
+                let refused = p.refusals.iter().filter(|x| x.release() == r.name).count() as u64;
+                m.drift.insert(r.name.clone(), steps + refused);
             }
         }
         for rp in &p.releases {

@@ -110,7 +110,8 @@ pub fn load(common: &Common, rev: Option<&str>, helm: &Path) -> anyhow::Result<D
                 let Some((chart, values_file)) = prepared.get(i) else {
                     break;
                 };
-                let w = chart_workloads(helm, chart, &rendered.releases[i].release, values_file);
+                let r = &rendered.releases[i];
+                let w = cached_workloads(helm, chart, &r.release, values_file, &r.text);
                 if let Ok(mut slots) = results.lock() {
                     slots[i] = Some(w);
                 }
@@ -198,6 +199,70 @@ pub fn load(common: &Common, rev: Option<&str>, helm: &Path) -> anyhow::Result<D
         rendered,
         _workdir: workdir,
     })
+}
+
+type Workloads = (Vec<plimsoll_syncer::state::DesiredStatefulSet>, Vec<String>);
+
+/// `helm template`'s workloads, cached on disk for charts that are local
+/// directories (an exported revision or the working tree): the key is the
+/// helm executable (path, size, mtime), the chart's files, the release's
+/// name, namespace and version, and the values. With 100 releases and
+/// nothing changed, this is the difference between seconds and
+/// milliseconds. `PLIMSOLL_NO_CACHE=1` turns it off.
+fn cached_workloads(
+    helm: &Path,
+    chart: &str,
+    release: &plimsoll_renderer::stack::Release,
+    values_file: &Path,
+    values_text: &str,
+) -> anyhow::Result<Workloads> {
+    let dir = std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
+        .map(|d| d.join("plimsoll/template"));
+    let usable = Path::new(chart).is_dir() && std::env::var_os("PLIMSOLL_NO_CACHE").is_none();
+    let (Some(dir), true) = (dir, usable) else {
+        return chart_workloads(helm, chart, release, values_file);
+    };
+    let helm_id = std::process::Command::new("sh")
+        .args(["-c", "command -v \"$1\""])
+        .args(["sh"])
+        .arg(helm)
+        .output()
+        .ok()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .filter(|p| !p.is_empty())
+        .and_then(|p| std::fs::metadata(&p).ok().map(|m| (p, m)))
+        .map(|(p, m)| format!("{p}\0{}\0{:?}", m.len(), m.modified().ok()));
+    let Some(helm_id) = helm_id else {
+        return chart_workloads(helm, chart, release, values_file);
+    };
+    let key = plimsoll_syncer::journal::digest(
+        format!(
+            "v1\0{helm_id}\0{}\0{}\0{}\0{}\0{values_text}",
+            chart_digest(Path::new(chart))?,
+            release.name,
+            release.namespace,
+            release.version
+        )
+        .as_bytes(),
+    );
+    let path = dir.join(format!("{key}.json"));
+    if let Some(hit) = std::fs::read(&path)
+        .ok()
+        .and_then(|b| serde_json::from_slice::<Workloads>(&b).ok())
+    {
+        return Ok(hit);
+    }
+    let w = chart_workloads(helm, chart, release, values_file)?;
+    // Best effort, atomically: a cache that cannot be written is no cache.
+    if std::fs::create_dir_all(&dir).is_ok() {
+        let tmp = dir.join(format!(".{key}.{}", std::process::id()));
+        if std::fs::write(&tmp, serde_json::to_vec(&w)?).is_ok() {
+            let _ = std::fs::rename(&tmp, &path);
+        }
+    }
+    Ok(w)
 }
 
 /// Sha-256 over a chart directory's files (paths and contents, sorted).

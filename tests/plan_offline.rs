@@ -80,3 +80,64 @@ fn catalog_upgrade_paths_and_downgrades() {
         assert!(out.contains(expected), "{version}: {out}");
     }
 }
+
+#[test]
+fn helm_template_results_are_cached_by_chart_values_and_helm() {
+    let Some(env) = Env::require() else { return };
+    let repo = repo("1.1.0");
+    let r = repo.path();
+    let real = write_helm_command(&env, &r.join("real-helm"), None).unwrap();
+    // A helm that logs each call, then runs the real one.
+    let counting = r.join("helm");
+    std::fs::write(
+        &counting,
+        format!(
+            "#!/bin/sh\necho \"$1\" >> {}\nexec {} \"$@\"\n",
+            r.join("calls.log").display(),
+            real.display()
+        ),
+    )
+    .unwrap();
+    Command::new("chmod")
+        .arg("+x")
+        .arg(&counting)
+        .status()
+        .unwrap();
+    let cache = tempfile::tempdir().unwrap();
+    let plan = || {
+        let o = Command::new(env!("CARGO_BIN_EXE_plimsoll"))
+            .current_dir(r)
+            .env("XDG_CACHE_HOME", cache.path())
+            .args(["plan", "--live", "live.json", "--helm"])
+            .arg(&counting)
+            .output()
+            .unwrap();
+        assert_eq!(
+            o.status.code(),
+            Some(2),
+            "{}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    };
+    let calls = || {
+        std::fs::read_to_string(r.join("calls.log"))
+            .unwrap_or_default()
+            .lines()
+            .count()
+    };
+    let first = plan();
+    assert_eq!(calls(), 1, "rendered once");
+    assert_eq!(plan(), first, "the same plan from the cache");
+    assert_eq!(calls(), 1, "not rendered again");
+    // Other values: rendered again.
+    std::fs::write(r.join("site.yaml"), "twa:\n  replicaCount: 3\n").unwrap();
+    plan();
+    assert_eq!(calls(), 2);
+    // A changed chart file: rendered again.
+    let t = r.join("charts/test-app/templates/twa.yaml");
+    let text = std::fs::read_to_string(&t).unwrap() + "\n# edited\n";
+    std::fs::write(&t, text).unwrap();
+    plan();
+    assert_eq!(calls(), 3);
+}

@@ -142,6 +142,19 @@ pub enum Refusal {
 }
 
 impl Refusal {
+    /// The release refused.
+    pub fn release(&self) -> &str {
+        match self {
+            Refusal::PvcShrink { release, .. }
+            | Refusal::StorageClassChange { release, .. }
+            | Refusal::NotExpandable { release, .. }
+            | Refusal::Downgrade { release, .. }
+            | Refusal::SkippedUpgradePath { release, .. }
+            | Refusal::VersionBumpWithValueChanges { release, .. }
+            | Refusal::PatchNotApplicable { release, .. } => release,
+        }
+    }
+
     /// The refusal as one sentence naming release, object and values.
     pub fn message(&self) -> String {
         match self {
