@@ -1203,3 +1203,51 @@ async fn sigterm_stops_at_a_safe_boundary_and_the_next_sync_finishes() {
     );
     assert_eq!(site.release_revision("thingpark-enterprise").await, 2);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_commit_after_an_interrupted_sync_plans_afresh_from_the_live_state() {
+    let Some(site) = installed_site(&["data-mariadb-galera-0"]).await else {
+        return;
+    };
+    let o = site.sync("l", &[], &[("PLIMSOLL_FAULT_ABORT_AFTER", "expand-pvc")]);
+    assert_eq!(o.status.code(), None, "killed: {}", text(&o));
+    // Another change lands before the next sync: a new desired state.
+    let site_values = site.repo.path().join("site/data-stack.yaml");
+    let text_ = std::fs::read_to_string(&site_values).unwrap();
+    std::fs::write(
+        &site_values,
+        text_.replace("name: thingpark", "name: thingpark-2"),
+    )
+    .unwrap();
+    // Planned from the live state: a volume already requested is not
+    // expanded again, but its resize (stalled here) is waited for before
+    // the StatefulSet is re-created.
+    let o = site.plimsoll(&["plan", "--set", "segment=l"], &[]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    let plan = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert!(!plan.contains("expand PVC data-mariadb-galera-0"), "{plan}");
+    let wait = plan
+        .find("wait until PVC data-mariadb-galera-0 has 15Gi")
+        .expect("the resize in progress is waited for");
+    assert!(
+        wait < plan.find("delete StatefulSet mariadb-galera").unwrap(),
+        "{plan}"
+    );
+
+    site.storage[0]
+        .behaviour
+        .lock()
+        .unwrap()
+        .stall_resize
+        .clear();
+    let o = site.sync("l", &[], &[]);
+    assert!(o.status.success(), "{}", text(&o));
+    let (out, err) = (
+        String::from_utf8_lossy(&o.stdout).into_owned(),
+        String::from_utf8_lossy(&o.stderr).into_owned(),
+    );
+    assert!(!err.contains("resuming plan"), "{}", text(&o));
+    assert!(out.contains("Sync complete in"), "{}", text(&o));
+    let o = site.plimsoll(&["plan", "--set", "segment=l"], &[]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+}

@@ -420,6 +420,7 @@ pub fn plan(desired: &[DesiredRelease], observed: &ObservedState, options: &Plan
 
         // Volumes: PVCs of each StatefulSet the chart renders.
         let mut expansions = Vec::new();
+        let mut resizing: Vec<(String, String)> = Vec::new();
         let mut recreate = Vec::new();
         for dsts in &d.statefulsets {
             let live_sts: Option<&StatefulSetState> = observed
@@ -489,6 +490,16 @@ pub fn plan(desired: &[DesiredRelease], observed: &ObservedState, options: &Plan
                                 class.clone(),
                             ));
                         }
+                    } else if pvc
+                        .capacity
+                        .as_deref()
+                        .and_then(quantity_bytes)
+                        .is_some_and(|c| Some(c) < have)
+                    {
+                        // Requested already (an interrupted sync, or by
+                        // hand) but not yet grown: wait before anything
+                        // re-creates the StatefulSet.
+                        resizing.push((pvc.name.clone(), pvc.request.clone()));
                     }
                 }
             }
@@ -507,7 +518,11 @@ pub fn plan(desired: &[DesiredRelease], observed: &ObservedState, options: &Plan
                 storage_class: storage_class.clone(),
             });
         }
-        for (pvc, _, to, _) in &expansions {
+        let waits = expansions
+            .iter()
+            .map(|(pvc, _, to, _)| (pvc, to))
+            .chain(resizing.iter().map(|(pvc, to)| (pvc, to)));
+        for (pvc, to) in waits {
             rp.steps.push(Step::WaitForExpansion {
                 namespace: d.namespace.clone(),
                 pvc: pvc.clone(),
