@@ -97,8 +97,16 @@ pub fn load(common: &Common, rev: Option<&str>, helm: &Path) -> anyhow::Result<D
         let values_file = dir.join("values.yaml");
         std::fs::write(&values_file, &r.text)?;
         let chart = chart_reference(&common.repo, revision.as_ref(), &r.release.chart, &dir)?;
-        prepared.push((chart, values_file));
+        // A chart kept in the repository is part of the desired state (and
+        // of the template cache's key); hashed once, used for both.
+        let local = match &revision {
+            Some(rv) => rv.is_dir(&r.release.chart),
+            None => Path::new(&chart).is_dir(),
+        };
+        let digest = local.then(|| chart_digest(Path::new(&chart))).transpose()?;
+        prepared.push((chart, values_file, digest));
     }
+    let cache = TemplateCache::open(helm);
     let workers = std::thread::available_parallelism().map_or(2, |n| n.get().clamp(2, 8));
     let mut workloads: Vec<Option<anyhow::Result<_>>> = (0..prepared.len()).map(|_| None).collect();
     let next = std::sync::atomic::AtomicUsize::new(0);
@@ -107,18 +115,25 @@ pub fn load(common: &Common, rev: Option<&str>, helm: &Path) -> anyhow::Result<D
         for _ in 0..workers.min(prepared.len()) {
             scope.spawn(|| loop {
                 let i = next.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-                let Some((chart, values_file)) = prepared.get(i) else {
+                let Some((chart, values_file, digest)) = prepared.get(i) else {
                     break;
                 };
                 let r = &rendered.releases[i];
-                let w = cached_workloads(helm, chart, &r.release, values_file, &r.text);
+                let w = match (&cache, digest) {
+                    (Some(cache), Some(digest)) => {
+                        cache.workloads(helm, chart, digest, &r.release, values_file, &r.text)
+                    }
+                    _ => chart_workloads(helm, chart, &r.release, values_file),
+                };
                 if let Ok(mut slots) = results.lock() {
                     slots[i] = Some(w);
                 }
             });
         }
     });
-    for ((r, (chart, values_file)), w) in rendered.releases.iter().zip(prepared).zip(workloads) {
+    for ((r, (chart, values_file, chart_digest)), w) in
+        rendered.releases.iter().zip(prepared).zip(workloads)
+    {
         let name = &r.release.name;
         let values_json =
             json::to_json(&r.result.node).with_context(|| format!("release {name}"))?;
@@ -148,14 +163,7 @@ pub fn load(common: &Common, rev: Option<&str>, helm: &Path) -> anyhow::Result<D
             r.text,
             serde_json::to_string(&patches)?
         ));
-        if let Some(rv) = &revision {
-            // A chart kept in the repository is part of the desired state.
-            if rv.is_dir(&r.release.chart) {
-                digest_input.push_str(&chart_digest(Path::new(&chart))?);
-            }
-        } else if Path::new(&chart).is_dir() {
-            digest_input.push_str(&chart_digest(Path::new(&chart))?);
-        }
+        digest_input.push_str(chart_digest.as_deref().unwrap_or(""));
         sources.insert(
             name.clone(),
             ReleaseSource {
@@ -203,66 +211,76 @@ pub fn load(common: &Common, rev: Option<&str>, helm: &Path) -> anyhow::Result<D
 
 type Workloads = (Vec<plimsoll_syncer::state::DesiredStatefulSet>, Vec<String>);
 
-/// `helm template`'s workloads, cached on disk for charts that are local
+/// `helm template`'s workloads cached on disk, for charts that are local
 /// directories (an exported revision or the working tree): the key is the
 /// helm executable (path, size, mtime), the chart's files, the release's
 /// name, namespace and version, and the values. With 100 releases and
 /// nothing changed, this is the difference between seconds and
 /// milliseconds. `PLIMSOLL_NO_CACHE=1` turns it off.
-fn cached_workloads(
-    helm: &Path,
-    chart: &str,
-    release: &plimsoll_renderer::stack::Release,
-    values_file: &Path,
-    values_text: &str,
-) -> anyhow::Result<Workloads> {
-    let dir = std::env::var_os("XDG_CACHE_HOME")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
-        .map(|d| d.join("plimsoll/template"));
-    let usable = Path::new(chart).is_dir() && std::env::var_os("PLIMSOLL_NO_CACHE").is_none();
-    let (Some(dir), true) = (dir, usable) else {
-        return chart_workloads(helm, chart, release, values_file);
-    };
-    let helm_id = std::process::Command::new("sh")
-        .args(["-c", "command -v \"$1\""])
-        .args(["sh"])
-        .arg(helm)
-        .output()
-        .ok()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-        .filter(|p| !p.is_empty())
-        .and_then(|p| std::fs::metadata(&p).ok().map(|m| (p, m)))
-        .map(|(p, m)| format!("{p}\0{}\0{:?}", m.len(), m.modified().ok()));
-    let Some(helm_id) = helm_id else {
-        return chart_workloads(helm, chart, release, values_file);
-    };
-    let key = plimsoll_syncer::journal::digest(
-        format!(
-            "v1\0{helm_id}\0{}\0{}\0{}\0{}\0{values_text}",
-            chart_digest(Path::new(chart))?,
-            release.name,
-            release.namespace,
-            release.version
-        )
-        .as_bytes(),
-    );
-    let path = dir.join(format!("{key}.json"));
-    if let Some(hit) = std::fs::read(&path)
-        .ok()
-        .and_then(|b| serde_json::from_slice::<Workloads>(&b).ok())
-    {
-        return Ok(hit);
-    }
-    let w = chart_workloads(helm, chart, release, values_file)?;
-    // Best effort, atomically: a cache that cannot be written is no cache.
-    if std::fs::create_dir_all(&dir).is_ok() {
-        let tmp = dir.join(format!(".{key}.{}", std::process::id()));
-        if std::fs::write(&tmp, serde_json::to_vec(&w)?).is_ok() {
-            let _ = std::fs::rename(&tmp, &path);
+struct TemplateCache {
+    dir: PathBuf,
+    /// Which helm: its resolved path, size and mtime.
+    helm_id: String,
+}
+
+impl TemplateCache {
+    /// `None` when turned off, without a cache directory, or when the helm
+    /// executable cannot be identified.
+    fn open(helm: &Path) -> Option<TemplateCache> {
+        if std::env::var_os("PLIMSOLL_NO_CACHE").is_some() {
+            return None;
         }
+        let dir = std::env::var_os("XDG_CACHE_HOME")
+            .map(PathBuf::from)
+            .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))?
+            .join("plimsoll/template");
+        let resolved = std::process::Command::new("sh")
+            .args(["-c", "command -v \"$1\"", "sh"])
+            .arg(helm)
+            .output()
+            .ok()
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+            .filter(|p| !p.is_empty())?;
+        let meta = std::fs::metadata(&resolved).ok()?;
+        Some(TemplateCache {
+            dir,
+            helm_id: format!("{resolved}\0{}\0{:?}", meta.len(), meta.modified().ok()),
+        })
     }
-    Ok(w)
+
+    fn workloads(
+        &self,
+        helm: &Path,
+        chart: &str,
+        chart_digest: &str,
+        release: &plimsoll_renderer::stack::Release,
+        values_file: &Path,
+        values_text: &str,
+    ) -> anyhow::Result<Workloads> {
+        let key = plimsoll_syncer::journal::digest(
+            format!(
+                "v1\0{}\0{chart_digest}\0{}\0{}\0{}\0{values_text}",
+                self.helm_id, release.name, release.namespace, release.version
+            )
+            .as_bytes(),
+        );
+        let path = self.dir.join(format!("{key}.json"));
+        if let Some(hit) = std::fs::read(&path)
+            .ok()
+            .and_then(|b| serde_json::from_slice::<Workloads>(&b).ok())
+        {
+            return Ok(hit);
+        }
+        let w = chart_workloads(helm, chart, release, values_file)?;
+        // Best effort, atomically: a cache that cannot be written is no cache.
+        if std::fs::create_dir_all(&self.dir).is_ok() {
+            let tmp = self.dir.join(format!(".{key}.{}", std::process::id()));
+            if std::fs::write(&tmp, serde_json::to_vec(&w)?).is_ok() {
+                let _ = std::fs::rename(&tmp, &path);
+            }
+        }
+        Ok(w)
+    }
 }
 
 /// Sha-256 over a chart directory's files (paths and contents, sorted).
@@ -323,7 +341,7 @@ fn chart_workloads(
     chart: &str,
     release: &plimsoll_renderer::stack::Release,
     values_file: &Path,
-) -> anyhow::Result<(Vec<plimsoll_syncer::state::DesiredStatefulSet>, Vec<String>)> {
+) -> anyhow::Result<Workloads> {
     let out = std::process::Command::new(helm)
         .args([
             "template",

@@ -2,21 +2,13 @@
 //! temporary repository.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 
 mod support;
-use support::copy_dir;
+use support::{copy_dir, plimsoll};
 
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn plimsoll(dir: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_plimsoll"))
-        .current_dir(dir)
-        .args(args)
-        .output()
-        .expect("run plimsoll")
 }
 
 fn stdout(o: &Output) -> String {

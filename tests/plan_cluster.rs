@@ -1,7 +1,7 @@
 //! `plimsoll snapshot` and `plimsoll plan` against a real control plane.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::path::PathBuf;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::apps::v1::StatefulSet;
@@ -10,14 +10,24 @@ use plimsoll_testenv::actors::{create_storage_class, StorageActor, StorageBehavi
 use plimsoll_testenv::{Cluster, Env};
 
 mod support;
-use support::copy_dir;
+use support::{commit_all, copy_dir, plimsoll};
 
-fn plimsoll(dir: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_plimsoll"))
-        .current_dir(dir)
-        .args(args)
+/// Installs the rendered `data` release with helm, as an operator would.
+fn helm_install_rendered(helm: &std::path::Path, repo: &std::path::Path, ns: &str) {
+    let o = Command::new(helm)
+        .args([
+            "upgrade",
+            "--install",
+            "data",
+            "charts/test-data",
+            "--namespace",
+            ns,
+        ])
+        .args(["-f", "rendered/data.yaml"])
+        .current_dir(repo)
         .output()
-        .expect("run plimsoll")
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
 }
 
 /// A deployment repository for the test data chart, sized by segment.
@@ -62,21 +72,7 @@ async fn snapshot_then_plan_offline_matches_plan_online() {
     let r = repo.path();
     let o = plimsoll(r, &["render"]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let o = Command::new(&cp.helm)
-        .args([
-            "upgrade",
-            "--install",
-            "data",
-            "charts/test-data",
-            "--namespace",
-            &ns,
-            "-f",
-            "rendered/data.yaml",
-        ])
-        .current_dir(r)
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    helm_install_rendered(&cp.helm, r, &ns);
     let sts: Api<StatefulSet> = Api::namespaced(client.clone(), &ns);
     let deadline = Instant::now() + Duration::from_secs(90);
     while sts
@@ -170,29 +166,7 @@ async fn snapshot_then_plan_offline_matches_plan_online() {
     // Git revisions: the deployed state, then a commit growing the m profile;
     // the working tree is dirtied to show it is not what `--rev` reads.
     let git = git2::Repository::init(r).unwrap();
-    let commit = |message: &str| {
-        let mut index = git.index().unwrap();
-        index
-            .add_all(
-                ["plimsoll.yaml", "profiles", "site.yaml", "charts"],
-                git2::IndexAddOption::DEFAULT,
-                None,
-            )
-            .unwrap();
-        index.write().unwrap();
-        let tree = git.find_tree(index.write_tree().unwrap()).unwrap();
-        let sig = git2::Signature::now("test", "test@plimsoll.invalid").unwrap();
-        let parents: Vec<git2::Commit> = git
-            .head()
-            .ok()
-            .and_then(|h| h.peel_to_commit().ok())
-            .into_iter()
-            .collect();
-        let refs: Vec<&git2::Commit> = parents.iter().collect();
-        git.commit(Some("HEAD"), &sig, &sig, message, &tree, &refs)
-            .unwrap()
-            .to_string()
-    };
+    let commit = |message: &str| commit_all(&git, message);
     let deployed = commit("deployed: segment m");
     let l_profile = std::fs::read_to_string(r.join("profiles/l.yaml")).unwrap();
     std::fs::write(r.join("profiles/m.yaml"), &l_profile).unwrap();
@@ -334,21 +308,7 @@ async fn growth_on_a_class_without_expansion_needs_backup_and_restore() {
     )
     .unwrap();
     assert!(plimsoll(r, &["render"]).status.success());
-    let o = Command::new(&cp.helm)
-        .args([
-            "upgrade",
-            "--install",
-            "data",
-            "charts/test-data",
-            "--namespace",
-            &ns,
-            "-f",
-            "rendered/data.yaml",
-        ])
-        .current_dir(r)
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    helm_install_rendered(&cp.helm, r, &ns);
     let pvcs: Api<k8s_openapi::api::core::v1::PersistentVolumeClaim> =
         Api::namespaced(client.clone(), &ns);
     let deadline = Instant::now() + Duration::from_secs(90);

@@ -3,20 +3,12 @@
 //! runs through the real Helm engine (the test environment's front end).
 
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Command;
 
 use plimsoll_testenv::{write_helm_command, Env};
 
 mod support;
-use support::copy_dir;
-
-fn plimsoll(dir: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_plimsoll"))
-        .current_dir(dir)
-        .args(args)
-        .output()
-        .expect("run plimsoll")
-}
+use support::{copy_dir, plimsoll};
 
 fn repo(version: &str) -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();

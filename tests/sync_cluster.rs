@@ -16,7 +16,7 @@ use plimsoll_testenv::{Cluster, Env};
 use serde_json::json;
 
 mod support;
-use support::copy_dir;
+use support::{commit_all, copy_dir};
 
 const NS: &str = "thingpark";
 const CLASSES: [&str; 2] = ["thingpark-csi-gp3-xfs", "thingpark-csi-gp3-ext4"];
@@ -645,26 +645,6 @@ async fn a_pod_that_never_becomes_ready_fails_the_sync_with_what_is_waiting() {
     );
 }
 
-fn git_commit(repo: &git2::Repository, message: &str) -> String {
-    let mut index = repo.index().unwrap();
-    index
-        .add_all(["*"], git2::IndexAddOption::DEFAULT, None)
-        .unwrap();
-    index.write().unwrap();
-    let tree = repo.find_tree(index.write_tree().unwrap()).unwrap();
-    let sig = git2::Signature::now("test", "test@plimsoll.invalid").unwrap();
-    let parents: Vec<git2::Commit> = repo
-        .head()
-        .ok()
-        .and_then(|h| h.peel_to_commit().ok())
-        .into_iter()
-        .collect();
-    let refs: Vec<&git2::Commit> = parents.iter().collect();
-    repo.commit(Some("refs/heads/main"), &sig, &sig, message, &tree, &refs)
-        .unwrap()
-        .to_string()
-}
-
 /// A minimal HTTP/1.1 client for the daemon's endpoint.
 fn http(addr: &str, method: &str, path: &str) -> (u16, String) {
     use std::io::{Read, Write};
@@ -764,7 +744,7 @@ async fn the_daemon_syncs_new_commits_reports_drift_and_heals_it() {
     };
     let git = git2::Repository::init(site.repo.path()).unwrap();
     git.set_head("refs/heads/main").unwrap();
-    let first = git_commit(&git, "segment m");
+    let first = commit_all(&git, "segment m");
     let d = DaemonProcess::start(&site, &["--log-format", "json"]);
     d.wait_for("the first commit to be synced", |d| {
         metric(&d.addr, "plimsoll_synced_revision_info").is_some_and(|l| l.contains(&first))
@@ -785,7 +765,7 @@ async fn the_daemon_syncs_new_commits_reports_drift_and_heals_it() {
     let l = std::fs::read_to_string(site.repo.path().join("profiles/l.yaml")).unwrap();
     std::fs::write(site.repo.path().join("profiles/m.yaml"), l).unwrap();
     let committed = std::time::Instant::now();
-    let grown = git_commit(&git, "grow m to l sizes");
+    let grown = commit_all(&git, "grow m to l sizes");
     d.wait_for("the new commit to be noticed", |d| {
         d.log().contains(&format!("\"revision\":\"{grown}\""))
     })

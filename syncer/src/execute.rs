@@ -23,7 +23,7 @@ use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Secret};
 use kube::api::{Api, DeleteParams, ListParams, ObjectMeta, Patch, PatchParams, PostParams};
 
-use crate::journal::{Journal, JournalError, JournalStatus};
+use crate::journal::{step_kind, Journal, JournalError, JournalStatus};
 use crate::plan::Step;
 use crate::state::quantity_bytes;
 
@@ -737,9 +737,4 @@ fn pvc_conditions(p: &PersistentVolumeClaim) -> Vec<String> {
                 .collect()
         })
         .unwrap_or_default()
-}
-
-/// The journal's name for a step's kind.
-pub fn step_kind(step: &Step) -> &'static str {
-    crate::journal::step_kind(step)
 }

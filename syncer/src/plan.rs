@@ -77,6 +77,21 @@ pub struct ValueChange {
     pub to: Option<String>,
 }
 
+impl ValueChange {
+    pub fn shown_from(&self) -> &str {
+        self.from.as_deref().unwrap_or("(unset)")
+    }
+
+    pub fn shown_to(&self) -> &str {
+        self.to.as_deref().unwrap_or("(unset)")
+    }
+
+    /// `FROM -> TO`, `(unset)` for an absent side.
+    pub fn transition(&self) -> String {
+        format!("{} -> {}", self.shown_from(), self.shown_to())
+    }
+}
+
 /// The rendered values of a release changed between a base revision and
 /// the planned one, each change with the layer (file:line) that set it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -624,12 +639,7 @@ impl Step {
                 "patch {target}: {}",
                 changes
                     .iter()
-                    .map(|c| format!(
-                        "{} {} -> {}",
-                        c.path,
-                        c.from.as_deref().unwrap_or("(unset)"),
-                        c.to.as_deref().unwrap_or("(unset)")
-                    ))
+                    .map(|c| format!("{} {}", c.path, c.transition()))
                     .collect::<Vec<_>>()
                     .join(", ")
             ),
@@ -694,10 +704,9 @@ pub fn to_text(plan: &Plan) -> String {
         ));
         for c in &v.changes {
             out.push_str(&format!(
-                "  {}: {} -> {}{}\n",
+                "  {}: {}{}\n",
                 c.change.path,
-                c.change.from.as_deref().unwrap_or("(unset)"),
-                c.change.to.as_deref().unwrap_or("(unset)"),
+                c.change.transition(),
                 c.layer
                     .as_deref()
                     .map(|l| format!("  ({l})"))
@@ -714,12 +723,7 @@ pub fn to_text(plan: &Plan) -> String {
             out.push_str(&format!("  {}. {}\n", i + 1, s.describe()));
             if let Step::HelmUpgrade { changed_values, .. } = s {
                 for c in changed_values {
-                    out.push_str(&format!(
-                        "       {}: {} -> {}\n",
-                        c.path,
-                        c.from.as_deref().unwrap_or("(unset)"),
-                        c.to.as_deref().unwrap_or("(unset)")
-                    ));
+                    out.push_str(&format!("       {}: {}\n", c.path, c.transition()));
                 }
             }
         }
@@ -794,8 +798,8 @@ fn markdown_values_since_base(plan: &Plan, out: &mut String) {
             out.push_str(&format!(
                 "| `{}` | {} | {} | {} |\n",
                 c.change.path,
-                c.change.from.as_deref().unwrap_or("(unset)"),
-                c.change.to.as_deref().unwrap_or("(unset)"),
+                c.change.shown_from(),
+                c.change.shown_to(),
                 c.layer.as_deref().unwrap_or("")
             ));
         }

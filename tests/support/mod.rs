@@ -1,6 +1,9 @@
-//! Helpers shared by the binary's end-to-end tests.
+//! Helpers shared by the binary's end-to-end tests. Each test binary uses
+//! a part of them.
+#![allow(dead_code)]
 
 use std::path::Path;
+use std::process::{Command, Output};
 
 /// Copies a directory tree.
 pub fn copy_dir(from: &Path, to: &Path) {
@@ -14,4 +17,34 @@ pub fn copy_dir(from: &Path, to: &Path) {
             std::fs::copy(e.path(), dest).unwrap();
         }
     }
+}
+
+/// Runs the `plimsoll` binary in `dir`.
+pub fn plimsoll(dir: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_plimsoll"))
+        .current_dir(dir)
+        .args(args)
+        .output()
+        .expect("run plimsoll")
+}
+
+/// Commits every file of the working tree to HEAD; returns the commit id.
+pub fn commit_all(repo: &git2::Repository, message: &str) -> String {
+    let mut index = repo.index().unwrap();
+    index
+        .add_all(["*"], git2::IndexAddOption::DEFAULT, None)
+        .unwrap();
+    index.write().unwrap();
+    let tree = repo.find_tree(index.write_tree().unwrap()).unwrap();
+    let sig = git2::Signature::now("test", "test@plimsoll.invalid").unwrap();
+    let parents: Vec<git2::Commit> = repo
+        .head()
+        .ok()
+        .and_then(|h| h.peel_to_commit().ok())
+        .into_iter()
+        .collect();
+    let refs: Vec<&git2::Commit> = parents.iter().collect();
+    repo.commit(Some("HEAD"), &sig, &sig, message, &tree, &refs)
+        .unwrap()
+        .to_string()
 }
