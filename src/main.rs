@@ -1,22 +1,26 @@
-//! The `plimsoll` command: glue between the command line and the crates.
-//! Only this file knows about clap, anyhow, the filesystem layout of
-//! outputs and exit codes.
+//! The `plimsoll` command: the command line (clap), dispatch, printing and
+//! exit codes. The work is done by the crates: `plimsoll-renderer`
+//! (render), `plimsoll-planner` (plan) and `plimsoll-syncer` (everything
+//! that touches a repository's history, helm or a cluster).
+//!
+//! Start-up is kept cheap for the commands that need no cluster: no async
+//! runtime, TLS or client is set up before a command asks for one.
 
-use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
-use anyhow::{bail, Context};
 use clap::{Parser, Subcommand, ValueEnum};
 use plimsoll_renderer::merge::MergeMode;
-use plimsoll_renderer::render::{self, Rendered};
-use plimsoll_renderer::stack::{self, Stack};
-use plimsoll_renderer::yq::{self, Layer};
-use plimsoll_renderer::{json, keys};
+use plimsoll_syncer::client::ClusterOptions;
+use plimsoll_syncer::execute::Settings;
+use plimsoll_syncer::helm::helm_executable;
+use plimsoll_syncer::source::StackSource;
+use plimsoll_syncer::sync::SyncOptions;
 
-mod daemon;
-mod desired;
-mod sync;
+mod cluster_cmd;
+mod output;
+mod render_cmd;
 
 #[derive(Parser)]
 #[command(
@@ -24,13 +28,13 @@ mod sync;
     version,
     about = "Layered values rendering and safe transitions for Helm-deployed stateful platforms"
 )]
-struct Cli {
+pub struct Cli {
     #[command(subcommand)]
     command: Command,
 }
 
 #[derive(Subcommand)]
-enum Command {
+pub enum Command {
     /// Merge values files exactly as `yq eval-all '. as $item ireduce ({}; . * $item)'` does.
     Merge {
         /// How sequences combine: replace (yq `*`), append (`*+`), by-index (`*d`).
@@ -169,7 +173,7 @@ enum Command {
 }
 
 #[derive(clap::Args, Clone)]
-struct Common {
+pub struct Common {
     /// The deployment repository (holds plimsoll.yaml).
     #[arg(long, default_value = ".")]
     repo: PathBuf,
@@ -179,7 +183,7 @@ struct Common {
 }
 
 #[derive(clap::Args)]
-struct Cluster {
+pub struct Cluster {
     /// Kubeconfig file (default: $KUBECONFIG, then ~/.kube/config).
     #[arg(long)]
     kubeconfig: Option<PathBuf>,
@@ -192,7 +196,7 @@ struct Cluster {
 }
 
 #[derive(clap::Args, Clone)]
-struct SyncArgs {
+pub struct SyncArgs {
     /// Refuse a chart version bump mixed with value changes.
     #[arg(long)]
     strict: bool,
@@ -217,27 +221,45 @@ struct SyncArgs {
 }
 
 impl SyncArgs {
-    fn options(&self, namespaces: Vec<String>, dry_run: bool) -> sync::SyncOptions {
-        sync::SyncOptions {
+    fn options(&self, namespaces: Vec<String>, dry_run: bool) -> SyncOptions {
+        SyncOptions {
             journal_namespace: self.journal_namespace.clone(),
             strict: self.strict,
             dry_run,
-            settings: plimsoll_syncer::execute::Settings {
-                helm: desired::helm_executable(self.helm.as_deref()),
-                expansion_timeout: std::time::Duration::from_secs(self.expansion_timeout),
-                helm_timeout: std::time::Duration::from_secs(self.helm_timeout),
-                ready_timeout: std::time::Duration::from_secs(self.ready_timeout),
-                poll: std::time::Duration::from_millis(500),
+            settings: Settings {
+                helm: helm_executable(self.helm.as_deref()),
+                expansion_timeout: Duration::from_secs(self.expansion_timeout),
+                helm_timeout: Duration::from_secs(self.helm_timeout),
+                ready_timeout: Duration::from_secs(self.ready_timeout),
+                poll: Duration::from_millis(500),
             },
-            lease_duration: std::time::Duration::from_secs(15),
-            wait_for_lease: self.wait_for_lease.map(std::time::Duration::from_secs),
+            lease_duration: Duration::from_secs(15),
+            wait_for_lease: self.wait_for_lease.map(Duration::from_secs),
             namespaces,
         }
     }
 }
 
+impl Common {
+    fn source(&self) -> StackSource {
+        StackSource {
+            repo: self.repo.clone(),
+            set: self.set.clone(),
+        }
+    }
+}
+
+impl Cluster {
+    fn options(&self) -> ClusterOptions {
+        ClusterOptions {
+            kubeconfig: self.kubeconfig.clone(),
+            context: self.context.clone(),
+        }
+    }
+}
+
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
-enum LogFormat {
+pub enum LogFormat {
     Text,
     Json,
 }
@@ -254,14 +276,14 @@ fn init_logging(format: LogFormat) {
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
-enum PlanFormat {
+pub enum PlanFormat {
     Text,
     Markdown,
     Json,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
-enum Format {
+pub enum Format {
     Yaml,
     Json,
 }
@@ -300,7 +322,7 @@ fn is_broken_pipe(err: &anyhow::Error) -> bool {
 
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
-        Command::Merge { mode, files } => cmd_merge(mode, &files),
+        Command::Merge { mode, files } => render_cmd::merge(mode, &files),
         Command::Render {
             common,
             out,
@@ -308,41 +330,48 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             format,
             strict,
             strict_keys,
-        } => cmd_render(&common, out.as_deref(), check, format, strict, strict_keys),
+        } => render_cmd::render(&common, out.as_deref(), check, format, strict, strict_keys),
         Command::Explain {
             common,
             release,
             path,
-        } => cmd_explain(&common, &release, &path),
+        } => render_cmd::explain(&common, &release, &path),
+        Command::Snapshot {
+            common,
+            cluster,
+            out,
+        } => cluster_cmd::snapshot(&common, &cluster, out.as_deref()),
+        Command::Plan {
+            common,
+            cluster,
+            live,
+            rev,
+            base,
+            format,
+            strict,
+            helm,
+        } => cluster_cmd::plan(
+            &common,
+            &cluster,
+            live.as_deref(),
+            (rev.as_deref(), base.as_deref()),
+            format,
+            strict,
+            helm.as_deref(),
+        ),
         Command::Sync {
             common,
             cluster,
-            sync: args,
+            sync,
             rev,
             working_tree,
             dry_run,
             yes,
-        } => {
-            let helm = desired::helm_executable(args.helm.as_deref());
-            // What is committed is what is synced, as the daemon does.
-            let rev = rev.or_else(|| {
-                (!working_tree && git2::Repository::open(&common.repo).is_ok())
-                    .then(|| "HEAD".to_string())
-            });
-            let desired = desired::load(&common, rev.as_deref(), &helm)?;
-            match &desired.revision {
-                Some(commit) => {
-                    eprintln!("syncing {} (commit {commit})", rev.as_deref().unwrap_or(""))
-                }
-                None => eprintln!("syncing the working tree of {}", common.repo.display()),
-            }
-            let opts = args.options(cluster.namespaces.clone(), dry_run);
-            sync::cmd_sync(kube_client(&cluster), desired, opts, yes)
-        }
+        } => cluster_cmd::sync(&common, &cluster, &sync, rev, working_tree, dry_run, yes),
         Command::Daemon {
-            mut common,
+            common,
             cluster,
-            sync: args,
+            sync,
             url,
             mirror,
             branch,
@@ -353,546 +382,20 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             log_format,
         } => {
             init_logging(log_format);
-            let source = match url {
-                Some(url) => {
-                    let mirror = mirror.unwrap_or_else(|| {
-                        let home = std::env::var_os("HOME")
-                            .map(PathBuf::from)
-                            .unwrap_or_else(std::env::temp_dir);
-                        let id = plimsoll_syncer::journal::digest(url.as_bytes());
-                        home.join(".cache/plimsoll/mirrors").join(&id[..16])
-                    });
-                    common.repo = mirror.clone();
-                    daemon::Source::Remote { url, mirror }
-                }
-                None => daemon::Source::Local(common.repo.clone()),
-            };
-            let webhook_secret = webhook_secret_file
-                .map(|p| {
-                    std::fs::read(&p)
-                        .map(|b| b.trim_ascii().to_vec())
-                        .with_context(|| format!("cannot read {}", p.display()))
-                })
-                .transpose()?;
-            let opts = daemon::DaemonOptions {
-                source,
-                branch,
-                interval: std::time::Duration::from_secs(interval.max(1)),
-                listen,
-                self_heal,
-                webhook_secret,
-            };
-            let sync = args.options(cluster.namespaces.clone(), false);
-            daemon::cmd_daemon(common, kube_client(&cluster), sync, opts)
-        }
-        Command::Snapshot {
-            common,
-            cluster,
-            out,
-        } => cmd_snapshot(&common, &cluster, out.as_deref()),
-        Command::Plan {
-            common,
-            cluster,
-            live,
-            rev,
-            base,
-            format,
-            strict,
-            helm,
-        } => cmd_plan(
-            &common,
-            &cluster,
-            live.as_deref(),
-            (rev.as_deref(), base.as_deref()),
-            format,
-            strict,
-            helm.as_deref(),
-        ),
-    }
-}
-
-fn cmd_merge(mode: MergeMode, files: &[PathBuf]) -> anyhow::Result<ExitCode> {
-    let contents: Vec<Vec<u8>> = files
-        .iter()
-        .map(|f| std::fs::read(f).with_context(|| format!("cannot read {}", f.display())))
-        .collect::<anyhow::Result<_>>()?;
-    let names: Vec<String> = files.iter().map(|f| f.display().to_string()).collect();
-    let layers: Vec<Layer<'_>> = names
-        .iter()
-        .zip(&contents)
-        .map(|(name, bytes)| Layer { name, bytes, mode })
-        .collect();
-    let out = yq::eval_all(&layers)?;
-    // Print what yq prints, but say so when that is not valid YAML.
-    if let Err(e) = plimsoll_renderer::yaml::parse_documents(out.as_bytes(), 0) {
-        eprintln!(
-            "warning: the merged output does not parse again ({e}); yq prints the same, \
-             and Helm could not read it (an alias before its anchor?)"
-        );
-    }
-    std::io::stdout().write_all(out.as_bytes())?;
-    Ok(ExitCode::SUCCESS)
-}
-
-/// Reads files of the repository, refusing paths that leave it.
-fn repo_reader(repo: &Path) -> impl Fn(&str) -> std::io::Result<Vec<u8>> + '_ {
-    move |rel: &str| {
-        let path = repo.join(rel);
-        let canon = path.canonicalize()?;
-        let root = repo.canonicalize()?;
-        if !canon.starts_with(&root) {
-            return Err(std::io::Error::new(
-                std::io::ErrorKind::PermissionDenied,
-                format!("{rel} resolves outside the repository"),
-            ));
-        }
-        std::fs::read(canon)
-    }
-}
-
-fn load_stack(common: &Common) -> anyhow::Result<(Stack, stack::Assignments)> {
-    let path = common.repo.join("plimsoll.yaml");
-    let bytes = std::fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?;
-    stack_from(common, &path.display().to_string(), &bytes)
-}
-
-fn stack_from(
-    common: &Common,
-    name: &str,
-    bytes: &[u8],
-) -> anyhow::Result<(Stack, stack::Assignments)> {
-    let stack = stack::parse(name, bytes)?;
-    let vars = stack.assignments(&common.set)?;
-    Ok((stack, vars))
-}
-
-struct Output {
-    path: PathBuf,
-    text: String,
-}
-
-fn planned_outputs(
-    rendered: &Rendered,
-    repo: &Path,
-    out: Option<&Path>,
-    format: Format,
-) -> anyhow::Result<Vec<Output>> {
-    let mut outputs = Vec::new();
-    for r in &rendered.releases {
-        let (rel_path, text) = match format {
-            Format::Yaml => (r.output_path.clone(), r.text.clone()),
-            Format::Json => {
-                let p = Path::new(&r.output_path)
-                    .with_extension("json")
-                    .display()
-                    .to_string();
-                let text = json::to_json(&r.result.node)
-                    .with_context(|| format!("release {}", r.release.name))?;
-                (p, text)
-            }
-        };
-        outputs.push(Output {
-            path: place(repo, out, &rel_path),
-            text,
-        });
-    }
-    outputs.push(Output {
-        path: place(repo, out, &rendered.lock_path),
-        text: render::lock_text(rendered),
-    });
-    Ok(outputs)
-}
-
-/// Where an output path (relative to the repository, under the stack's
-/// output directory) goes when `--out` overrides that directory.
-fn place(repo: &Path, out: Option<&Path>, rel: &str) -> PathBuf {
-    match out {
-        Some(dir) => dir.join(Path::new(rel).file_name().unwrap_or_default()),
-        None => repo.join(rel),
-    }
-}
-
-fn cmd_render(
-    common: &Common,
-    out: Option<&Path>,
-    check: bool,
-    format: Format,
-    strict: bool,
-    strict_keys: bool,
-) -> anyhow::Result<ExitCode> {
-    let (stack, vars) = load_stack(common)?;
-    let read = repo_reader(&common.repo);
-    let rendered = render::render(&stack, &vars, &read)?;
-
-    let mut lints: Vec<render::Lint> = rendered
-        .releases
-        .iter()
-        .flat_map(|r| r.lints.clone())
-        .collect();
-    if strict_keys {
-        for r in &rendered.releases {
-            match chart_defaults(&common.repo, &r.release.chart)? {
-                Some(defaults) => {
-                    let files = render::load_layers(&r.release, &vars, &read)?;
-                    lints.extend(keys::unknown_keys(&r.release.name, &files, &defaults)?);
-                }
-                None => eprintln!(
-                    "note: release {}: chart {} is not available locally; unknown keys not checked",
-                    r.release.name, r.release.chart
-                ),
-            }
+            cluster_cmd::daemon(
+                &common,
+                &cluster,
+                &sync,
+                cluster_cmd::DaemonArgs {
+                    url,
+                    mirror,
+                    branch,
+                    interval,
+                    listen,
+                    self_heal,
+                    webhook_secret_file,
+                },
+            )
         }
     }
-    let level = if strict { "error" } else { "warning" };
-    for l in &lints {
-        eprintln!("{level}: {l}");
-    }
-    if strict && !lints.is_empty() {
-        eprintln!(
-            "error: {} lint finding(s) with --strict; nothing written",
-            lints.len()
-        );
-        return Ok(ExitCode::from(1));
-    }
-
-    let outputs = planned_outputs(&rendered, &common.repo, out, format)?;
-    if check {
-        let mut stale = 0;
-        for o in &outputs {
-            match std::fs::read(&o.path) {
-                Ok(disk) if disk == o.text.as_bytes() => {}
-                Ok(_) => {
-                    println!("stale: {}", o.path.display());
-                    stale += 1;
-                }
-                Err(_) => {
-                    println!("missing: {}", o.path.display());
-                    stale += 1;
-                }
-            }
-        }
-        if stale > 0 {
-            eprintln!("{stale} output(s) out of date: run `plimsoll render` and commit the result");
-            return Ok(ExitCode::from(1));
-        }
-        println!("up to date: {} file(s)", outputs.len());
-        return Ok(ExitCode::SUCCESS);
-    }
-    write_all_atomically(&outputs)?;
-    for o in &outputs {
-        println!("wrote {}", o.path.display());
-    }
-    Ok(ExitCode::SUCCESS)
-}
-
-/// Writes every output to a temporary file beside it, then renames them
-/// all: a failure before the renames leaves every earlier output as it was.
-fn write_all_atomically(outputs: &[Output]) -> anyhow::Result<()> {
-    let mut temps: Vec<(PathBuf, &Path)> = Vec::new();
-    let result = (|| -> anyhow::Result<()> {
-        for o in outputs {
-            let dir = o.path.parent().unwrap_or(Path::new("."));
-            std::fs::create_dir_all(dir)
-                .with_context(|| format!("cannot create {}", dir.display()))?;
-            let name = o.path.file_name().unwrap_or_default().to_string_lossy();
-            let tmp = dir.join(format!(".{name}.plimsoll-tmp-{}", std::process::id()));
-            let mut f = std::fs::File::create(&tmp)
-                .with_context(|| format!("cannot write {}", tmp.display()))?;
-            temps.push((tmp.clone(), &o.path));
-            f.write_all(o.text.as_bytes())?;
-            f.sync_all()?;
-        }
-        Ok(())
-    })();
-    if let Err(e) = result {
-        for (tmp, _) in &temps {
-            let _ = std::fs::remove_file(tmp);
-        }
-        return Err(e);
-    }
-    for (tmp, dest) in &temps {
-        std::fs::rename(tmp, dest).with_context(|| format!("cannot replace {}", dest.display()))?;
-    }
-    Ok(())
-}
-
-/// The default values of a chart available locally (a directory or a
-/// packaged `.tgz`, relative to the repository), or `None`.
-fn chart_defaults(
-    repo: &Path,
-    chart: &str,
-) -> anyhow::Result<Option<plimsoll_renderer::yaml::Node>> {
-    let path = repo.join(chart);
-    let files = if path.is_dir() {
-        chart_dir(&path)?
-    } else if path.is_file() && chart.ends_with(".tgz") {
-        let bytes =
-            std::fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?;
-        keys::chart_from_tgz(&bytes).with_context(|| path.display().to_string())?
-    } else {
-        return Ok(None);
-    };
-    Ok(Some(
-        keys::defaults(&files).with_context(|| path.display().to_string())?,
-    ))
-}
-
-fn chart_dir(dir: &Path) -> anyhow::Result<keys::ChartFiles> {
-    let mut files = keys::ChartFiles::default();
-    let values = dir.join("values.yaml");
-    if values.is_file() {
-        files.values = Some(std::fs::read(&values)?);
-    }
-    let charts = dir.join("charts");
-    if charts.is_dir() {
-        let mut entries: Vec<_> = std::fs::read_dir(&charts)?.collect::<Result<_, _>>()?;
-        entries.sort_by_key(|e| e.file_name());
-        for e in entries {
-            let p = e.path();
-            let name = e.file_name().to_string_lossy().into_owned();
-            if p.is_dir() {
-                files.subcharts.push((name, chart_dir(&p)?));
-            } else if let Some(stem) = name.strip_suffix(".tgz") {
-                let sub = keys::chart_from_tgz(&std::fs::read(&p)?)?;
-                let stem = match stem.rfind('-') {
-                    Some(i) if stem[i + 1..].starts_with(|c: char| c.is_ascii_digit()) => {
-                        &stem[..i]
-                    }
-                    _ => stem,
-                };
-                files.subcharts.push((stem.to_string(), sub));
-            }
-        }
-    }
-    Ok(files)
-}
-
-fn cmd_explain(common: &Common, release: &str, path: &str) -> anyhow::Result<ExitCode> {
-    let (stack, vars) = load_stack(common)?;
-    let Some(rel) = stack.release(release) else {
-        let names: Vec<&str> = stack.releases.iter().map(|r| r.name.as_str()).collect();
-        bail!("no release {release:?} (releases: {})", names.join(", "));
-    };
-    let keys = render::parse_path(path);
-    let read = repo_reader(&common.repo);
-    let steps = render::explain(rel, &vars, &read, &keys)?;
-    let mut out = std::io::stdout().lock();
-    let Some(last) = steps.last() else {
-        writeln!(out, "{path}: not set by any layer of {release}")?;
-        return Ok(ExitCode::from(1));
-    };
-    match &last.value {
-        Some(v) => writeln!(out, "{path} = {}", indent_block(v))?,
-        None => writeln!(out, "{path} is absent from the rendered values")?,
-    }
-    writeln!(out, "  set by {}:{}", last.file, last.line)?;
-    for s in steps.iter().rev().skip(1) {
-        let what = match &s.value {
-            Some(v) => indent_block(v),
-            None => "(absent)".to_string(),
-        };
-        writeln!(out, "  overrode {what}  ({}:{})", s.file, s.line)?;
-    }
-    Ok(ExitCode::SUCCESS)
-}
-
-fn indent_block(v: &str) -> String {
-    if v.contains('\n') {
-        format!("\n    {}", v.replace('\n', "\n    "))
-    } else {
-        v.to_string()
-    }
-}
-
-fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
-    Ok(tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?)
-}
-
-async fn kube_client(cluster: &Cluster) -> anyhow::Result<kube::Client> {
-    let options = kube::config::KubeConfigOptions {
-        context: cluster.context.clone(),
-        ..Default::default()
-    };
-    let config = match &cluster.kubeconfig {
-        Some(path) => {
-            let kc = kube::config::Kubeconfig::read_from(path)
-                .with_context(|| format!("cannot read {}", path.display()))?;
-            kube::Config::from_custom_kubeconfig(kc, &options).await?
-        }
-        None => kube::Config::from_kubeconfig(&options)
-            .await
-            .or_else(|_| kube::Config::incluster())?,
-    };
-    Ok(kube::Client::try_from(config)?)
-}
-
-/// The namespaces to read: given ones, else those of the stack's releases.
-fn namespaces(common: &Common, cluster: &Cluster) -> anyhow::Result<Vec<String>> {
-    if !cluster.namespaces.is_empty() {
-        return Ok(cluster.namespaces.clone());
-    }
-    let (stack, _) = load_stack(common)?;
-    let mut ns: Vec<String> = stack.releases.iter().map(|r| r.namespace.clone()).collect();
-    ns.sort();
-    ns.dedup();
-    Ok(ns)
-}
-
-fn observe_cluster(
-    common: &Common,
-    cluster: &Cluster,
-    targets: &[plimsoll_syncer::state::ResourceRef],
-) -> anyhow::Result<plimsoll_syncer::state::ObservedState> {
-    let ns = namespaces(common, cluster)?;
-    runtime()?.block_on(async {
-        let client = kube_client(cluster).await?;
-        observe_all(&client, &ns, targets).await
-    })
-}
-
-/// Reads the namespaces' observed state and the declared patch targets.
-async fn observe_all(
-    client: &kube::Client,
-    ns: &[String],
-    targets: &[plimsoll_syncer::state::ResourceRef],
-) -> anyhow::Result<plimsoll_syncer::state::ObservedState> {
-    {
-        let client = client.clone();
-        let mut all = plimsoll_syncer::state::ObservedState::default();
-        for n in ns {
-            let o = plimsoll_syncer::observe::observe(&client, n)
-                .await
-                .with_context(|| format!("reading namespace {n}"))?;
-            all.releases.extend(o.releases);
-            all.statefulsets.extend(o.statefulsets);
-            all.pvcs.extend(o.pvcs);
-            all.deployments.extend(o.deployments);
-            if all.storage_classes.is_empty() {
-                all.storage_classes = o.storage_classes;
-            }
-        }
-        all.resources = plimsoll_syncer::observe::observe_resources(&client, targets)
-            .await
-            .context("reading the resources the stack patches")?;
-        Ok(all)
-    }
-}
-
-fn cmd_snapshot(
-    common: &Common,
-    cluster: &Cluster,
-    out: Option<&Path>,
-) -> anyhow::Result<ExitCode> {
-    // The resources the stack declares patches for are part of the snapshot.
-    let targets: Vec<_> = match load_stack(common) {
-        Ok((stack, _)) => stack
-            .releases
-            .iter()
-            .flat_map(|r| r.patches.iter())
-            .map(|p| plimsoll_syncer::state::ResourceRef {
-                api_version: p.api_version.clone(),
-                kind: p.kind.clone(),
-                namespace: p.namespace.clone(),
-                name: p.name.clone(),
-            })
-            .collect(),
-        Err(_) if !cluster.namespaces.is_empty() => Vec::new(),
-        Err(e) => return Err(e),
-    };
-    let observed = observe_cluster(common, cluster, &targets)?;
-    let text = serde_json::to_string_pretty(&observed)? + "\n";
-    match out {
-        Some(path) => write_all_atomically(&[Output {
-            path: path.to_path_buf(),
-            text,
-        }])?,
-        None => std::io::stdout().write_all(text.as_bytes())?,
-    }
-    Ok(ExitCode::SUCCESS)
-}
-
-/// Rendered values changes since `base`, each attributed to the layer
-/// (file:line) the new value comes from.
-fn values_since_base(
-    current: &Rendered,
-    base: &Rendered,
-    base_name: &str,
-) -> anyhow::Result<Vec<plimsoll_syncer::plan::ValuesSinceBase>> {
-    let as_json = |node: &plimsoll_renderer::yaml::Node| -> anyhow::Result<serde_json::Value> {
-        Ok(serde_json::from_str(&json::to_json(node)?)?)
-    };
-    let mut out = Vec::new();
-    for r in &current.releases {
-        let before = match base
-            .releases
-            .iter()
-            .find(|b| b.release.name == r.release.name)
-        {
-            Some(b) => as_json(&b.result.node)?,
-            None => serde_json::Value::Object(Default::default()),
-        };
-        let after = as_json(&r.result.node)?;
-        let changes: Vec<_> = plimsoll_syncer::plan::values_diff(&before, &after)
-            .into_iter()
-            .map(|change| {
-                let layer = render::lookup(&r.result.node, &change.keys)
-                    .filter(|_| change.to.is_some())
-                    .and_then(|n| {
-                        r.inputs
-                            .get(n.origin.layer as usize)
-                            .map(|i| format!("{}:{}", i.path, n.origin.line))
-                    });
-                plimsoll_syncer::plan::AttributedChange { change, layer }
-            })
-            .collect();
-        if !changes.is_empty() {
-            out.push(plimsoll_syncer::plan::ValuesSinceBase {
-                release: r.release.name.clone(),
-                base: base_name.to_string(),
-                changes,
-            });
-        }
-    }
-    Ok(out)
-}
-
-fn cmd_plan(
-    common: &Common,
-    cluster: &Cluster,
-    live: Option<&Path>,
-    (rev, base): (Option<&str>, Option<&str>),
-    format: PlanFormat,
-    strict: bool,
-    helm: Option<&Path>,
-) -> anyhow::Result<ExitCode> {
-    let helm = desired::helm_executable(helm);
-    let desired = desired::load(common, rev, &helm)?;
-    let observed = match live {
-        Some(path) => {
-            let text = std::fs::read_to_string(path)
-                .with_context(|| format!("cannot read {}", path.display()))?;
-            serde_json::from_str(&text)
-                .with_context(|| format!("{} is not a Plimsoll snapshot", path.display()))?
-        }
-        None => observe_cluster(common, cluster, &desired.patch_targets())?,
-    };
-    let options = plimsoll_syncer::plan::PlanOptions {
-        strict,
-        catalogs: desired.catalogs.clone(),
-    };
-    let mut plan = plimsoll_syncer::plan::plan(&desired.releases, &observed, &options);
-    if let Some(b) = base {
-        let base_rev = plimsoll_syncer::git::Revision::open(&common.repo, b)?;
-        let (_, base_rendered) = desired::render_revision(common, &base_rev)?;
-        plan.values_since_base = values_since_base(&desired.rendered, &base_rendered, b)?;
-    }
-    let text = match format {
-        PlanFormat::Text => plimsoll_syncer::plan::to_text(&plan),
-        PlanFormat::Markdown => plimsoll_syncer::plan::to_markdown(&plan),
-        PlanFormat::Json => plimsoll_syncer::plan::to_json(&plan),
-    };
-    std::io::stdout().write_all(text.as_bytes())?;
-    Ok(ExitCode::from(plan.exit_code()))
 }

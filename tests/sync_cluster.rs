@@ -222,8 +222,8 @@ fn golden(name: &str, actual: &str) {
 async fn apply_manifest(client: &kube::Client) -> Vec<String> {
     let text = std::fs::read(root().join("deploy/plimsoll-daemon.yaml")).unwrap();
     let mut kinds = Vec::new();
-    for doc in plimsoll_renderer::yaml::parse_documents(&text, 0).unwrap() {
-        let json = plimsoll_renderer::json::to_json(&doc).unwrap();
+    for doc in plimsoll_yaml::parse_documents(&text, 0).unwrap() {
+        let json = plimsoll_yaml::json::to_json(&doc).unwrap();
         let obj: kube::api::DynamicObject = serde_json::from_str(&json).unwrap();
         let types = obj.types.clone().unwrap();
         let gvk = kube::api::GroupVersionKind::try_from(&types).unwrap();
@@ -786,6 +786,19 @@ async fn the_daemon_syncs_new_commits_reports_drift_and_heals_it() {
         "plimsoll_steps_executed_total{stack=\"example\",kind=\"expand-pvc\"}"
     )
     .is_some());
+    // Each executor line is logged once (it used to be logged twice: by
+    // the executor and by the daemon's progress callback).
+    let steps: Vec<String> = d
+        .log()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter_map(|v| v["message"].as_str().map(str::to_string))
+        .filter(|m| m.starts_with('['))
+        .collect();
+    assert!(steps.len() >= 2, "{}", d.log());
+    for pair in steps.windows(2) {
+        assert_ne!(pair[0], pair[1], "logged twice: {}", d.log());
+    }
 
     // Footprint, printed for the record (measured, not asserted): an idle
     // reconcile pass (nothing to do) and the daemon's resident memory.
@@ -1230,4 +1243,255 @@ async fn a_new_commit_after_an_interrupted_sync_plans_afresh_from_the_live_state
     assert!(out.contains("Sync complete in"), "{}", text(&o));
     let o = site.plimsoll(&["plan", "--set", "segment=l"], &[]);
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+}
+
+/// The sync options the CLI would use, for in-process syncs.
+fn sync_options(site: &Site) -> plimsoll_syncer::sync::SyncOptions {
+    plimsoll_syncer::sync::SyncOptions {
+        journal_namespace: "plimsoll".into(),
+        strict: false,
+        dry_run: false,
+        settings: plimsoll_syncer::execute::Settings {
+            helm: PathBuf::from(site.helm()),
+            expansion_timeout: Duration::from_secs(120),
+            helm_timeout: Duration::from_secs(120),
+            ready_timeout: Duration::from_secs(120),
+            poll: Duration::from_millis(200),
+        },
+        lease_duration: Duration::from_secs(15),
+        wait_for_lease: None,
+        namespaces: Vec::new(),
+    }
+}
+
+/// What a person approves is exactly what runs: the prepared plan is the
+/// one executed (its steps are the journal's), and a cluster that changed
+/// after the approval stops the sync before any change. In-process: the
+/// runtime is a library.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_approved_plan_is_what_runs_and_a_changed_cluster_stops_the_sync() {
+    use plimsoll_syncer::sync::{prepare, Preparation, SyncOutcome};
+    let Some(site) = installed_site(&[]).await else {
+        return;
+    };
+    let source = plimsoll_syncer::source::StackSource {
+        repo: site.repo.path().to_path_buf(),
+        set: vec![("segment".into(), "l".into())],
+    };
+    let desired =
+        plimsoll_syncer::desired::load(&source, None, std::path::Path::new(&site.helm())).unwrap();
+    let opts = sync_options(&site);
+    let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let progress: plimsoll_syncer::execute::Progress = {
+        let lines = lines.clone();
+        std::sync::Arc::new(move |l: &str| lines.lock().unwrap().push(l.to_string()))
+    };
+    let client = site.client();
+    let before = site.pvc_uids().await;
+    let journal_at_start = site.journal().await;
+
+    // Approved, then someone grows one claim by hand: the sync stops.
+    let Preparation::Ready(prepared) = prepare(&client, &desired, &opts, &progress).await.unwrap()
+    else {
+        panic!("m to l has steps");
+    };
+    let approved = prepared.plan().expect("a fresh plan").clone();
+    let (pvc, to) = approved
+        .releases
+        .iter()
+        .flat_map(|r| &r.steps)
+        .find_map(|s| match s {
+            plimsoll_planner::plan::Step::ExpandPvc { pvc, to, .. } => {
+                Some((pvc.clone(), to.clone()))
+            }
+            _ => None,
+        })
+        .expect("an expansion");
+    let pvcs: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), NS);
+    pvcs.patch(
+        &pvc,
+        &kube::api::PatchParams::default(),
+        &kube::api::Patch::Merge(json!({"spec": {"resources": {"requests": {"storage": to}}}})),
+    )
+    .await
+    .unwrap();
+    let outcome = prepared
+        .execute(
+            &client,
+            &desired,
+            &opts,
+            Default::default(),
+            progress.clone(),
+            true,
+        )
+        .await
+        .unwrap();
+    let SyncOutcome::StateChanged { now, .. } = outcome else {
+        panic!("expected StateChanged, got {outcome:?}");
+    };
+    assert_ne!(now.releases, approved.releases);
+    let after = site.pvc_uids().await;
+    for (name, (uid, size)) in &before {
+        if *name != pvc {
+            assert_eq!(after[name], (uid.clone(), size.clone()), "{name} untouched");
+        }
+    }
+    assert_eq!(
+        site.journal().await,
+        journal_at_start,
+        "the stopped sync wrote nothing to the journal"
+    );
+
+    // Approved again and run: the journal holds exactly the approved steps.
+    // (First let the hand-made resize finish, so that the cluster does not
+    // change under this approval too.)
+    for _ in 0..300 {
+        let grown = pvcs
+            .get(&pvc)
+            .await
+            .unwrap()
+            .status
+            .and_then(|s| s.capacity)
+            .is_some_and(|c| c["storage"].0 == to);
+        if grown {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let Preparation::Ready(prepared) = prepare(&client, &desired, &opts, &progress).await.unwrap()
+    else {
+        panic!("steps remain");
+    };
+    let approved = prepared.plan().expect("a fresh plan").clone();
+    let expected = plimsoll_planner::journal::Journal::new(&approved, &desired.digest, None)
+        .to_data()["steps"]
+        .clone();
+    let outcome = prepared
+        .execute(&client, &desired, &opts, Default::default(), progress, true)
+        .await
+        .unwrap();
+    assert!(
+        matches!(outcome, SyncOutcome::Done { .. }),
+        "{outcome:?}: {:?}",
+        lines.lock().unwrap()
+    );
+    assert_eq!(site.journal().await["steps"], expected);
+}
+
+/// `plimsoll sync` at a terminal (a real pty, through util-linux
+/// `script`), answering `answer` to its question; the whole transcript.
+fn sync_at_a_terminal(site: &Site, segment: &str, answer: &str) -> String {
+    use std::io::{Read, Write};
+    let command = format!(
+        "{} sync --set segment={segment} --kubeconfig {} --helm {}",
+        env!("CARGO_BIN_EXE_plimsoll"),
+        site.kubeconfig(),
+        site.helm()
+    );
+    let mut child = Command::new("script")
+        .args(["-qec", &command, "/dev/null"])
+        .current_dir(site.repo.path())
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("script (util-linux) runs the command at a pty");
+    // Kept open until the command ends: an early EOF would end `script`.
+    let mut stdin = child.stdin.take().unwrap();
+    let mut stdout = child.stdout.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut out = String::new();
+        let _ = stdout.read_to_string(&mut out);
+        out
+    });
+    std::thread::sleep(Duration::from_secs(3));
+    stdin.write_all(answer.as_bytes()).unwrap();
+    stdin.flush().unwrap();
+    let status = child.wait().unwrap();
+    drop(stdin);
+    let out = reader.join().unwrap();
+    format!("{status:?}\n{out}")
+}
+
+/// At a terminal, `sync` shows the plan once, asks, and runs exactly what
+/// was shown; "no" changes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sync_at_a_terminal_asks_once_and_runs_what_was_shown() {
+    let Some(site) = installed_site(&[]).await else {
+        return;
+    };
+    let before = site.pvc_uids().await;
+    let declined = sync_at_a_terminal(&site, "l", "n\n");
+    assert!(declined.contains("Apply this plan? [y/N]"), "{declined}");
+    assert!(declined.contains("Nothing changed."), "{declined}");
+    assert_eq!(site.pvc_uids().await, before, "declined: {declined}");
+
+    let accepted = sync_at_a_terminal(&site, "l", "y\n");
+    assert_eq!(
+        accepted.matches("Apply this plan?").count(),
+        1,
+        "asked once: {accepted}"
+    );
+    assert_eq!(
+        accepted.matches("expand PVC data-mariadb-galera-0").count(),
+        2,
+        "the plan shown once, then the step run once: {accepted}"
+    );
+    assert!(accepted.contains("Sync complete"), "{accepted}");
+    assert_eq!(site.pvc_uids().await["data-mariadb-galera-0"].1, "15Gi");
+}
+
+/// The daemon runs in-process (the runtime is a library): it serves its
+/// endpoint, syncs the branch's commit, and stops when asked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_daemon_runs_in_process_and_stops_when_asked() {
+    use plimsoll_syncer::daemon::{DaemonOptions, Upstream};
+    let Some(site) = site(StorageBehaviour::default(), false).await else {
+        return;
+    };
+    let git = git2::Repository::init(site.repo.path()).unwrap();
+    git.set_head("refs/heads/main").unwrap();
+    let commit = commit_all(&git, "segment m");
+    let opts = DaemonOptions {
+        upstream: Upstream::Local(site.repo.path().to_path_buf()),
+        branch: "main".into(),
+        set: Vec::new(),
+        interval: Duration::from_secs(300),
+        listen: Some("127.0.0.1:0".parse().unwrap()),
+        self_heal: false,
+        webhook_secret: None,
+    };
+    let stop = plimsoll_syncer::sync::Stop::default();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let daemon = tokio::spawn(plimsoll_syncer::daemon::run(
+        opts,
+        site.client(),
+        sync_options(&site),
+        stop.clone(),
+        move |running| tx.send(running.addr).unwrap(),
+    ));
+    let addr = rx
+        .recv_timeout(Duration::from_secs(30))
+        .unwrap()
+        .expect("bound")
+        .to_string();
+    let mut synced = false;
+    for _ in 0..600 {
+        synced =
+            metric(&addr, "plimsoll_synced_revision_info").is_some_and(|l| l.contains(&commit));
+        if synced {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(synced, "the commit was synced");
+    assert_eq!(http(&addr, "GET", "/readyz").0, 200);
+    assert_eq!(site.release_revision("thingpark-data").await, 1);
+    stop.request();
+    tokio::time::timeout(Duration::from_secs(10), daemon)
+        .await
+        .expect("stops promptly")
+        .unwrap()
+        .unwrap();
+    assert_eq!(http(&addr, "GET", "/healthz").0, 0, "the endpoint is gone");
 }

@@ -14,7 +14,8 @@
 use libfuzzer_sys::fuzz_target;
 use plimsoll_renderer::merge::MergeMode;
 use plimsoll_renderer::yq::{eval_all, Layer};
-use plimsoll_renderer::{json, yaml};
+use plimsoll_yaml as yaml;
+use plimsoll_yaml::json;
 
 fuzz_target!(|data: &[u8]| {
     let (a, b) = match data.iter().position(|&c| c == 0) {

@@ -4,7 +4,7 @@
 use std::time::Instant;
 
 use plimsoll_renderer::merge::{multiply, Candidate, MergeMode};
-use plimsoll_renderer::yaml;
+use plimsoll_yaml as yaml;
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();

@@ -9,7 +9,7 @@ use std::io::Read;
 
 use crate::merge::{multiply, Candidate, MergeMode};
 use crate::render::{format_path, Lint, LintKind};
-use crate::yaml::{self, Kind, Node};
+use plimsoll_yaml::{self as yaml, Kind, Node};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ChartError {
@@ -59,14 +59,12 @@ fn merge_node(acc: Candidate, node: Node) -> Result<Candidate, ChartError> {
         .map_err(|e| ChartError::Archive(e.to_string()))
 }
 
+/// Largest unpacked chart archive read (a `.tgz` is untrusted input).
+const MAX_UNPACKED: u64 = 256 * 1024 * 1024;
+
 /// Reads a packaged chart (`helm package` output: gzip'd tar).
 pub fn chart_from_tgz(bytes: &[u8]) -> Result<ChartFiles, ChartError> {
-    let mut tar = Vec::new();
-    flate2::read::GzDecoder::new(bytes)
-        .take(256 * 1024 * 1024)
-        .read_to_end(&mut tar)
-        .map_err(|e| ChartError::Archive(e.to_string()))?;
-    let entries = tar_entries(&tar)?;
+    let entries = tar_entries(bytes)?;
     // Paths look like CHART/values.yaml, CHART/charts/SUB/values.yaml,
     // CHART/charts/SUB.tgz.
     Ok(chart_from_entries(&entries, 1))
@@ -112,65 +110,30 @@ fn chart_from_entries(entries: &[Entry], depth: usize) -> ChartFiles {
 /// A file of an archive: path segments and contents.
 type Entry = (Vec<String>, Vec<u8>);
 
-/// Regular files of a tar archive, with their paths split into segments.
-fn tar_entries(tar: &[u8]) -> Result<Vec<Entry>, ChartError> {
+/// Regular files of a gzip'd tar archive (GNU long names and PAX paths
+/// included, as the `tar` crate reads them), paths split into segments;
+/// at most [`MAX_UNPACKED`] bytes in all.
+fn tar_entries(tgz: &[u8]) -> Result<Vec<Entry>, ChartError> {
+    let err = |e: std::io::Error| ChartError::Archive(e.to_string());
+    let gz = flate2::read::GzDecoder::new(tgz).take(MAX_UNPACKED);
+    let mut archive = tar::Archive::new(gz);
     let mut out = Vec::new();
-    let mut pos = 0;
-    let mut long_name: Option<String> = None;
-    while pos + 512 <= tar.len() {
-        let h = &tar[pos..pos + 512];
-        if h.iter().all(|&b| b == 0) {
-            break;
+    for entry in archive.entries().map_err(err)? {
+        let mut entry = entry.map_err(err)?;
+        if !entry.header().entry_type().is_file() {
+            continue;
         }
-        let field = |a: usize, b: usize| {
-            let f = &h[a..b];
-            let end = f.iter().position(|&c| c == 0).unwrap_or(f.len());
-            String::from_utf8_lossy(&f[..end]).into_owned()
-        };
-        let size_str = field(124, 136);
-        let size = usize::from_str_radix(size_str.trim(), 8)
-            .map_err(|_| ChartError::Archive(format!("bad entry size {size_str:?}")))?;
-        let typeflag = h[156];
-        let data_start = pos + 512;
-        let data_end = data_start + size;
-        if data_end > tar.len() {
-            return Err(ChartError::Archive("truncated archive".into()));
-        }
-        let data = &tar[data_start..data_end];
-        let mut name = field(0, 100);
-        let prefix = field(345, 500);
-        if !prefix.is_empty() {
-            name = format!("{prefix}/{name}");
-        }
-        match typeflag {
-            b'L' => {
-                long_name = Some(
-                    String::from_utf8_lossy(data)
-                        .trim_end_matches('\0')
-                        .to_string(),
-                )
-            }
-            b'x' => {
-                for rec in String::from_utf8_lossy(data).lines() {
-                    if let Some(p) = rec.split_once(" path=").map(|(_, p)| p) {
-                        long_name = Some(p.to_string());
-                    }
-                }
-            }
-            b'0' | 0 => {
-                let full = long_name.take().unwrap_or(name);
-                let segs: Vec<String> = full
-                    .split('/')
-                    .filter(|s| !s.is_empty())
-                    .map(String::from)
-                    .collect();
-                out.push((segs, data.to_vec()));
-            }
-            _ => {
-                long_name = None;
-            }
-        }
-        pos = data_start + size.div_ceil(512) * 512;
+        let segs: Vec<String> = entry
+            .path()
+            .map_err(err)?
+            .to_string_lossy()
+            .split('/')
+            .filter(|s| !s.is_empty())
+            .map(String::from)
+            .collect();
+        let mut data = Vec::new();
+        entry.read_to_end(&mut data).map_err(err)?;
+        out.push((segs, data));
     }
     Ok(out)
 }

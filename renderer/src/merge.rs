@@ -8,8 +8,8 @@
 //! stays double-quoted when a later layer sets a plain string there), so
 //! they are reproduced as yq v4.30 has them.
 
-use crate::yaml::node::{Kind, Node, Origin, Style, MAP_TAG, MERGE_TAG, NULL_TAG};
-use crate::yaml::resolve::resolve;
+use plimsoll_yaml::node::{Kind, Node, Origin, Style, MAP_TAG, MERGE_TAG, NULL_TAG};
+use plimsoll_yaml::resolve::resolve;
 
 /// How sequences of one layer combine with what earlier layers built.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -376,7 +376,7 @@ fn add_assign(t: &mut Node, r: Node, path: &[String]) -> Result<(), MergeError> 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::yaml::{parse_documents, to_string};
+    use plimsoll_yaml::{parse_documents, to_string};
 
     fn doc(text: &str) -> Candidate {
         Candidate {

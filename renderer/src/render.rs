@@ -8,8 +8,8 @@ use sha2::{Digest, Sha256};
 
 use crate::merge::{Candidate, MergeEvent, MergeMode};
 use crate::stack::{substitute, Assignments, Release, Stack};
-use crate::yaml::{Node, Origin};
 use crate::yq::{self, Layer, LayerError};
+use plimsoll_yaml::{Node, Origin};
 
 /// One input of a rendered release, after variable substitution.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -101,7 +101,7 @@ pub enum RenderError {
     )]
     Unparseable {
         release: String,
-        error: crate::yaml::SyntaxError,
+        error: plimsoll_yaml::SyntaxError,
     },
 }
 
@@ -188,7 +188,7 @@ fn render_release(
     })?;
     let text = yq::print(&result);
     // Never hand Helm a values file it cannot read.
-    if let Err(error) = crate::yaml::parse_documents(text.as_bytes(), 0) {
+    if let Err(error) = plimsoll_yaml::parse_documents(text.as_bytes(), 0) {
         return Err(RenderError::Unparseable {
             release: release.name.clone(),
             error,
@@ -316,7 +316,7 @@ pub fn lock_text(rendered: &Rendered) -> String {
 /// A string as a YAML scalar, quoted when a plain scalar would change it.
 fn yaml_str(s: &str) -> String {
     let plain_ok = !s.is_empty()
-        && crate::yaml::resolve::resolve(s) == "!!str"
+        && plimsoll_yaml::resolve::resolve(s) == "!!str"
         && s.chars()
             .all(|c| c.is_ascii_alphanumeric() || "-_./@+".contains(c))
         && !s.starts_with(['-', '.', '@']);
@@ -332,8 +332,8 @@ pub fn lookup<'n>(root: &'n Node, path: &[String]) -> Option<&'n Node> {
     let mut n = root.unwrap_document();
     for p in path {
         n = match n.kind {
-            crate::yaml::Kind::Mapping => n.get(p)?,
-            crate::yaml::Kind::Sequence => {
+            plimsoll_yaml::Kind::Mapping => n.get(p)?,
+            plimsoll_yaml::Kind::Sequence => {
                 let idx: usize = p
                     .trim_start_matches('[')
                     .trim_end_matches(']')
@@ -422,7 +422,7 @@ pub fn explain(
             }
         })?;
         let node = lookup(&acc.node, path);
-        let value = node.map(|n| crate::yaml::to_string(n, 2).trim_end().to_string());
+        let value = node.map(|n| plimsoll_yaml::to_string(n, 2).trim_end().to_string());
         if value != previous {
             let line = match node {
                 Some(n) if n.origin.layer as usize == i => n.origin.line,

@@ -29,7 +29,7 @@
 use std::collections::{BTreeMap, HashMap};
 
 use crate::merge::MergeMode;
-use crate::yaml::{self, Kind, Node};
+use plimsoll_yaml::{self as yaml, Kind, Node};
 
 /// A stack file that cannot be used, with where the problem is.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -177,32 +177,9 @@ fn collect_anchors(n: &Node, out: &mut HashMap<String, Node>) {
 }
 
 /// Parses and validates a stack file.
+/// Parses and validates a stack file; every error names file:line:col.
 pub fn parse(file: &str, bytes: &[u8]) -> Result<Stack, StackError> {
-    let docs = yaml::parse_documents(bytes, 0).map_err(|e| StackError {
-        file: file.to_string(),
-        line: e.line as u32,
-        column: e.column as u32,
-        message: e.message,
-    })?;
-    let root = match docs.first().map(Node::unwrap_document) {
-        Some(n) if n.kind == Kind::Mapping => n.clone(),
-        Some(n) => {
-            return Err(StackError {
-                file: file.to_string(),
-                line: n.origin.line.max(1),
-                column: n.origin.column.max(1),
-                message: "a stack file must be a mapping".into(),
-            })
-        }
-        None => {
-            return Err(StackError {
-                file: file.to_string(),
-                line: 1,
-                column: 1,
-                message: "the stack file is empty".into(),
-            })
-        }
-    };
+    let root = parse_root(file, bytes)?;
     let mut anchors = HashMap::new();
     collect_anchors(&root, &mut anchors);
     let r = Reader { file, anchors };
@@ -220,8 +197,79 @@ pub fn parse(file: &str, bytes: &[u8]) -> Result<Stack, StackError> {
         ],
         "the stack file",
     )?;
+    let name = parse_name(&r, &root)?;
+    let variables = parse_variables(&r, &root)?;
+    let output = match root.get("output") {
+        Some(o) => r.string(o, "output")?,
+        None => "rendered".to_string(),
+    };
+    check_relative_path(&r, root.get("output").unwrap_or(&root), &output)?;
+    let stage_decl = parse_stages(&r, &root)?;
+    let rel_node = root
+        .get("releases")
+        .ok_or_else(|| r.err(&root, "the stack file declares no releases"))?;
+    let mut releases: Vec<Release> = Vec::new();
+    for rel in r.seq(rel_node, "releases")? {
+        let rel = r.map(rel, "a release")?;
+        let release = parse_release(&r, rel, &variables)?;
+        let (name, output) = (&release.name, &release.output);
+        if releases.iter().any(|x: &Release| x.name == *name) {
+            return Err(r.err(rel, format!("duplicate release name {name:?}")));
+        }
+        if releases.iter().any(|x: &Release| x.output == *output) {
+            return Err(r.err(
+                rel,
+                format!("release {name:?} writes {output:?}, as an earlier release does"),
+            ));
+        }
+        releases.push(release);
+    }
+    let catalog = parse_catalog(&r, &root)?;
+    let stages = order_stages(&r, &root, stage_decl, &releases)?;
+    releases.sort_by_key(|rel| {
+        stages
+            .iter()
+            .position(|s| *s == rel.stage)
+            .unwrap_or(usize::MAX)
+    });
+    Ok(Stack {
+        name,
+        variables,
+        stages,
+        output,
+        releases,
+        catalog,
+    })
+}
 
-    let name = match root.get("name") {
+/// The first document, which must be a mapping.
+fn parse_root(file: &str, bytes: &[u8]) -> Result<Node, StackError> {
+    let docs = yaml::parse_documents(bytes, 0).map_err(|e| StackError {
+        file: file.to_string(),
+        line: e.line as u32,
+        column: e.column as u32,
+        message: e.message,
+    })?;
+    match docs.first().map(Node::unwrap_document) {
+        Some(n) if n.kind == Kind::Mapping => Ok(n.clone()),
+        Some(n) => Err(StackError {
+            file: file.to_string(),
+            line: n.origin.line.max(1),
+            column: n.origin.column.max(1),
+            message: "a stack file must be a mapping".into(),
+        }),
+        None => Err(StackError {
+            file: file.to_string(),
+            line: 1,
+            column: 1,
+            message: "the stack file is empty".into(),
+        }),
+    }
+}
+
+/// The stack's name: a DNS label (it names the journal and the lease).
+fn parse_name(r: &Reader<'_>, root: &Node) -> Result<String, StackError> {
+    Ok(match root.get("name") {
         Some(n) => {
             let s = r.string(n, "name")?;
             let label = !s.is_empty()
@@ -239,7 +287,11 @@ pub fn parse(file: &str, bytes: &[u8]) -> Result<Stack, StackError> {
             s
         }
         None => "default".to_string(),
-    };
+    })
+}
+
+/// `variables:` each with its allowed values and an optional default.
+fn parse_variables(r: &Reader<'_>, root: &Node) -> Result<Vec<Variable>, StackError> {
     let mut variables = Vec::new();
     if let Some(vars) = root.get("variables") {
         for (k, v) in r.map(vars, "variables")?.pairs() {
@@ -292,14 +344,14 @@ pub fn parse(file: &str, bytes: &[u8]) -> Result<Stack, StackError> {
             });
         }
     }
+    Ok(variables)
+}
 
-    let output = match root.get("output") {
-        Some(o) => r.string(o, "output")?,
-        None => "rendered".to_string(),
-    };
-    check_relative_path(&r, root.get("output").unwrap_or(&root), &output)?;
-
-    // Stages: names in order, optionally with `after` dependencies.
+/// `stages:` names in order, each optionally with `after` dependencies.
+fn parse_stages(
+    r: &Reader<'_>,
+    root: &Node,
+) -> Result<Vec<(String, Vec<String>, Node)>, StackError> {
     let mut stage_decl: Vec<(String, Vec<String>, Node)> = Vec::new();
     if let Some(st) = root.get("stages") {
         for s in r.seq(st, "stages")? {
@@ -327,115 +379,122 @@ pub fn parse(file: &str, bytes: &[u8]) -> Result<Stack, StackError> {
             }
         }
     }
+    Ok(stage_decl)
+}
 
-    let mut releases = Vec::new();
-    let rel_node = root
-        .get("releases")
-        .ok_or_else(|| r.err(&root, "the stack file declares no releases"))?;
-    for rel in r.seq(rel_node, "releases")? {
-        let rel = r.map(rel, "a release")?;
-        r.check_keys(
-            rel,
-            &[
-                "name",
-                "chart",
-                "version",
-                "namespace",
-                "stage",
-                "output",
-                "layers",
-                "patches",
-            ],
-            "a release",
-        )?;
-        let field = |name: &str| -> Result<String, StackError> {
-            let n = rel
-                .get(name)
-                .ok_or_else(|| r.err(rel, format!("release is missing `{name}`")))?;
-            r.string(n, name)
-        };
-        let name = field("name")?;
-        let chart = field("chart")?;
-        let version = field("version")?;
-        let namespace = field("namespace")?;
-        let stage = field("stage")?;
-        let output = match rel.get("output") {
-            Some(o) => r.string(o, "output")?,
-            None => format!("{name}.yaml"),
-        };
-        check_relative_path(&r, rel.get("output").unwrap_or(rel), &output)?;
-        let mut layers = Vec::new();
-        let lnode = rel
-            .get("layers")
-            .ok_or_else(|| r.err(rel, format!("release {name:?} has no layers")))?;
-        for l in r.seq(lnode, "layers")? {
-            let l = r.deref(l);
-            let (path, mode) = match l.kind {
-                Kind::Scalar => (r.string(l, "a layer")?, MergeMode::Replace),
-                Kind::Mapping => {
-                    r.check_keys(l, &["path", "mode"], "a layer")?;
-                    let p = r.string(
-                        l.get("path")
-                            .ok_or_else(|| r.err(l, "a layer needs a path"))?,
-                        "path",
-                    )?;
-                    let mode = match l.get("mode") {
-                        Some(m) => {
-                            let s = r.string(m, "mode")?;
-                            MergeMode::parse(&s).ok_or_else(|| {
-                                r.err(m, format!("unknown merge mode {s:?} (expected replace, append or by-index)"))
-                            })?
-                        }
-                        None => MergeMode::Replace,
-                    };
-                    (p, mode)
-                }
-                _ => return Err(r.err(l, "a layer is a path or a mapping with path and mode")),
-            };
-            check_relative_path(&r, l, &path)?;
-            for var in placeholders(&path) {
-                if !variables.iter().any(|v| v.name == var) {
-                    return Err(r.err(
-                        l,
-                        format!("layer {path:?} uses unknown variable ${{{var}}}"),
-                    ));
-                }
+/// One entry of `releases:`.
+fn parse_release(
+    r: &Reader<'_>,
+    rel: &Node,
+    variables: &[Variable],
+) -> Result<Release, StackError> {
+    let rel = r.map(rel, "a release")?;
+    r.check_keys(
+        rel,
+        &[
+            "name",
+            "chart",
+            "version",
+            "namespace",
+            "stage",
+            "output",
+            "layers",
+            "patches",
+        ],
+        "a release",
+    )?;
+    let field = |name: &str| -> Result<String, StackError> {
+        let n = rel
+            .get(name)
+            .ok_or_else(|| r.err(rel, format!("release is missing `{name}`")))?;
+        r.string(n, name)
+    };
+    let name = field("name")?;
+    let chart = field("chart")?;
+    let version = field("version")?;
+    let namespace = field("namespace")?;
+    let stage = field("stage")?;
+    let output = match rel.get("output") {
+        Some(o) => r.string(o, "output")?,
+        None => format!("{name}.yaml"),
+    };
+    check_relative_path(r, rel.get("output").unwrap_or(rel), &output)?;
+    let lnode = rel
+        .get("layers")
+        .ok_or_else(|| r.err(rel, format!("release {name:?} has no layers")))?;
+    let layers = parse_layers(r, lnode, variables)?;
+    if layers.is_empty() {
+        return Err(r.err(lnode, format!("release {name:?} has no layers")));
+    }
+    let patches = match rel.get("patches") {
+        Some(p) => resource_patches(r, p, &namespace)?,
+        None => Vec::new(),
+    };
+    Ok(Release {
+        name,
+        chart,
+        version,
+        namespace,
+        stage,
+        output,
+        layers,
+        patches,
+        line: rel.origin.line,
+    })
+}
+
+/// A release's `layers:`, each a path (with `${var}` placeholders of known
+/// variables) and a merge mode.
+fn parse_layers(
+    r: &Reader<'_>,
+    lnode: &Node,
+    variables: &[Variable],
+) -> Result<Vec<LayerSpec>, StackError> {
+    let mut layers = Vec::new();
+    for l in r.seq(lnode, "layers")? {
+        let l = r.deref(l);
+        let (path, mode) = match l.kind {
+            Kind::Scalar => (r.string(l, "a layer")?, MergeMode::Replace),
+            Kind::Mapping => {
+                r.check_keys(l, &["path", "mode"], "a layer")?;
+                let p = r.string(
+                    l.get("path")
+                        .ok_or_else(|| r.err(l, "a layer needs a path"))?,
+                    "path",
+                )?;
+                let mode = match l.get("mode") {
+                    Some(m) => {
+                        let s = r.string(m, "mode")?;
+                        MergeMode::parse(&s).ok_or_else(|| {
+                            r.err(m, format!("unknown merge mode {s:?} (expected replace, append or by-index)"))
+                        })?
+                    }
+                    None => MergeMode::Replace,
+                };
+                (p, mode)
             }
-            layers.push(LayerSpec {
-                path,
-                mode,
-                line: l.origin.line,
-            });
-        }
-        if layers.is_empty() {
-            return Err(r.err(lnode, format!("release {name:?} has no layers")));
-        }
-        if releases.iter().any(|x: &Release| x.name == name) {
-            return Err(r.err(rel, format!("duplicate release name {name:?}")));
-        }
-        if releases.iter().any(|x: &Release| x.output == output) {
-            return Err(r.err(
-                rel,
-                format!("release {name:?} writes {output:?}, as an earlier release does"),
-            ));
-        }
-        let patches = match rel.get("patches") {
-            Some(p) => resource_patches(&r, p, &namespace)?,
-            None => Vec::new(),
+            _ => return Err(r.err(l, "a layer is a path or a mapping with path and mode")),
         };
-        releases.push(Release {
-            name,
-            chart,
-            version,
-            namespace,
-            stage,
-            output,
-            layers,
-            patches,
-            line: rel.origin.line,
+        check_relative_path(r, l, &path)?;
+        for var in placeholders(&path) {
+            if !variables.iter().any(|v| v.name == var) {
+                return Err(r.err(
+                    l,
+                    format!("layer {path:?} uses unknown variable ${{{var}}}"),
+                ));
+            }
+        }
+        layers.push(LayerSpec {
+            path,
+            mode,
+            line: l.origin.line,
         });
     }
+    Ok(layers)
+}
 
+/// `catalog:` the known versions of each chart (upgrade paths).
+fn parse_catalog(r: &Reader<'_>, root: &Node) -> Result<BTreeMap<String, Vec<String>>, StackError> {
     let mut catalog = BTreeMap::new();
     if let Some(c) = root.get("catalog") {
         for (chart, versions) in r.map(c, "catalog")?.pairs() {
@@ -447,22 +506,7 @@ pub fn parse(file: &str, bytes: &[u8]) -> Result<Stack, StackError> {
             catalog.insert(chart.value.clone(), list);
         }
     }
-
-    let stages = order_stages(&r, &root, stage_decl, &releases)?;
-    releases.sort_by_key(|rel| {
-        stages
-            .iter()
-            .position(|s| *s == rel.stage)
-            .unwrap_or(usize::MAX)
-    });
-    Ok(Stack {
-        name,
-        variables,
-        stages,
-        output,
-        releases,
-        catalog,
-    })
+    Ok(catalog)
 }
 
 const PATCH_OPS: &[&str] = &["add", "remove", "replace", "move", "copy", "test"];
@@ -524,8 +568,8 @@ fn resource_patches(
                 return Err(r.err(op, format!("a {kind} operation needs `value`")));
             }
         }
-        let operations =
-            crate::json::to_json(r.deref(ops_node)).map_err(|e| r.err(ops_node, e.to_string()))?;
+        let operations = plimsoll_yaml::json::to_json(r.deref(ops_node))
+            .map_err(|e| r.err(ops_node, e.to_string()))?;
         out.push(ResourcePatch {
             api_version: field("apiVersion")?,
             kind: field("kind")?,

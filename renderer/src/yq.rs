@@ -9,7 +9,7 @@
 use std::collections::HashMap;
 
 use crate::merge::{multiply, Candidate, MergeError, MergeEvent, MergeMode};
-use crate::yaml::{self, Node, SyntaxError};
+use plimsoll_yaml::{self as yaml, Node, SyntaxError};
 
 /// One input file of a merge.
 #[derive(Clone, Copy, Debug)]

@@ -4,8 +4,8 @@
 
 use std::path::Path;
 
-use plimsoll_renderer::yaml;
 use plimsoll_renderer::yq::{eval_all, Layer};
+use plimsoll_yaml as yaml;
 
 #[test]
 fn fuzz_findings_stay_fixed() {

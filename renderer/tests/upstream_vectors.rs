@@ -7,8 +7,8 @@
 use std::path::Path;
 
 use plimsoll_renderer::merge::MergeMode;
-use plimsoll_renderer::yaml::{self, Kind, Node};
 use plimsoll_renderer::yq::{merge_layers, print_with_indent, Layer};
+use plimsoll_yaml::{self as yaml, Kind, Node};
 
 /// Cases whose expected output we knowingly do not produce.
 const DIFFERS: &[(&str, &str)] = &[

@@ -1,83 +1,232 @@
-//! Desired state of a release from its rendered values and the chart
-//! rendered with them (`helm template` output): which StatefulSets, with
-//! which claim templates, and which Deployments. No mapping from values
-//! keys to PVC names is hard-coded: the chart says.
+//! The desired state of a source (a git revision or the working tree):
+//! rendered values, the chart rendered with them through the helm
+//! executable (`helm template`), declared patches, what `helm upgrade`
+//! will need, and a digest of all of it. Shared by `plan`, `sync` and the
+//! daemon.
 
-use plimsoll_renderer::yaml::{self, Kind, Node};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 
-use crate::state::{ClaimTemplate, DesiredStatefulSet};
+use anyhow::Context;
+use plimsoll_planner::journal::digest;
+use plimsoll_planner::state::{DesiredPatch, DesiredRelease, ResourceRef};
+use plimsoll_planner::version::Catalog;
+use plimsoll_renderer::render::{Rendered, RenderedRelease};
+use rayon::prelude::*;
 
-/// StatefulSets and Deployment names found in `helm template` output.
-pub fn workloads_from_manifests(
-    manifests: &str,
-) -> Result<(Vec<DesiredStatefulSet>, Vec<String>), yaml::SyntaxError> {
-    let mut statefulsets = Vec::new();
-    let mut deployments = Vec::new();
-    for doc in yaml::parse_documents(manifests.as_bytes(), 0)? {
-        let obj = doc.unwrap_document();
-        let text = |n: Option<&Node>| {
-            n.filter(|n| n.kind == Kind::Scalar)
-                .map(|n| n.value.clone())
-        };
-        let kind = text(obj.get("kind"));
-        let name = text(obj.get("metadata").and_then(|m| m.get("name"))).unwrap_or_default();
-        match kind.as_deref() {
-            Some("StatefulSet") => {
-                let spec = obj.get("spec");
-                let replicas = text(spec.and_then(|s| s.get("replicas")))
-                    .and_then(|r| r.parse().ok())
-                    .unwrap_or(1);
-                let claim_templates = spec
-                    .and_then(|s| s.get("volumeClaimTemplates"))
-                    .map(|v| {
-                        v.content
-                            .iter()
-                            .map(|t| ClaimTemplate {
-                                name: text(t.get("metadata").and_then(|m| m.get("name")))
-                                    .unwrap_or_default(),
-                                storage_class: text(
-                                    t.get("spec").and_then(|s| s.get("storageClassName")),
-                                ),
-                                size: text(
-                                    t.get("spec")
-                                        .and_then(|s| s.get("resources"))
-                                        .and_then(|r| r.get("requests"))
-                                        .and_then(|r| r.get("storage")),
-                                )
-                                .unwrap_or_default(),
-                            })
-                            .collect()
-                    })
-                    .unwrap_or_default();
-                statefulsets.push(DesiredStatefulSet {
-                    name,
-                    replicas,
-                    claim_templates,
-                });
-            }
-            Some("Deployment") => deployments.push(name),
-            _ => {}
-        }
-    }
-    Ok((statefulsets, deployments))
+use crate::execute::ReleaseSource;
+use crate::git::Revision;
+use crate::helm::{self, TemplateCache, Workloads};
+use crate::source::StackSource;
+
+pub struct DesiredState {
+    pub stack_name: String,
+    /// The commit, when read from git.
+    pub revision: Option<String>,
+    pub releases: Vec<DesiredRelease>,
+    pub sources: BTreeMap<String, ReleaseSource>,
+    pub catalogs: BTreeMap<String, Catalog>,
+    pub rendered: Rendered,
+    /// Sha-256 of everything a sync applies (values, charts, versions,
+    /// patches): the journal resumes only a plan for the same digest.
+    pub digest: String,
+    /// Holds the values files and exported charts `helm` reads.
+    _workdir: tempfile::TempDir,
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn finds_statefulsets_and_their_claims() {
-        let manifests = "---\n# Source: c/templates/db.yaml\napiVersion: apps/v1\nkind: StatefulSet\nmetadata:\n  name: db\nspec:\n  replicas: 3\n  volumeClaimTemplates:\n    - metadata:\n        name: data\n      spec:\n        storageClassName: \"fast\"\n        resources:\n          requests:\n            storage: 15Gi\n---\napiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: web\n";
-        let (sts, deps) = workloads_from_manifests(manifests).unwrap();
-        assert_eq!(sts.len(), 1);
-        assert_eq!(sts[0].name, "db");
-        assert_eq!(sts[0].replicas, 3);
-        assert_eq!(sts[0].claim_templates[0].size, "15Gi");
-        assert_eq!(
-            sts[0].claim_templates[0].storage_class.as_deref(),
-            Some("fast")
-        );
-        assert_eq!(deps, vec!["web".to_string()]);
+impl DesiredState {
+    /// Every resource a release declares a patch for.
+    pub fn patch_targets(&self) -> Vec<ResourceRef> {
+        let mut t: Vec<ResourceRef> = self
+            .releases
+            .iter()
+            .flat_map(|r| r.patches.iter().map(|p| p.target.clone()))
+            .collect();
+        t.sort();
+        t.dedup();
+        t
     }
+
+    /// The namespaces of the desired releases, sorted.
+    pub fn namespaces(&self) -> Vec<String> {
+        crate::source::namespaces_of(self.releases.iter().map(|r| &r.namespace))
+    }
+}
+
+/// A release's rendered values as JSON (yq's typing of scalars).
+pub fn values_of(r: &RenderedRelease) -> anyhow::Result<serde_json::Value> {
+    let text = plimsoll_yaml::json::to_json(&r.result.node)
+        .with_context(|| format!("release {}", r.release.name))?;
+    Ok(serde_json::from_str(&text)?)
+}
+
+/// How many `helm template` processes run at once: they wait on a child
+/// process, so more than the cores, but bounded.
+fn template_workers() -> usize {
+    std::thread::available_parallelism().map_or(2, |n| n.get().clamp(2, 8))
+}
+
+/// A release's values file and chart, ready for helm.
+struct Prepared {
+    chart: String,
+    values_file: PathBuf,
+    /// Digest of a chart kept in the repository (directory).
+    chart_digest: Option<String>,
+}
+
+/// Reads and renders the desired state: of `rev` from the object
+/// database, or of the working tree.
+pub fn load(source: &StackSource, rev: Option<&str>, helm: &Path) -> anyhow::Result<DesiredState> {
+    let revision = rev.map(|r| Revision::open(&source.repo, r)).transpose()?;
+    let (stack, rendered) = match &revision {
+        Some(rv) => source.render_revision(rv)?,
+        None => source.render_working_tree()?,
+    };
+    let workdir = tempfile::Builder::new()
+        .prefix("plimsoll-desired-")
+        .tempdir()
+        .context("cannot create a temporary directory")?;
+    // Values files and chart references first (git2 objects stay on this
+    // thread), then `helm template` for every release in parallel: it is
+    // the slow part with many releases.
+    let mut prepared = Vec::new();
+    for r in &rendered.releases {
+        let dir = workdir.path().join(&r.release.name);
+        std::fs::create_dir_all(&dir)?;
+        let values_file = dir.join("values.yaml");
+        std::fs::write(&values_file, &r.text)?;
+        let chart = chart_reference(&source.repo, revision.as_ref(), &r.release.chart, &dir)?;
+        // A chart kept in the repository is part of the desired state (and
+        // of the template cache's key); hashed once, used for both.
+        let local = match &revision {
+            Some(rv) => rv.is_dir(&r.release.chart),
+            None => Path::new(&chart).is_dir(),
+        };
+        let chart_digest = local
+            .then(|| helm::chart_digest(Path::new(&chart)))
+            .transpose()?;
+        prepared.push(Prepared {
+            chart,
+            values_file,
+            chart_digest,
+        });
+    }
+    let cache = TemplateCache::open(helm);
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(template_workers().min(prepared.len().max(1)))
+        .build()
+        .context("cannot start the helm template workers")?;
+    let workloads: Vec<anyhow::Result<Workloads>> = pool.install(|| {
+        prepared
+            .par_iter()
+            .zip(rendered.releases.par_iter())
+            .map(|(p, r)| match (&cache, &p.chart_digest) {
+                (Some(cache), Some(digest)) => {
+                    cache.workloads(helm, &p.chart, digest, &r.release, &p.values_file, &r.text)
+                }
+                _ => helm::template_workloads(helm, &p.chart, &r.release, &p.values_file),
+            })
+            .collect()
+    });
+
+    let mut releases = Vec::new();
+    let mut sources = BTreeMap::new();
+    let mut digest_input = String::new();
+    for ((r, p), w) in rendered.releases.iter().zip(prepared).zip(workloads) {
+        let name = &r.release.name;
+        let values = values_of(r)?;
+        let (statefulsets, deployments) = w?;
+        let patches = r
+            .release
+            .patches
+            .iter()
+            .map(|p| {
+                Ok(DesiredPatch {
+                    target: ResourceRef {
+                        api_version: p.api_version.clone(),
+                        kind: p.kind.clone(),
+                        namespace: p.namespace.clone(),
+                        name: p.name.clone(),
+                    },
+                    operations: serde_json::from_str(&p.operations)?,
+                })
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        digest_input.push_str(&format!(
+            "{name}\0{}\0{}\0{}\0{}\0",
+            r.release.chart,
+            r.release.version,
+            r.text,
+            serde_json::to_string(&patches)?
+        ));
+        digest_input.push_str(p.chart_digest.as_deref().unwrap_or(""));
+        sources.insert(
+            name.clone(),
+            ReleaseSource {
+                chart: p.chart.clone(),
+                version: r.release.version.clone(),
+                values_file: p.values_file,
+                values: values.clone(),
+                statefulsets: statefulsets.iter().map(|s| s.name.clone()).collect(),
+            },
+        );
+        releases.push(DesiredRelease {
+            name: name.clone(),
+            namespace: r.release.namespace.clone(),
+            stage: r.release.stage.clone(),
+            chart: helm::chart_name(&r.release.chart),
+            version: r.release.version.clone(),
+            values,
+            statefulsets,
+            deployments,
+            patches,
+        });
+    }
+    Ok(DesiredState {
+        stack_name: stack.name.clone(),
+        revision: revision.as_ref().map(|r| r.commit.clone()),
+        releases,
+        sources,
+        catalogs: stack
+            .catalog
+            .iter()
+            .map(|(chart, versions)| {
+                (
+                    chart.clone(),
+                    Catalog {
+                        versions: versions.clone(),
+                    },
+                )
+            })
+            .collect(),
+        digest: digest(digest_input.as_bytes()),
+        rendered,
+        _workdir: workdir,
+    })
+}
+
+/// The chart as helm takes it: a chart kept in the repository comes from
+/// the same revision (exported into `dir`) or the working tree.
+fn chart_reference(
+    repo: &Path,
+    revision: Option<&Revision>,
+    chart: &str,
+    dir: &Path,
+) -> anyhow::Result<String> {
+    Ok(match revision {
+        Some(rev) if rev.is_dir(chart) => {
+            let exported = dir.join("chart");
+            rev.export_dir(chart, &exported)?;
+            exported.display().to_string()
+        }
+        Some(_) => chart.to_string(),
+        None => {
+            let local = repo.join(chart);
+            if local.exists() {
+                local.canonicalize()?.display().to_string()
+            } else {
+                chart.to_string()
+            }
+        }
+    })
 }

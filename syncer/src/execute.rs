@@ -1,6 +1,5 @@
 //! The executor: performs a plan's steps in order against the cluster,
-//! recording each completed step in the stack's journal. **I/O edge**, with
-//! [`crate::observe`] the only other module that talks to Kubernetes.
+//! recording each completed step in the stack's journal. **I/O edge.**
 //!
 //! **Invariants** (each enforced here, each with a real-cluster test):
 //! - a PVC is only ever patched to a larger request, never deleted;
@@ -20,12 +19,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
-use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Secret};
-use kube::api::{Api, DeleteParams, ListParams, ObjectMeta, Patch, PatchParams, PostParams};
+use k8s_openapi::api::core::v1::PersistentVolumeClaim;
+use kube::api::{Api, DeleteParams, Patch, PatchParams};
+use plimsoll_planner::journal::{step_kind, Journal, JournalError, JournalStatus, JournalStep};
+use plimsoll_planner::plan::Step;
+use plimsoll_planner::state::{quantity_bytes, ResourceRef};
 
-use crate::journal::{step_kind, Journal, JournalError, JournalStatus};
-use crate::plan::Step;
-use crate::state::quantity_bytes;
+use crate::journal_store::{self, JournalLocation, StoreError};
 
 /// What `helm upgrade` needs for one release.
 #[derive(Clone, Debug)]
@@ -64,125 +64,127 @@ impl Default for Settings {
     }
 }
 
+/// Why a step did not complete.
+#[derive(Debug, thiserror::Error)]
+pub enum StepError {
+    /// A wait interrupted by a stop request: nothing is half done.
+    #[error("stop requested")]
+    Stopped,
+    #[error("the stack's lease was lost to another syncer")]
+    LeaseLost,
+    #[error("the stack's lease could not be renewed")]
+    LeaseUnconfirmed,
+    #[error("{what}: {source}")]
+    Kube {
+        what: String,
+        #[source]
+        source: kube::Error,
+    },
+    /// The storage driver reported a failed expansion.
+    #[error("{0}")]
+    ResizeFailed(String),
+    #[error("{0}")]
+    Timeout(String),
+    #[error("{0}")]
+    Helm(String),
+    /// A step the cluster cannot perform as planned (a kind not served, a
+    /// bad quantity, a release without rendered values).
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl StepError {
+    fn kube(what: impl Into<String>) -> impl FnOnce(kube::Error) -> StepError {
+        let what = what.into();
+        move |source| StepError::Kube { what, source }
+    }
+}
+
+/// What ended an execution that did not complete.
 #[derive(Debug, thiserror::Error)]
 pub enum ExecError {
-    #[error("stopped at step {step} of release {release}: {reason}")]
+    #[error("stopped at step {step} of release {release}: {error}")]
     Step {
         step: String,
         release: String,
-        reason: String,
+        error: StepError,
     },
     #[error("journal: {0}")]
     Journal(#[from] JournalError),
-    #[error("kubernetes: {0}")]
-    Kube(#[from] kube::Error),
+    #[error("{0}")]
+    Store(#[from] StoreError),
 }
 
-/// How a sync ended when it did not fail.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+/// The step that failed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FailedStep {
+    pub id: String,
+    pub kind: &'static str,
+    pub release: String,
+}
+
+/// How an execution ended.
+#[derive(Debug, Default)]
+pub enum RunEnd {
+    #[default]
+    Completed,
+    /// A stop request ended it early, before this step.
+    Stopped { before: String },
+    /// A step (or the journal) failed; nothing after it ran.
+    Failed {
+        step: Option<FailedStep>,
+        error: ExecError,
+    },
+}
+
+/// What an execution did, on every path (success, stop, failure).
+#[derive(Debug, Default)]
 pub struct Report {
     /// Steps that acted, by kind.
     pub executed: BTreeMap<String, u32>,
     /// Steps whose precondition showed them already done.
     pub skipped: u32,
-    /// Set when a stop request ended the sync early: the next step.
-    pub stopped_before: Option<String>,
-    /// Failed steps by kind (at most one; for metrics).
-    pub failed: BTreeMap<String, u32>,
+    pub end: RunEnd,
 }
 
-/// Where the journal lives.
-#[derive(Clone, Debug)]
-pub struct JournalLocation {
-    pub namespace: String,
-    pub name: String,
-}
-
-impl JournalLocation {
-    pub fn for_stack(namespace: &str, stack: &str) -> JournalLocation {
-        JournalLocation {
-            namespace: namespace.to_string(),
-            name: format!("plimsoll-journal-{stack}"),
+impl Report {
+    pub fn failed_step(&self) -> Option<&FailedStep> {
+        match &self.end {
+            RunEnd::Failed { step, .. } => step.as_ref(),
+            _ => None,
         }
     }
-}
 
-/// Reads the stack's journal; `None` when no sync ran yet.
-pub async fn load_journal(
-    client: &kube::Client,
-    at: &JournalLocation,
-) -> Result<Option<Journal>, ExecError> {
-    let api: Api<ConfigMap> = Api::namespaced(client.clone(), &at.namespace);
-    match api.get_opt(&at.name).await? {
-        None => Ok(None),
-        Some(cm) => Ok(Some(Journal::from_data(&cm.data.unwrap_or_default())?)),
-    }
-}
-
-/// Whether an error may go away on its own (the API server restarting,
-/// overloaded, or a conflicting write).
-fn transient(e: &kube::Error) -> bool {
-    match e {
-        kube::Error::Api(s) => s.code >= 500 || s.code == 429 || s.code == 409,
-        _ => true,
-    }
-}
-
-/// Writes the journal (create or replace), retrying for up to a minute
-/// while the API server is unavailable: a step that is done must not be
-/// forgotten because of a restart.
-pub async fn save_journal(
-    client: &kube::Client,
-    at: &JournalLocation,
-    journal: &Journal,
-) -> Result<(), ExecError> {
-    let start = Instant::now();
-    loop {
-        match save_journal_once(client, at, journal).await {
-            Err(ExecError::Kube(e))
-                if transient(&e) && start.elapsed() < Duration::from_secs(60) =>
-            {
-                tracing::warn!("journal not saved yet ({e}); retrying");
-                tokio::time::sleep(Duration::from_secs(1)).await;
-            }
-            other => return other,
+    pub fn stopped_before(&self) -> Option<&str> {
+        match &self.end {
+            RunEnd::Stopped { before } => Some(before),
+            _ => None,
         }
     }
-}
 
-async fn save_journal_once(
-    client: &kube::Client,
-    at: &JournalLocation,
-    journal: &Journal,
-) -> Result<(), ExecError> {
-    let api: Api<ConfigMap> = Api::namespaced(client.clone(), &at.namespace);
-    let data = journal.to_data();
-    match api.get_opt(&at.name).await? {
-        None => {
-            let cm = ConfigMap {
-                metadata: ObjectMeta {
-                    name: Some(at.name.clone()),
-                    labels: Some(BTreeMap::from([(
-                        "app.kubernetes.io/managed-by".to_string(),
-                        "plimsoll".to_string(),
-                    )])),
-                    ..Default::default()
-                },
-                data: Some(data),
-                ..Default::default()
-            };
-            api.create(&PostParams::default(), &cm).await?;
-        }
-        Some(mut cm) => {
-            cm.data = Some(data);
-            api.replace(&at.name, &PostParams::default(), &cm).await?;
-        }
+    /// One line: `N step(s) executed (…), M already done`.
+    pub fn summary(&self) -> String {
+        let executed: u32 = self.executed.values().sum();
+        let kinds: Vec<String> = self
+            .executed
+            .iter()
+            .map(|(k, n)| format!("{n} {k}"))
+            .collect();
+        format!(
+            "{executed} step(s) executed{}, {} already done",
+            if kinds.is_empty() {
+                String::new()
+            } else {
+                format!(" ({})", kinds.join(", "))
+            },
+            self.skipped
+        )
     }
-    Ok(())
 }
 
-/// What a waiting step returns when a stop request interrupts it.
-const STOP_REQUESTED: &str = "stop requested";
+/// Where progress lines go (one line per event): the caller decides
+/// (a terminal, the daemon's log); the executor never logs them itself.
+pub type Progress = Arc<dyn Fn(&str) + Send + Sync>;
 
 /// Performs plans against one cluster.
 pub struct Executor {
@@ -197,97 +199,103 @@ pub struct Executor {
     /// Set while the lease is unconfirmed (API server unreachable): wait
     /// before the next step.
     pub lease_stale: Arc<AtomicBool>,
-    /// Prints progress (one line per event).
-    pub progress: Arc<dyn Fn(&str) + Send + Sync>,
+    pub progress: Progress,
 }
 
-/// A fault-injection hook for the resumption tests: the process aborts (as
-/// if killed) right after the journal records the last of the first run of
-/// steps of this kind. Read from `PLIMSOLL_FAULT_ABORT_AFTER`.
-fn abort_after() -> Option<String> {
-    std::env::var("PLIMSOLL_FAULT_ABORT_AFTER")
-        .ok()
-        .filter(|s| !s.is_empty())
+/// Fault injection for the resumption tests: the process aborts (as if
+/// killed) right after the journal records the last of the first run of
+/// steps of a kind. Read from `PLIMSOLL_FAULT_ABORT_AFTER`.
+mod fault {
+    use super::*;
+
+    pub fn abort_after() -> Option<String> {
+        std::env::var("PLIMSOLL_FAULT_ABORT_AFTER")
+            .ok()
+            .filter(|s| !s.is_empty())
+    }
+
+    /// Aborts when `done` is the last step of the configured kind in a row.
+    pub fn abort_if_due(kind: Option<&str>, done: &Step, journal: &Journal) {
+        let Some(kind) = kind else { return };
+        let next_kind = journal
+            .next_step()
+            .and_then(|n| serde_json::from_value::<Step>(n.step.clone()).ok())
+            .map(|s| step_kind(&s));
+        if kind == step_kind(done) && next_kind != Some(kind) {
+            eprintln!("PLIMSOLL_FAULT_ABORT_AFTER={kind}: aborting");
+            std::process::abort();
+        }
+    }
 }
 
 impl Executor {
     fn say(&self, line: &str) {
         (self.progress)(line);
-        tracing::info!("{line}");
     }
 
     /// Runs the journal's remaining steps in order, saving the journal
-    /// after each.
-    pub async fn run(&self, journal: &mut Journal) -> Result<Report, ExecError> {
+    /// after each. The report says how it ended, failures included.
+    pub async fn run(&self, journal: &mut Journal) -> Report {
         let mut report = Report::default();
+        if let Err(e) = self.run_steps(journal, &mut report).await {
+            let step = match &e {
+                ExecError::Step { step, release, .. } => Some(FailedStep {
+                    id: step.clone(),
+                    kind: journal
+                        .steps
+                        .iter()
+                        .find(|s| s.id == *step)
+                        .and_then(|s| serde_json::from_value::<Step>(s.step.clone()).ok())
+                        .map_or("unknown", |s| step_kind(&s)),
+                    release: release.clone(),
+                }),
+                _ => None,
+            };
+            report.end = RunEnd::Failed { step, error: e };
+        }
+        report
+    }
+
+    async fn run_steps(&self, journal: &mut Journal, report: &mut Report) -> Result<(), ExecError> {
         // A StatefulSet orphan-deleted whose upgrade has not run yet.
         let mut orphaned: Option<String> = None;
-        let abort_kind = abort_after();
+        let abort_kind = fault::abort_after();
         journal.status = JournalStatus::Running;
-        save_journal(&self.client, &self.journal_at, journal).await?;
+        journal_store::save(&self.client, &self.journal_at, journal).await?;
         let total = journal.steps.len();
         while let Some(js) = journal.next_step().cloned() {
             let step: Step = serde_json::from_value(js.step.clone())
                 .map_err(|e| JournalError::from_message(format!("step {}: {e}", js.id)))?;
             if orphaned.is_none() && self.stop.load(Ordering::SeqCst) {
                 self.say(&format!("stop requested: stopping before {}", js.id));
-                report.stopped_before = Some(js.id.clone());
-                return Ok(report);
+                report.end = RunEnd::Stopped { before: js.id };
+                return Ok(());
             }
-            let paused = Instant::now();
-            while self.lease_stale.load(Ordering::SeqCst)
-                && !self.lease_lost.load(Ordering::SeqCst)
-                && paused.elapsed() < self.settings.ready_timeout
-            {
-                if paused.elapsed() < self.settings.poll {
-                    self.say("  the lease is unconfirmed (API server unreachable?); waiting before the next step");
-                }
-                tokio::time::sleep(self.settings.poll).await;
-            }
-            if self.lease_stale.load(Ordering::SeqCst) && !self.lease_lost.load(Ordering::SeqCst) {
-                let reason = "the stack's lease could not be renewed".to_string();
-                return Err(self.fail(journal, &js.id, &js.release, reason).await);
-            }
-            if self.lease_lost.load(Ordering::SeqCst) {
-                return Err(self
-                    .fail(
-                        journal,
-                        &js.id,
-                        &js.release,
-                        "the stack's lease was lost to another syncer".into(),
-                    )
-                    .await);
+            if let Err(error) = self.await_lease().await {
+                return Err(self.fail(journal, &js, error).await);
             }
             let done = journal.completed.len() + 1;
             self.say(&format!("[{done}/{total}] {}", step.describe()));
             match self.perform(&step).await {
-                Ok(acted) => {
-                    if acted {
-                        *report
-                            .executed
-                            .entry(step_kind(&step).to_string())
-                            .or_default() += 1;
-                    } else {
-                        report.skipped += 1;
-                        self.say("  already done");
-                    }
+                Ok(true) => {
+                    *report
+                        .executed
+                        .entry(step_kind(&step).to_string())
+                        .or_default() += 1;
                 }
-                // A wait interrupted by a stop request: nothing is half done.
-                Err(reason) if reason == STOP_REQUESTED && orphaned.is_none() => {
+                Ok(false) => {
+                    report.skipped += 1;
+                    self.say("  already done");
+                }
+                Err(StepError::Stopped) if orphaned.is_none() => {
                     self.say(&format!(
                         "stop requested: stopping before {} completes",
                         js.id
                     ));
-                    report.stopped_before = Some(js.id.clone());
-                    return Ok(report);
+                    report.end = RunEnd::Stopped { before: js.id };
+                    return Ok(());
                 }
-                Err(reason) => {
-                    *report
-                        .failed
-                        .entry(step_kind(&step).to_string())
-                        .or_default() += 1;
-                    return Err(self.fail(journal, &js.id, &js.release, reason).await);
-                }
+                Err(error) => return Err(self.fail(journal, &js, error).await),
             }
             match &step {
                 Step::RecreateStatefulSet { statefulset, .. } => {
@@ -297,45 +305,52 @@ impl Executor {
                 _ => {}
             }
             journal.completed.push(js.id.clone());
-            save_journal(&self.client, &self.journal_at, journal).await?;
-            if let Some(kind) = &abort_kind {
-                let next_kind = journal
-                    .next_step()
-                    .and_then(|n| serde_json::from_value::<Step>(n.step.clone()).ok())
-                    .map(|s| step_kind(&s));
-                if kind == step_kind(&step) && next_kind != Some(kind.as_str()) {
-                    eprintln!("PLIMSOLL_FAULT_ABORT_AFTER={kind}: aborting");
-                    std::process::abort();
-                }
-            }
+            journal_store::save(&self.client, &self.journal_at, journal).await?;
+            fault::abort_if_due(abort_kind.as_deref(), &step, journal);
         }
         journal.status = JournalStatus::Succeeded;
         journal.message.clear();
-        save_journal(&self.client, &self.journal_at, journal).await?;
-        Ok(report)
+        journal_store::save(&self.client, &self.journal_at, journal).await?;
+        Ok(())
     }
 
-    async fn fail(
-        &self,
-        journal: &mut Journal,
-        id: &str,
-        release: &str,
-        reason: String,
-    ) -> ExecError {
+    /// Before a step: the lease must be held. While it is unconfirmed (the
+    /// API server unreachable), wait up to the ready timeout.
+    async fn await_lease(&self) -> Result<(), StepError> {
+        let paused = Instant::now();
+        while self.lease_stale.load(Ordering::SeqCst)
+            && !self.lease_lost.load(Ordering::SeqCst)
+            && paused.elapsed() < self.settings.ready_timeout
+        {
+            if paused.elapsed() < self.settings.poll {
+                self.say("  the lease is unconfirmed (API server unreachable?); waiting before the next step");
+            }
+            tokio::time::sleep(self.settings.poll).await;
+        }
+        if self.lease_lost.load(Ordering::SeqCst) {
+            return Err(StepError::LeaseLost);
+        }
+        if self.lease_stale.load(Ordering::SeqCst) {
+            return Err(StepError::LeaseUnconfirmed);
+        }
+        Ok(())
+    }
+
+    async fn fail(&self, journal: &mut Journal, js: &JournalStep, error: StepError) -> ExecError {
         journal.status = JournalStatus::Failed;
-        journal.message = format!("{id}: {reason}");
-        if let Err(e) = save_journal(&self.client, &self.journal_at, journal).await {
+        journal.message = format!("{}: {error}", js.id);
+        if let Err(e) = journal_store::save(&self.client, &self.journal_at, journal).await {
             tracing::warn!("cannot record the failure in the journal: {e}");
         }
         ExecError::Step {
-            step: id.to_string(),
-            release: release.to_string(),
-            reason,
+            step: js.id.clone(),
+            release: js.release.clone(),
+            error,
         }
     }
 
     /// Performs one step; `Ok(false)` when its precondition shows it done.
-    async fn perform(&self, step: &Step) -> Result<bool, String> {
+    async fn perform(&self, step: &Step) -> Result<bool, StepError> {
         match step {
             Step::ExpandPvc {
                 namespace, pvc, to, ..
@@ -367,16 +382,16 @@ impl Executor {
         }
     }
 
-    async fn expand_pvc(&self, ns: &str, name: &str, to: &str) -> Result<bool, String> {
+    async fn expand_pvc(&self, ns: &str, name: &str, to: &str) -> Result<bool, StepError> {
         let api: Api<PersistentVolumeClaim> = Api::namespaced(self.client.clone(), ns);
         let pvc = api
             .get(name)
             .await
-            .map_err(|e| format!("PVC {name}: {e}"))?;
+            .map_err(StepError::kube(format!("PVC {name}")))?;
         let requested = pvc_request(&pvc);
         let (have, want) = (
             quantity_bytes(&requested),
-            quantity_bytes(to).ok_or_else(|| format!("bad quantity {to}"))?,
+            quantity_bytes(to).ok_or_else(|| StepError::Invalid(format!("bad quantity {to}")))?,
         );
         if have.is_some_and(|h| h >= want) {
             return Ok(false);
@@ -384,13 +399,14 @@ impl Executor {
         let body = serde_json::json!({"spec": {"resources": {"requests": {"storage": to}}}});
         api.patch(name, &PatchParams::default(), &Patch::Merge(&body))
             .await
-            .map_err(|e| format!("PVC {name}: {e}"))?;
+            .map_err(StepError::kube(format!("PVC {name}")))?;
         Ok(true)
     }
 
-    async fn wait_for_expansion(&self, ns: &str, name: &str, to: &str) -> Result<bool, String> {
+    async fn wait_for_expansion(&self, ns: &str, name: &str, to: &str) -> Result<bool, StepError> {
         let api: Api<PersistentVolumeClaim> = Api::namespaced(self.client.clone(), ns);
-        let want = quantity_bytes(to).ok_or_else(|| format!("bad quantity {to}"))?;
+        let want =
+            quantity_bytes(to).ok_or_else(|| StepError::Invalid(format!("bad quantity {to}")))?;
         let start = Instant::now();
         let mut first = true;
         let mut last_report = Instant::now();
@@ -406,15 +422,15 @@ impl Executor {
             }
             first = false;
             if let Some(failed) = conditions.iter().find(|c| c.contains("VolumeResizeFailed")) {
-                return Err(format!(
+                return Err(StepError::ResizeFailed(format!(
                     "the storage driver failed to expand PVC {name} to {to} ({failed}); capacity is {capacity}"
-                ));
+                )));
             }
             if self.stop.load(Ordering::SeqCst) {
-                return Err(STOP_REQUESTED.to_string());
+                return Err(StepError::Stopped);
             }
             if start.elapsed() > self.settings.expansion_timeout {
-                return Err(format!(
+                return Err(StepError::Timeout(format!(
                     "PVC {name} did not reach {to} within {}s (capacity {}, conditions: {})",
                     self.settings.expansion_timeout.as_secs(),
                     if capacity.is_empty() {
@@ -427,7 +443,7 @@ impl Executor {
                     } else {
                         conditions.join(", ")
                     }
-                ));
+                )));
             }
             if last_report.elapsed() > Duration::from_secs(5) {
                 self.say(&format!(
@@ -450,40 +466,44 @@ impl Executor {
         }
     }
 
+    /// Sends the declared RFC 6902 patch. Done already when the API
+    /// server applies it without a change (the resourceVersion stays): the
+    /// server is the one place the patch is applied.
     async fn patch_resource(
         &self,
-        target: &crate::state::ResourceRef,
+        target: &ResourceRef,
         operations: &serde_json::Value,
-    ) -> Result<bool, String> {
+    ) -> Result<bool, StepError> {
         let api = crate::observe::api_for(&self.client, target)
             .await
-            .map_err(|e| format!("{target}: {e}"))?
-            .ok_or_else(|| format!("{target}: the kind is not served by the cluster"))?;
-        let object = api
+            .map_err(StepError::kube(target.to_string()))?
+            .ok_or_else(|| {
+                StepError::Invalid(format!("{target}: the kind is not served by the cluster"))
+            })?;
+        let before = api
             .get(&target.name)
             .await
-            .map_err(|e| format!("{target}: {e}"))?;
-        let ops: json_patch::Patch =
-            serde_json::from_value(operations.clone()).map_err(|e| e.to_string())?;
-        let before = serde_json::to_value(&object).map_err(|e| e.to_string())?;
-        let mut after = before.clone();
-        json_patch::patch(&mut after, &ops).map_err(|e| format!("{target}: {e}"))?;
-        if after == before {
-            return Ok(false);
-        }
-        api.patch(
-            &target.name,
-            &PatchParams::default(),
-            &Patch::<()>::Json(ops),
-        )
-        .await
-        .map_err(|e| format!("{target}: {e}"))?;
-        Ok(true)
+            .map_err(StepError::kube(target.to_string()))?;
+        let ops: json_patch::Patch = serde_json::from_value(operations.clone())
+            .map_err(|e| StepError::Invalid(format!("{target}: not an RFC 6902 patch: {e}")))?;
+        let after = api
+            .patch(
+                &target.name,
+                &PatchParams::default(),
+                &Patch::<()>::Json(ops),
+            )
+            .await
+            .map_err(StepError::kube(target.to_string()))?;
+        Ok(after.metadata.resource_version != before.metadata.resource_version)
     }
 
-    async fn orphan_delete(&self, ns: &str, name: &str, uid: &str) -> Result<bool, String> {
+    async fn orphan_delete(&self, ns: &str, name: &str, uid: &str) -> Result<bool, StepError> {
         let api: Api<StatefulSet> = Api::namespaced(self.client.clone(), ns);
-        let Some(live) = api.get_opt(name).await.map_err(|e| e.to_string())? else {
+        let Some(live) = api
+            .get_opt(name)
+            .await
+            .map_err(StepError::kube(format!("StatefulSet {name}")))?
+        else {
             return Ok(false);
         };
         let live_uid = live.metadata.uid.clone().unwrap_or_default();
@@ -505,7 +525,12 @@ impl Executor {
             match api.delete(name, &params).await {
                 Ok(_) => {}
                 Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => return Ok(false),
-                Err(e) => return Err(format!("StatefulSet {name}: {e}")),
+                Err(source) => {
+                    return Err(StepError::Kube {
+                        what: format!("StatefulSet {name}"),
+                        source,
+                    })
+                }
             }
         }
         // The garbage collector removes the orphan finalizer; the upgrade
@@ -518,10 +543,10 @@ impl Executor {
                 _ => {}
             }
             if start.elapsed() > self.settings.ready_timeout {
-                return Err(format!(
+                return Err(StepError::Timeout(format!(
                     "StatefulSet {name} was not removed within {}s (orphan finalizer still pending?)",
                     self.settings.ready_timeout.as_secs()
-                ));
+                )));
             }
             tokio::time::sleep(self.settings.poll).await;
         }
@@ -530,21 +555,13 @@ impl Executor {
     /// Whether the newest deployed revision already has this chart version
     /// and values, and every StatefulSet the chart renders exists.
     async fn upgrade_done(&self, ns: &str, release: &str, src: &ReleaseSource) -> bool {
-        let secrets: Api<Secret> = Api::namespaced(self.client.clone(), ns);
-        let Ok(list) = secrets
-            .list(&ListParams::default().labels(&format!("owner=helm,name={release}")))
-            .await
+        let Ok(releases) = crate::observe::helm_releases(&self.client, ns, Some(release)).await
         else {
             return false;
         };
-        let newest = list
-            .into_iter()
-            .filter_map(|s| {
-                let field = s.data.as_ref()?.get("release")?.0.clone();
-                crate::helm_release::decode_release(&field, ns).ok()
-            })
-            .max_by_key(|r| r.revision);
-        let Some(r) = newest else { return false };
+        let Some(r) = releases.into_iter().find(|r| r.name == release) else {
+            return false;
+        };
         if r.status != "deployed" || r.version != src.version || r.values != src.values {
             return false;
         }
@@ -558,11 +575,10 @@ impl Executor {
         true
     }
 
-    async fn helm_upgrade(&self, ns: &str, release: &str) -> Result<bool, String> {
-        let src = self
-            .sources
-            .get(release)
-            .ok_or_else(|| format!("no rendered values for release {release}"))?;
+    async fn helm_upgrade(&self, ns: &str, release: &str) -> Result<bool, StepError> {
+        let src = self.sources.get(release).ok_or_else(|| {
+            StepError::Invalid(format!("no rendered values for release {release}"))
+        })?;
         if self.upgrade_done(ns, release, src).await {
             return Ok(false);
         }
@@ -578,20 +594,22 @@ impl Executor {
         let out = tokio::time::timeout(timeout + Duration::from_secs(60), cmd.output())
             .await
             .map_err(|_| {
-                format!(
+                StepError::Timeout(format!(
                     "helm upgrade {release} did not finish within {}s",
                     timeout.as_secs() + 60
-                )
+                ))
             })?
-            .map_err(|e| format!("cannot run {}: {e}", self.settings.helm.display()))?;
+            .map_err(|e| {
+                StepError::Helm(format!("cannot run {}: {e}", self.settings.helm.display()))
+            })?;
         if !out.status.success() {
             let stderr = String::from_utf8_lossy(&out.stderr);
             let tail: Vec<&str> = stderr.trim().lines().rev().take(5).collect();
-            return Err(format!(
+            return Err(StepError::Helm(format!(
                 "helm upgrade {release} failed ({}): {}",
                 out.status,
                 tail.into_iter().rev().collect::<Vec<_>>().join(" | ")
-            ));
+            )));
         }
         Ok(true)
     }
@@ -601,7 +619,7 @@ impl Executor {
         ns: &str,
         statefulsets: &[String],
         deployments: &[String],
-    ) -> Result<bool, String> {
+    ) -> Result<bool, StepError> {
         let sts_api: Api<StatefulSet> = Api::namespaced(self.client.clone(), ns);
         let dep_api: Api<Deployment> = Api::namespaced(self.client.clone(), ns);
         let start = Instant::now();
@@ -636,14 +654,14 @@ impl Executor {
             }
             first = false;
             if self.stop.load(Ordering::SeqCst) {
-                return Err(STOP_REQUESTED.to_string());
+                return Err(StepError::Stopped);
             }
             if start.elapsed() > self.settings.ready_timeout {
-                return Err(format!(
+                return Err(StepError::Timeout(format!(
                     "not ready within {}s: {}",
                     self.settings.ready_timeout.as_secs(),
                     waiting.join("; ")
-                ));
+                )));
             }
             if last_report.elapsed() > Duration::from_secs(5) {
                 self.say(&format!("  waiting: {}", waiting.join("; ")));

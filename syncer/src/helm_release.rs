@@ -4,7 +4,7 @@
 
 use std::io::Read;
 
-use crate::state::ReleaseState;
+use plimsoll_planner::state::ReleaseState;
 
 #[derive(Debug, thiserror::Error)]
 pub enum DecodeError {
@@ -18,28 +18,20 @@ pub enum DecodeError {
     Missing(&'static str),
 }
 
-/// Standard base64 (with or without padding, whitespace ignored).
+/// Standard base64 with or without padding, whitespace ignored (Helm
+/// writes it padded; the leniency costs nothing).
 pub fn base64_decode(text: &[u8]) -> Option<Vec<u8>> {
-    let mut out = Vec::with_capacity(text.len() * 3 / 4);
-    let (mut acc, mut bits) = (0u32, 0u32);
-    for &c in text {
-        let v = match c {
-            b'A'..=b'Z' => c - b'A',
-            b'a'..=b'z' => c - b'a' + 26,
-            b'0'..=b'9' => c - b'0' + 52,
-            b'+' => 62,
-            b'/' => 63,
-            b'=' | b'\n' | b'\r' | b' ' => continue,
-            _ => return None,
-        };
-        acc = (acc << 6) | u32::from(v);
-        bits += 6;
-        if bits >= 8 {
-            bits -= 8;
-            out.push((acc >> bits) as u8);
-        }
-    }
-    Some(out)
+    use base64::engine::{general_purpose, DecodePaddingMode, Engine, GeneralPurpose};
+    const LENIENT: GeneralPurpose = GeneralPurpose::new(
+        &base64::alphabet::STANDARD,
+        general_purpose::PAD.with_decode_padding_mode(DecodePaddingMode::Indifferent),
+    );
+    let compact: Vec<u8> = text
+        .iter()
+        .copied()
+        .filter(|c| !c.is_ascii_whitespace())
+        .collect();
+    LENIENT.decode(compact).ok()
 }
 
 /// Decodes the `release` field of a Helm storage Secret (the bytes the
@@ -89,20 +81,10 @@ mod tests {
     use std::io::Write;
 
     fn b64(bytes: &[u8]) -> Vec<u8> {
-        const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-        let mut out = Vec::new();
-        for chunk in bytes.chunks(3) {
-            let n =
-                chunk.iter().fold(0u32, |a, &b| (a << 8) | u32::from(b)) << (8 * (3 - chunk.len()));
-            for i in 0..4 {
-                out.push(if i <= chunk.len() {
-                    T[((n >> (18 - 6 * i)) & 63) as usize]
-                } else {
-                    b'='
-                });
-            }
-        }
-        out
+        use base64::Engine;
+        base64::engine::general_purpose::STANDARD
+            .encode(bytes)
+            .into_bytes()
     }
 
     #[test]
@@ -125,5 +107,12 @@ mod tests {
         assert_eq!(r.status, "deployed");
         assert_eq!(r.values["lrc"]["persistence"]["size"], "12Gi");
         assert!(decode_release(b"not base64!", "ns").is_err());
+        // Unpadded and wrapped input decodes the same.
+        let unpadded: Vec<u8> = field.iter().copied().filter(|&c| c != b'=').collect();
+        let wrapped: Vec<u8> = unpadded
+            .chunks(60)
+            .flat_map(|c| c.iter().copied().chain([b'\n']))
+            .collect();
+        assert_eq!(decode_release(&wrapped, "ns").unwrap().revision, 3);
     }
 }

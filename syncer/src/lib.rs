@@ -1,37 +1,39 @@
-//! The syncer half of Plimsoll: from desired state (rendered values of a git
-//! revision) and observed state (the cluster) to an ordered plan of safe
-//! transitions.
+//! The runtime of Plimsoll: everything that reads a repository, runs helm
+//! or talks to a cluster, around the pure planner (`plimsoll-planner`).
 //!
-//! - [`state`]: the observed state the planner needs (Helm releases,
-//!   StatefulSets, PVCs, StorageClasses, Deployments) and the desired state
-//!   of each release; both serialize to JSON, so a snapshot taken with
-//!   cluster credentials can be planned against offline.
-//! - [`plan`]: the planner, a pure function from (desired, observed) to a
-//!   [`plan::Plan`]: steps in stage order, or refusals that stop it.
-//! - [`version`]: chart version ordering and upgrade paths.
-//!
+//! - [`source`]: where the desired state's files come from (the working
+//!   tree or a git revision) and the stack file read from there.
+//! - [`git`]: a revision's files from the object database; branch heads;
+//!   a branch fetched into a bare mirror.
+//! - [`helm`]: the helm executable, `helm template` and its on-disk cache.
+//! - [`desired`]: the desired state of a source: rendered values, the
+//!   workloads the chart renders, declared patches, and their digest.
+//! - [`client`]: a Kubernetes client from a kubeconfig or the pod's
+//!   service account.
+//! - [`observe`]: the observed state read from a cluster.
 //! - [`helm_release`]: Helm releases decoded from their storage Secrets.
-//! - [`observe`]: the I/O edge that reads observed state from a cluster.
-//! - [`git`]: the I/O edge that reads a revision's files from a repository's
-//!   object database (no checkout; bare clones work).
+//! - [`journal_store`]: the journal kept in a ConfigMap.
+//! - [`lease`]: one writer per stack (a `coordination.k8s.io` Lease).
+//! - [`execute`]: performs a plan's steps, each checking its own
+//!   precondition, recording each in the journal.
+//! - [`sync`]: one sync: lease, journal, plan (or resume), execute; in two
+//!   phases so that what a person approves is exactly what runs.
+//! - [`daemon`]: follows a branch: triggers, syncs, drift, metrics, HTTP.
 //!
-//! - [`journal`]: which plan a sync executes and which steps are done (pure;
-//!   stored in a ConfigMap so a killed sync resumes).
-//! - [`execute`]: the I/O edge that performs a plan's steps, each checking
-//!   its own precondition, recording each in the journal.
-//! - [`lease`]: one syncer per stack (a `coordination.k8s.io` Lease).
-//!
-//! **Architecture Invariant:** only [`observe`], [`execute`] and [`lease`]
-//! talk to Kubernetes; the planner and the journal are pure, and the
-//! planner plans equally from a live read or a snapshot file.
+//! **Architecture Invariant:** planning happens only in `plimsoll-planner`
+//! (pure); this crate observes, decides nothing the planner has not
+//! planned, and every write to the cluster is a step of a plan or the
+//! journal and lease that guard it.
 
+pub mod client;
+pub mod daemon;
 pub mod desired;
 pub mod execute;
 pub mod git;
+pub mod helm;
 pub mod helm_release;
-pub mod journal;
+pub mod journal_store;
 pub mod lease;
 pub mod observe;
-pub mod plan;
-pub mod state;
-pub mod version;
+pub mod source;
+pub mod sync;

@@ -1,6 +1,5 @@
-//! Observed state read from a cluster. **API Boundary / I/O edge:** the only
-//! module of the crate that talks to Kubernetes; the planner consumes what
-//! it returns (or a snapshot of it) as plain data.
+//! Observed state read from a cluster. **I/O edge:** the planner consumes
+//! what it returns (or a snapshot of it) as plain data.
 
 use std::collections::BTreeMap;
 
@@ -11,7 +10,7 @@ use kube::api::{Api, DynamicObject, GroupVersionKind, ListParams};
 use kube::discovery::Scope;
 
 use crate::helm_release::decode_release;
-use crate::state::{
+use plimsoll_planner::state::{
     ClaimTemplate, DeploymentState, ObservedResource, ObservedState, PvcState, ReleaseState,
     ResourceRef, StatefulSetState, StorageClassState,
 };
@@ -20,6 +19,11 @@ use crate::state::{
 pub enum ObserveError {
     #[error("kubernetes: {0}")]
     Kube(#[from] kube::Error),
+    #[error("reading namespace {namespace}: {source}")]
+    Namespace {
+        namespace: String,
+        source: Box<ObserveError>,
+    },
     #[error("release secret {secret}: {source}")]
     Release {
         secret: String,
@@ -47,40 +51,90 @@ fn storage(
     q.and_then(|m| m.get("storage")).map(|q| q.0.clone())
 }
 
-/// Reads what the planner needs from one namespace: Helm releases (the
-/// newest revision of each, from its storage Secret), StatefulSets, PVCs,
-/// StorageClasses and Deployments.
+/// Reads the observed state the planner needs: for each namespace its
+/// Helm releases, StatefulSets, PVCs and Deployments; the StorageClasses
+/// (once: they are cluster-wide); and the resources the stack patches.
 pub async fn observe(
     client: &kube::Client,
-    namespace: &str,
+    namespaces: &[String],
+    targets: &[ResourceRef],
 ) -> Result<ObservedState, ObserveError> {
-    let mut out = ObservedState::default();
+    let mut all = ObservedState::default();
+    for ns in namespaces {
+        observe_namespace(client, ns, &mut all)
+            .await
+            .map_err(|e| ObserveError::Namespace {
+                namespace: ns.clone(),
+                source: Box::new(e),
+            })?;
+    }
+    let classes: Api<StorageClass> = Api::all(client.clone());
+    for c in classes.list(&ListParams::default()).await? {
+        all.storage_classes.push(StorageClassState {
+            name: c.metadata.name.clone().unwrap_or_default(),
+            allow_volume_expansion: c.allow_volume_expansion.unwrap_or(false),
+        });
+    }
+    all.resources = observe_resources(client, targets).await?;
+    Ok(all)
+}
 
+/// The newest revision of each Helm release in a namespace. Only the
+/// newest storage Secret of each release is decoded (Helm labels each with
+/// its `name` and revision `version`).
+pub async fn helm_releases(
+    client: &kube::Client,
+    namespace: &str,
+    release: Option<&str>,
+) -> Result<Vec<ReleaseState>, ObserveError> {
     let secrets: Api<Secret> = Api::namespaced(client.clone(), namespace);
-    let mut newest: BTreeMap<String, ReleaseState> = BTreeMap::new();
+    let selector = match release {
+        Some(r) => format!("owner=helm,name={r}"),
+        None => "owner=helm".to_string(),
+    };
+    let mut newest: BTreeMap<String, (u64, Secret)> = BTreeMap::new();
     for s in secrets
-        .list(&ListParams::default().labels("owner=helm"))
+        .list(&ListParams::default().labels(&selector))
         .await?
     {
         if s.type_.as_deref() != Some("helm.sh/release.v1") {
             continue;
         }
+        let labels = s.metadata.labels.clone().unwrap_or_default();
+        let (Some(name), Some(revision)) = (
+            labels.get("name").cloned(),
+            labels.get("version").and_then(|v| v.parse::<u64>().ok()),
+        ) else {
+            continue;
+        };
+        if newest.get(&name).is_none_or(|(r, _)| *r < revision) {
+            newest.insert(name, (revision, s));
+        }
+    }
+    let mut out = Vec::new();
+    for (_, s) in newest.into_values() {
         let name = s.metadata.name.clone().unwrap_or_default();
         let Some(field) = s.data.as_ref().and_then(|d| d.get("release")) else {
             continue;
         };
-        let r = decode_release(&field.0, namespace).map_err(|source| ObserveError::Release {
-            secret: name.clone(),
-            source,
-        })?;
-        match newest.get(&r.name) {
-            Some(prev) if prev.revision >= r.revision => {}
-            _ => {
-                newest.insert(r.name.clone(), r);
-            }
-        }
+        out.push(
+            decode_release(&field.0, namespace).map_err(|source| ObserveError::Release {
+                secret: name.clone(),
+                source,
+            })?,
+        );
     }
-    out.releases = newest.into_values().collect();
+    Ok(out)
+}
+
+/// Adds one namespace's releases, StatefulSets, PVCs and Deployments.
+async fn observe_namespace(
+    client: &kube::Client,
+    namespace: &str,
+    out: &mut ObservedState,
+) -> Result<(), ObserveError> {
+    out.releases
+        .extend(helm_releases(client, namespace, None).await?);
 
     let sts: Api<StatefulSet> = Api::namespaced(client.clone(), namespace);
     for s in sts.list(&ListParams::default()).await? {
@@ -134,14 +188,6 @@ pub async fn observe(
         });
     }
 
-    let classes: Api<StorageClass> = Api::all(client.clone());
-    for c in classes.list(&ListParams::default()).await? {
-        out.storage_classes.push(StorageClassState {
-            name: c.metadata.name.clone().unwrap_or_default(),
-            allow_volume_expansion: c.allow_volume_expansion.unwrap_or(false),
-        });
-    }
-
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), namespace);
     for d in deployments.list(&ListParams::default()).await? {
         out.deployments.push(DeploymentState {
@@ -157,7 +203,7 @@ pub async fn observe(
                 .max(0) as u32,
         });
     }
-    Ok(out)
+    Ok(())
 }
 
 /// Where a resource of any kind is served: discovery of its kind.

@@ -4,9 +4,9 @@ use std::time::{Duration, Instant};
 
 use k8s_openapi::api::apps::v1::StatefulSet;
 use kube::api::Api;
+use plimsoll_planner::plan::{plan, PlanOptions, Step};
+use plimsoll_planner::state::{ClaimTemplate, DesiredRelease, DesiredStatefulSet};
 use plimsoll_syncer::observe::observe;
-use plimsoll_syncer::plan::{plan, PlanOptions, Step};
-use plimsoll_syncer::state::{ClaimTemplate, DesiredRelease, DesiredStatefulSet};
 use plimsoll_testenv::{Cluster, Env};
 use serde_json::json;
 
@@ -58,7 +58,9 @@ async fn observes_a_helm_installed_data_stack_and_plans_its_scale_up() {
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
 
-    let observed = observe(&client, &ns).await.expect("observe");
+    let observed = observe(&client, std::slice::from_ref(&ns), &[])
+        .await
+        .expect("observe");
     assert_eq!(observed.releases.len(), 1);
     let r = &observed.releases[0];
     assert_eq!(
@@ -163,7 +165,7 @@ async fn observes_a_helm_installed_data_stack_and_plans_its_scale_up() {
             "ready"
         ]
     );
-    let text = plimsoll_syncer::plan::to_text(&p);
+    let text = plimsoll_planner::plan::to_text(&p);
     assert!(!text.contains("s3cret"), "secrets redacted: {text}");
     let _ = std::fs::remove_file(values);
 }

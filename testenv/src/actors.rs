@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{Event, Node, PersistentVolume, PersistentVolumeClaim, Pod};
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
-use plimsoll_syncer::state::quantity_bytes;
+use plimsoll_planner::state::quantity_bytes;
 use serde_json::json;
 
 /// What the node stand-in does with pods.

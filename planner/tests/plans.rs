@@ -5,9 +5,9 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use plimsoll_syncer::plan::{plan, to_json, to_markdown, to_text, PlanOptions};
-use plimsoll_syncer::state::{DesiredRelease, ObservedState};
-use plimsoll_syncer::version::Catalog;
+use plimsoll_planner::plan::{plan, to_json, to_markdown, to_text, PlanOptions};
+use plimsoll_planner::state::{DesiredRelease, ObservedState};
+use plimsoll_planner::version::Catalog;
 
 #[derive(serde::Deserialize, Default)]
 struct Options {

@@ -2,8 +2,8 @@
 
 use std::collections::HashMap;
 
-use crate::yaml::resolve::resolve;
-use crate::yaml::{Kind, Node};
+use crate::resolve::resolve;
+use crate::{Kind, Node};
 
 /// Aliases expanded beyond this many nodes are refused (alias bombs).
 pub const MAX_EXPANDED_NODES: usize = 1_000_000;
@@ -191,7 +191,7 @@ fn string(s: &str, out: &mut String) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::yaml::parse_documents;
+    use crate::parse_documents;
 
     #[test]
     fn types_scalars_like_yq() {

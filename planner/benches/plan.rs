@@ -3,8 +3,8 @@
 //! `cargo bench -p plimsoll-syncer --bench plan`.
 
 use criterion::{black_box, criterion_group, criterion_main, Criterion};
-use plimsoll_syncer::plan::{plan, PlanOptions};
-use plimsoll_syncer::state::*;
+use plimsoll_planner::plan::{plan, PlanOptions};
+use plimsoll_planner::state::*;
 use serde_json::json;
 
 fn generate() -> (Vec<DesiredRelease>, ObservedState) {

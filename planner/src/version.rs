@@ -1,56 +1,36 @@
 //! Chart versions and the upgrade paths a release catalog allows.
 
-use std::cmp::Ordering;
-
-/// A semantic version `MAJOR.MINOR.PATCH[-PRE]` (build metadata ignored).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Version {
-    pub major: u64,
-    pub minor: u64,
-    pub patch: u64,
-    pub pre: String,
-}
+/// A chart version: SemVer 2 (the `semver` crate's order, so pre-releases
+/// compare by their numeric and alphanumeric identifiers: `1.0.0-rc.9` <
+/// `1.0.0-rc.10` < `1.0.0`), read with Helm's leniency: a leading `v` and
+/// missing minor or patch numbers (`v1.2` is `1.2.0`). Build metadata is
+/// ignored, as SemVer requires for precedence.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Version(semver::Version);
 
 impl Version {
     pub fn parse(s: &str) -> Option<Version> {
-        let s = s.trim().trim_start_matches('v');
-        let s = s.split('+').next()?;
-        let (core, pre) = match s.split_once('-') {
-            Some((c, p)) => (c, p.to_string()),
-            None => (s, String::new()),
+        let s = s.trim();
+        let s = s.strip_prefix('v').unwrap_or(s);
+        // The numeric core ends at the pre-release or build separator.
+        let core_end = s.find(['-', '+']).unwrap_or(s.len());
+        let (core, rest) = s.split_at(core_end);
+        let padded = match core.split('.').count() {
+            1 => format!("{core}.0.0{rest}"),
+            2 => format!("{core}.0{rest}"),
+            _ => s.to_string(),
         };
-        let mut it = core.split('.');
-        let major = it.next()?.parse().ok()?;
-        let minor = it.next().unwrap_or("0").parse().ok()?;
-        let patch = it.next().unwrap_or("0").parse().ok()?;
-        if it.next().is_some() {
-            return None;
-        }
-        Some(Version {
-            major,
-            minor,
-            patch,
-            pre,
-        })
+        let mut v = semver::Version::parse(&padded).ok()?;
+        v.build = semver::BuildMetadata::EMPTY;
+        Some(Version(v))
     }
-}
 
-impl PartialOrd for Version {
-    fn partial_cmp(&self, other: &Version) -> Option<Ordering> {
-        Some(self.cmp(other))
+    pub fn major(&self) -> u64 {
+        self.0.major
     }
-}
 
-impl Ord for Version {
-    fn cmp(&self, other: &Version) -> Ordering {
-        (self.major, self.minor, self.patch)
-            .cmp(&(other.major, other.minor, other.patch))
-            .then_with(|| match (self.pre.is_empty(), other.pre.is_empty()) {
-                (true, true) => Ordering::Equal,
-                (true, false) => Ordering::Greater,
-                (false, true) => Ordering::Less,
-                (false, false) => self.pre.cmp(&other.pre),
-            })
+    pub fn is_prerelease(&self) -> bool {
+        !self.0.pre.is_empty()
     }
 }
 
@@ -78,12 +58,12 @@ impl Catalog {
         if t < f {
             return Err(PathProblem::Downgrade);
         }
-        if t.major > f.major {
+        if t.major() > f.major() {
             let latest_of_line = self
                 .versions
                 .iter()
                 .filter_map(|v| Version::parse(v).map(|p| (p, v)))
-                .filter(|(p, _)| p.major == f.major && p.pre.is_empty())
+                .filter(|(p, _)| p.major() == f.major() && !p.is_prerelease())
                 .max_by(|a, b| a.0.cmp(&b.0));
             if let Some((latest, text)) = latest_of_line {
                 if f < latest {
@@ -92,9 +72,9 @@ impl Catalog {
                     });
                 }
             }
-            if t.major > f.major + 1 {
+            if t.major() > f.major() + 1 {
                 return Err(PathProblem::SkipsPath {
-                    required: format!("{}.x", f.major + 1),
+                    required: format!("{}.x", f.major() + 1),
                 });
             }
         }
@@ -112,6 +92,14 @@ mod tests {
         assert!(v("1.10.0") > v("1.9.9"));
         assert!(v("2.0.0") > v("2.0.0-rc.1"));
         assert!(v("v1.2") == v("1.2.0"));
+        assert!(v("3") == v("3.0.0"));
+        // Pre-releases by SemVer's rules, not as strings.
+        assert!(v("1.0.0-rc.10") > v("1.0.0-rc.9"));
+        assert!(v("1.0.0-rc.1") > v("1.0.0-beta.11"));
+        assert!(v("1.0.0-alpha") < v("1.0.0-alpha.1"));
+        assert!(v("1.2.0-rc.1+build.5") == v("1.2.0-rc.1+build.6"));
+        assert!(Version::parse("1.2.x").is_none());
+        assert!(Version::parse("1.2.3.4").is_none());
     }
 
     #[test]

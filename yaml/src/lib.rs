@@ -15,6 +15,7 @@
 mod chars;
 pub mod compose;
 pub mod emitter;
+pub mod json;
 pub mod node;
 mod parser;
 pub mod resolve;

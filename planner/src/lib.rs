@@ -1,0 +1,24 @@
+//! The pure half of syncing: from desired state (rendered values and the
+//! workloads the chart renders) and observed state (a cluster read, or a
+//! snapshot file) to an ordered plan of safe transitions.
+//!
+//! - [`state`]: the observed and desired state model; both serialize to
+//!   JSON, so a snapshot taken with cluster credentials plans offline.
+//! - [`version`]: chart version order (SemVer 2) and upgrade paths.
+//! - [`plan`]: the planner, split per concern (volumes, patches, upgrades,
+//!   refusals), value diffs with redaction, and the text, Markdown and
+//!   JSON formats.
+//! - [`journal`]: the journal model (which plan a sync executes, which
+//!   steps are done) and its ConfigMap data form.
+//! - [`manifests`]: StatefulSets and Deployments from rendered manifests
+//!   (`helm template` output).
+//!
+//! **Architecture Invariant:** nothing here performs I/O or depends on
+//! kube, k8s-openapi, tokio, git2 or hyper; `tests/dependencies.rs`
+//! checks the dependency tree.
+
+pub mod journal;
+pub mod manifests;
+pub mod plan;
+pub mod state;
+pub mod version;

@@ -1,0 +1,130 @@
+//! The plan for people (text, Markdown) and for programs (JSON, schema
+//! in docs/plan-schema.md).
+
+use super::{Plan, Step};
+
+/// The plan as text for a terminal.
+pub fn to_text(plan: &Plan) -> String {
+    let mut out = String::new();
+    for r in &plan.refusals {
+        out.push_str(&format!("REFUSED: {}\n", r.message()));
+    }
+    for w in &plan.warnings {
+        out.push_str(&format!("warning: {w}\n"));
+    }
+    if plan.releases.is_empty() && plan.refusals.is_empty() {
+        out.push_str("No changes: the cluster matches the desired state.\n");
+    }
+    for v in &plan.values_since_base {
+        out.push_str(&format!(
+            "\nValues of {} changed since {}:\n",
+            v.release, v.base
+        ));
+        for c in &v.changes {
+            out.push_str(&format!(
+                "  {}: {}{}\n",
+                c.change.path,
+                c.change.transition(),
+                c.layer
+                    .as_deref()
+                    .map(|l| format!("  ({l})"))
+                    .unwrap_or_default()
+            ));
+        }
+    }
+    for r in &plan.releases {
+        out.push_str(&format!(
+            "\n{} ({}, stage {})\n",
+            r.release, r.namespace, r.stage
+        ));
+        for (i, s) in r.steps.iter().enumerate() {
+            out.push_str(&format!("  {}. {}\n", i + 1, s.describe()));
+            if let Step::HelmUpgrade { changed_values, .. } = s {
+                for c in changed_values {
+                    out.push_str(&format!("       {}: {}\n", c.path, c.transition()));
+                }
+            }
+        }
+    }
+    out
+}
+
+/// The plan as Markdown for a pull-request comment: summary line,
+/// refusals first, then one section per release.
+pub fn to_markdown(plan: &Plan) -> String {
+    let steps: usize = plan.releases.iter().map(|r| r.steps.len()).sum();
+    let mut out = String::new();
+    if !plan.refusals.is_empty() {
+        out.push_str(&format!(
+            "**Plimsoll refuses this change** ({} refusal(s)); nothing will be applied.\n\n",
+            plan.refusals.len()
+        ));
+        for r in &plan.refusals {
+            out.push_str(&format!("> :no_entry: {}\n", r.message()));
+        }
+        out.push('\n');
+    } else if steps == 0 {
+        out.push_str("**No changes.** The cluster matches the desired state.\n");
+        markdown_values_since_base(plan, &mut out);
+        return out;
+    } else {
+        out.push_str(&format!(
+            "**Plan:** {steps} step(s) in {} release(s).\n\n",
+            plan.releases.len()
+        ));
+    }
+    for w in &plan.warnings {
+        out.push_str(&format!("> :warning: {w}\n"));
+    }
+    for r in &plan.releases {
+        out.push_str(&format!(
+            "\n### `{}` ({}, stage {})\n\n",
+            r.release, r.namespace, r.stage
+        ));
+        if !r.pvcs.is_empty() {
+            out.push_str(
+                "| PVC | current | desired | storage class | expandable |\n|---|---|---|---|---|\n",
+            );
+            for p in &r.pvcs {
+                out.push_str(&format!(
+                    "| {} | {} | {} | {} | {} |\n",
+                    p.pvc,
+                    p.current,
+                    p.desired,
+                    p.storage_class,
+                    if p.expandable { "yes" } else { "no" }
+                ));
+            }
+            out.push('\n');
+        }
+        for (i, s) in r.steps.iter().enumerate() {
+            out.push_str(&format!("{}. {}\n", i + 1, s.describe()));
+        }
+    }
+    markdown_values_since_base(plan, &mut out);
+    out
+}
+
+fn markdown_values_since_base(plan: &Plan, out: &mut String) {
+    for v in &plan.values_since_base {
+        out.push_str(&format!(
+            "\n#### Values of `{}` changed since `{}`\n\n",
+            v.release, v.base
+        ));
+        out.push_str("| path | before | after | set by |\n|---|---|---|---|\n");
+        for c in &v.changes {
+            out.push_str(&format!(
+                "| `{}` | {} | {} | {} |\n",
+                c.change.path,
+                c.change.shown_from(),
+                c.change.shown_to(),
+                c.layer.as_deref().unwrap_or("")
+            ));
+        }
+    }
+}
+
+/// The plan as JSON (schema [`PLAN_SCHEMA_VERSION`]).
+pub fn to_json(plan: &Plan) -> String {
+    serde_json::to_string_pretty(plan).unwrap_or_default() + "\n"
+}

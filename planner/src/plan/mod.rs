@@ -1,0 +1,290 @@
+//! The planner: desired and observed state in, an ordered plan of safe
+//! transitions out, or the refusals that stop it.
+//!
+//! Per release, in stage order: expand PVCs, wait for the expansions,
+//! re-create StatefulSets whose claim templates changed (orphan delete; the
+//! upgrade re-creates them), `helm upgrade`, wait until ready. A release
+//! with nothing to do has no entry; an up-to-date cluster gives an empty
+//! plan. Nothing here performs I/O.
+
+mod diff;
+mod format;
+mod patches;
+mod refusal;
+mod upgrades;
+mod volumes;
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::state::{DesiredRelease, ObservedState, ResourceRef};
+use crate::version::Catalog;
+
+pub use diff::{is_secret_key, values_diff};
+pub use format::{to_json, to_markdown, to_text};
+pub use refusal::Refusal;
+
+/// Version of the plan's JSON form.
+pub const PLAN_SCHEMA_VERSION: u32 = 1;
+
+/// One transition, with the reason for it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum Step {
+    ExpandPvc {
+        namespace: String,
+        pvc: String,
+        from: String,
+        to: String,
+        storage_class: String,
+    },
+    WaitForExpansion {
+        namespace: String,
+        pvc: String,
+        to: String,
+    },
+    PatchResource {
+        /// Not flattened: the resource's `kind` would collide with the
+        /// step's.
+        target: ResourceRef,
+        /// The RFC 6902 operations.
+        operations: serde_json::Value,
+        /// The paths the patch changes, values redacted where secret.
+        changes: Vec<ValueChange>,
+    },
+    RecreateStatefulSet {
+        namespace: String,
+        statefulset: String,
+        uid: String,
+        reason: String,
+    },
+    HelmUpgrade {
+        namespace: String,
+        release: String,
+        chart: String,
+        from_version: Option<String>,
+        to_version: String,
+        changed_values: Vec<ValueChange>,
+    },
+    WaitForReady {
+        namespace: String,
+        release: String,
+        statefulsets: Vec<String>,
+        deployments: Vec<String>,
+    },
+}
+
+/// A change of one values path, secrets redacted.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ValueChange {
+    pub path: String,
+    /// The path as keys (keys may contain dots).
+    #[serde(skip)]
+    pub keys: Vec<String>,
+    pub from: Option<String>,
+    pub to: Option<String>,
+}
+
+impl ValueChange {
+    pub fn shown_from(&self) -> &str {
+        self.from.as_deref().unwrap_or("(unset)")
+    }
+
+    pub fn shown_to(&self) -> &str {
+        self.to.as_deref().unwrap_or("(unset)")
+    }
+
+    /// `FROM -> TO`, `(unset)` for an absent side.
+    pub fn transition(&self) -> String {
+        format!("{} -> {}", self.shown_from(), self.shown_to())
+    }
+}
+
+/// The rendered values of a release changed between a base revision and
+/// the planned one, each change with the layer (file:line) that set it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct ValuesSinceBase {
+    pub release: String,
+    pub base: String,
+    pub changes: Vec<AttributedChange>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct AttributedChange {
+    #[serde(flatten)]
+    pub change: ValueChange,
+    /// Where the new value comes from, `FILE:LINE`; `None` when removed.
+    pub layer: Option<String>,
+}
+
+/// The plan of one release.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct ReleasePlan {
+    pub release: String,
+    pub namespace: String,
+    pub stage: String,
+    pub steps: Vec<Step>,
+    /// Every PVC of the release's StatefulSets, changed or not (for review).
+    pub pvcs: Vec<PvcRow>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct PvcRow {
+    pub pvc: String,
+    pub current: String,
+    pub desired: String,
+    pub storage_class: String,
+    pub expandable: bool,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Plan {
+    pub schema_version: u32,
+    pub refusals: Vec<Refusal>,
+    pub warnings: Vec<String>,
+    pub releases: Vec<ReleasePlan>,
+    /// With a base revision: rendered values changes per release.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub values_since_base: Vec<ValuesSinceBase>,
+}
+
+impl Plan {
+    pub fn has_changes(&self) -> bool {
+        self.releases.iter().any(|r| !r.steps.is_empty())
+    }
+
+    /// `terraform plan -detailed-exitcode`: 0 nothing to do, 2 changes, 1
+    /// refused.
+    pub fn exit_code(&self) -> u8 {
+        if !self.refusals.is_empty() {
+            1
+        } else if self.has_changes() {
+            2
+        } else {
+            0
+        }
+    }
+}
+
+/// What the planner is told besides the two states.
+#[derive(Clone, Debug, Default)]
+pub struct PlanOptions {
+    /// Release catalogs by chart name (upgrade paths).
+    pub catalogs: BTreeMap<String, Catalog>,
+    /// Refuse (rather than warn about) a version bump mixed with value
+    /// changes.
+    pub strict: bool,
+}
+
+impl Step {
+    /// One line for people.
+    pub fn describe(&self) -> String {
+        match self {
+            Step::ExpandPvc {
+                pvc,
+                from,
+                to,
+                storage_class,
+                ..
+            } => format!("expand PVC {pvc} from {from} to {to} (storage class {storage_class})"),
+            Step::WaitForExpansion { pvc, to, .. } => {
+                format!("wait until PVC {pvc} has {to} of capacity and no resize condition")
+            }
+            Step::PatchResource {
+                target, changes, ..
+            } => format!(
+                "patch {target}: {}",
+                changes
+                    .iter()
+                    .map(|c| format!("{} {}", c.path, c.transition()))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+            Step::RecreateStatefulSet {
+                statefulset,
+                reason,
+                ..
+            } => {
+                format!("delete StatefulSet {statefulset} with orphan propagation ({reason})")
+            }
+            Step::HelmUpgrade {
+                release,
+                chart,
+                from_version,
+                to_version,
+                changed_values,
+                ..
+            } => {
+                let version = match from_version {
+                    Some(f) if f != to_version => format!("{chart} {f} -> {to_version}"),
+                    Some(_) => format!("{chart} {to_version}"),
+                    None => format!("install {chart} {to_version}"),
+                };
+                format!(
+                    "helm upgrade --install {release} ({version}, {} value change(s))",
+                    changed_values.len()
+                )
+            }
+            Step::WaitForReady {
+                statefulsets,
+                deployments,
+                ..
+            } => format!(
+                "wait until ready: {}",
+                statefulsets
+                    .iter()
+                    .map(|s| format!("statefulset/{s}"))
+                    .chain(deployments.iter().map(|d| format!("deployment/{d}")))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        }
+    }
+}
+
+/// Plans the transition from `observed` to `desired` (releases in stage
+/// order). Per release: version checks, volumes (expand, wait, re-create
+/// StatefulSets whose claim templates changed), declared patches, the
+/// upgrade and the readiness wait; any refusal stops the whole plan.
+pub fn plan(desired: &[DesiredRelease], observed: &ObservedState, options: &PlanOptions) -> Plan {
+    let mut out = Plan {
+        schema_version: PLAN_SCHEMA_VERSION,
+        ..Plan::default()
+    };
+    for d in desired {
+        let live = observed
+            .releases
+            .iter()
+            .find(|r| r.name == d.name && r.namespace == d.namespace);
+        let mut rp = ReleasePlan {
+            release: d.name.clone(),
+            namespace: d.namespace.clone(),
+            stage: d.stage.clone(),
+            steps: Vec::new(),
+            pvcs: Vec::new(),
+        };
+        upgrades::check_version(d, live, options, &mut out);
+        let volumes = volumes::plan_volumes(d, observed, &mut rp, &mut out);
+        patches::plan_patches(d, observed, &mut rp, &mut out);
+        volumes.push_recreates(d, &mut rp);
+        upgrades::plan_upgrade(
+            d,
+            live,
+            !volumes.recreate.is_empty(),
+            options,
+            &mut rp,
+            &mut out,
+        );
+        if !rp.steps.is_empty() {
+            rp.steps.push(Step::WaitForReady {
+                namespace: d.namespace.clone(),
+                release: d.name.clone(),
+                statefulsets: d.statefulsets.iter().map(|s| s.name.clone()).collect(),
+                deployments: d.deployments.clone(),
+            });
+            out.releases.push(rp);
+        }
+    }
+    out
+}

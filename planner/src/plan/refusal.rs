@@ -1,0 +1,103 @@
+//! Refusals: what Plimsoll will not do, each with what to say.
+
+use serde::Serialize;
+
+/// Something Plimsoll will not do; any refusal stops the whole plan.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum Refusal {
+    PvcShrink {
+        release: String,
+        pvc: String,
+        from: String,
+        to: String,
+    },
+    StorageClassChange {
+        release: String,
+        pvc: String,
+        from: String,
+        to: String,
+    },
+    NotExpandable {
+        release: String,
+        pvc: String,
+        storage_class: String,
+        from: String,
+        to: String,
+    },
+    Downgrade {
+        release: String,
+        from: String,
+        to: String,
+    },
+    SkippedUpgradePath {
+        release: String,
+        from: String,
+        to: String,
+        required: String,
+    },
+    VersionBumpWithValueChanges {
+        release: String,
+        from: String,
+        to: String,
+        paths: Vec<String>,
+    },
+    PatchNotApplicable {
+        release: String,
+        resource: String,
+        reason: String,
+    },
+}
+
+impl Refusal {
+    /// The release refused.
+    pub fn release(&self) -> &str {
+        match self {
+            Refusal::PvcShrink { release, .. }
+            | Refusal::StorageClassChange { release, .. }
+            | Refusal::NotExpandable { release, .. }
+            | Refusal::Downgrade { release, .. }
+            | Refusal::SkippedUpgradePath { release, .. }
+            | Refusal::VersionBumpWithValueChanges { release, .. }
+            | Refusal::PatchNotApplicable { release, .. } => release,
+        }
+    }
+
+    /// The refusal as one sentence naming release, object and values.
+    pub fn message(&self) -> String {
+        match self {
+            Refusal::PvcShrink { release, pvc, from, to } => {
+                format!("{release}: PVC {pvc} would shrink from {from} to {to}; volumes never shrink")
+            }
+            Refusal::StorageClassChange { release, pvc, from, to } => format!(
+                "{release}: PVC {pvc} would move from storage class {from} to {to}; a claim's class cannot change in place"
+            ),
+            Refusal::NotExpandable {
+                release,
+                pvc,
+                storage_class,
+                from,
+                to,
+            } => format!(
+                "{release}: PVC {pvc} needs {from} -> {to} but storage class {storage_class} does not allow volume expansion; \
+                 the backup, reinstall and restore procedure is required (never run automatically)"
+            ),
+            Refusal::Downgrade { release, from, to } => {
+                format!("{release}: chart would be downgraded from {from} to {to}")
+            }
+            Refusal::SkippedUpgradePath {
+                release,
+                from,
+                to,
+                required,
+            } => format!("{release}: upgrading {from} -> {to} skips the release path; upgrade to {required} first"),
+            Refusal::VersionBumpWithValueChanges { release, from, to, paths } => format!(
+                "{release}: chart {from} -> {to} is mixed with value changes ({}); with --strict, bump the version alone",
+                paths.join(", ")
+            ),
+            Refusal::PatchNotApplicable { release, resource, reason } => format!(
+                "{release}: the patch the stack file declares for {resource} does not apply: {reason}"
+            ),
+        }
+    }
+}

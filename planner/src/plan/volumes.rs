@@ -1,0 +1,197 @@
+//! Volumes: every PVC of the StatefulSets a release's chart renders, from
+//! its live size to the claim template's. Growth on an expandable class is
+//! an expansion followed by a wait; a shrink, a storage-class change and
+//! growth on a class that cannot expand are refusals. A StatefulSet whose
+//! claim templates change is re-created (orphan delete; the upgrade
+//! re-creates it), after the expansions and the patches.
+
+use crate::state::{quantity_bytes, ClaimTemplate, DesiredRelease, ObservedState, PvcState};
+
+use super::{Plan, PvcRow, Refusal, ReleasePlan, Step};
+
+/// What the volume pass found that later passes need.
+pub(super) struct Volumes {
+    /// StatefulSets to re-create: (name, uid).
+    pub recreate: Vec<(String, String)>,
+}
+
+impl Volumes {
+    /// The orphan deletes, after the patches.
+    pub fn push_recreates(&self, d: &DesiredRelease, rp: &mut ReleasePlan) {
+        for (name, uid) in &self.recreate {
+            rp.steps.push(Step::RecreateStatefulSet {
+                namespace: d.namespace.clone(),
+                statefulset: name.clone(),
+                uid: uid.clone(),
+                reason: "volumeClaimTemplates changed; delete with orphan propagation, the upgrade re-creates it"
+                    .to_string(),
+            });
+        }
+    }
+}
+
+/// An expansion to plan: (pvc, from, to, class).
+type Expansion = (String, String, String, String);
+
+fn templates_equal(a: &[ClaimTemplate], b: &[ClaimTemplate]) -> bool {
+    a.len() == b.len()
+        && a.iter().zip(b).all(|(x, y)| {
+            x.name == y.name
+                && x.storage_class == y.storage_class
+                && quantity_bytes(&x.size) == quantity_bytes(&y.size)
+        })
+}
+
+/// The PVCs a claim template gives a StatefulSet: `TEMPLATE-STS-ORDINAL`.
+fn claims_of<'a>(
+    observed: &'a ObservedState,
+    namespace: &str,
+    template: &str,
+    statefulset: &str,
+) -> Vec<&'a PvcState> {
+    let prefix = format!("{template}-{statefulset}-");
+    let mut claims: Vec<_> = observed
+        .pvcs
+        .iter()
+        .filter(|p| p.namespace == namespace)
+        .filter(|p| {
+            p.name
+                .strip_prefix(&prefix)
+                .is_some_and(|ord| !ord.is_empty() && ord.bytes().all(|b| b.is_ascii_digit()))
+        })
+        .collect();
+    claims.sort_by_key(|p| p.name.clone());
+    claims
+}
+
+/// Plans expansions and their waits into `rp`, refusals into `out`.
+pub(super) fn plan_volumes(
+    d: &DesiredRelease,
+    observed: &ObservedState,
+    rp: &mut ReleasePlan,
+    out: &mut Plan,
+) -> Volumes {
+    let mut expansions: Vec<Expansion> = Vec::new();
+    let mut resizing: Vec<(String, String)> = Vec::new();
+    let mut recreate = Vec::new();
+    for dsts in &d.statefulsets {
+        for tmpl in &dsts.claim_templates {
+            for pvc in claims_of(observed, &d.namespace, &tmpl.name, &dsts.name) {
+                check_claim(
+                    d,
+                    observed,
+                    pvc,
+                    tmpl,
+                    rp,
+                    out,
+                    &mut expansions,
+                    &mut resizing,
+                );
+            }
+        }
+        let live_sts = observed
+            .statefulsets
+            .iter()
+            .find(|s| s.name == dsts.name && s.namespace == d.namespace);
+        if let Some(l) = live_sts {
+            if !templates_equal(&l.claim_templates, &dsts.claim_templates) {
+                recreate.push((l.name.clone(), l.uid.clone()));
+            }
+        }
+    }
+    for (pvc, from, to, storage_class) in &expansions {
+        rp.steps.push(Step::ExpandPvc {
+            namespace: d.namespace.clone(),
+            pvc: pvc.clone(),
+            from: from.clone(),
+            to: to.clone(),
+            storage_class: storage_class.clone(),
+        });
+    }
+    let waits = expansions
+        .iter()
+        .map(|(pvc, _, to, _)| (pvc, to))
+        .chain(resizing.iter().map(|(pvc, to)| (pvc, to)));
+    for (pvc, to) in waits {
+        rp.steps.push(Step::WaitForExpansion {
+            namespace: d.namespace.clone(),
+            pvc: pvc.clone(),
+            to: to.clone(),
+        });
+    }
+    Volumes { recreate }
+}
+
+/// One live claim against its template: a row for review, and an
+/// expansion, a wait for one in progress, or a refusal.
+#[allow(clippy::too_many_arguments)]
+fn check_claim(
+    d: &DesiredRelease,
+    observed: &ObservedState,
+    pvc: &PvcState,
+    tmpl: &ClaimTemplate,
+    rp: &mut ReleasePlan,
+    out: &mut Plan,
+    expansions: &mut Vec<Expansion>,
+    resizing: &mut Vec<(String, String)>,
+) {
+    let class = pvc.storage_class.clone().unwrap_or_default();
+    let expandable = observed
+        .storage_classes
+        .iter()
+        .find(|s| s.name == class)
+        .is_some_and(|s| s.allow_volume_expansion);
+    rp.pvcs.push(PvcRow {
+        pvc: pvc.name.clone(),
+        current: pvc.request.clone(),
+        desired: tmpl.size.clone(),
+        storage_class: class.clone(),
+        expandable,
+    });
+    if let Some(want) = &tmpl.storage_class {
+        if *want != class {
+            out.refusals.push(Refusal::StorageClassChange {
+                release: d.name.clone(),
+                pvc: pvc.name.clone(),
+                from: class,
+                to: want.clone(),
+            });
+            return;
+        }
+    }
+    let (have, want) = (quantity_bytes(&pvc.request), quantity_bytes(&tmpl.size));
+    if want < have {
+        out.refusals.push(Refusal::PvcShrink {
+            release: d.name.clone(),
+            pvc: pvc.name.clone(),
+            from: pvc.request.clone(),
+            to: tmpl.size.clone(),
+        });
+    } else if want > have {
+        if !expandable {
+            out.refusals.push(Refusal::NotExpandable {
+                release: d.name.clone(),
+                pvc: pvc.name.clone(),
+                storage_class: class,
+                from: pvc.request.clone(),
+                to: tmpl.size.clone(),
+            });
+        } else {
+            expansions.push((
+                pvc.name.clone(),
+                pvc.request.clone(),
+                tmpl.size.clone(),
+                class,
+            ));
+        }
+    } else if pvc
+        .capacity
+        .as_deref()
+        .and_then(quantity_bytes)
+        .is_some_and(|c| Some(c) < have)
+    {
+        // Requested already (an interrupted sync, or by hand) but not yet
+        // grown: wait before anything re-creates the StatefulSet.
+        resizing.push((pvc.name.clone(), pvc.request.clone()));
+    }
+}

@@ -1,0 +1,364 @@
+//! The commands that read or change a cluster: `snapshot`, `plan`, `sync`
+//! and `daemon`. Each builds its async runtime and client only here.
+
+use std::io::{IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use plimsoll_planner::plan::{self, AttributedChange, ValuesSinceBase};
+use plimsoll_planner::state::{ObservedState, ResourceRef};
+use plimsoll_renderer::render::{self, Rendered};
+use plimsoll_syncer::daemon::{DaemonOptions, Upstream};
+use plimsoll_syncer::desired::{self, DesiredState};
+use plimsoll_syncer::execute::{Progress, RunEnd};
+use plimsoll_syncer::git::Revision;
+use plimsoll_syncer::helm::helm_executable;
+use plimsoll_syncer::sync::{self, Preparation, Stop, SyncOptions, SyncOutcome};
+
+use crate::output::{self, Output};
+use crate::{Cluster, Common, PlanFormat, SyncArgs};
+
+/// A single-threaded runtime: enough for one command's requests.
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?)
+}
+
+/// The namespaces to read: given ones, else those of the stack's releases.
+fn namespaces(common: &Common, cluster: &Cluster) -> anyhow::Result<Vec<String>> {
+    if !cluster.namespaces.is_empty() {
+        return Ok(cluster.namespaces.clone());
+    }
+    common.source().release_namespaces()
+}
+
+fn observe_cluster(
+    common: &Common,
+    cluster: &Cluster,
+    targets: &[ResourceRef],
+) -> anyhow::Result<ObservedState> {
+    let ns = namespaces(common, cluster)?;
+    runtime()?.block_on(async {
+        let client = plimsoll_syncer::client::connect(&cluster.options()).await?;
+        Ok(plimsoll_syncer::observe::observe(&client, &ns, targets).await?)
+    })
+}
+
+pub fn snapshot(
+    common: &Common,
+    cluster: &Cluster,
+    out: Option<&Path>,
+) -> anyhow::Result<ExitCode> {
+    // The resources the stack declares patches for are part of the snapshot.
+    let targets: Vec<_> = match common.source().load_stack() {
+        Ok((stack, _)) => stack
+            .releases
+            .iter()
+            .flat_map(|r| r.patches.iter())
+            .map(|p| ResourceRef {
+                api_version: p.api_version.clone(),
+                kind: p.kind.clone(),
+                namespace: p.namespace.clone(),
+                name: p.name.clone(),
+            })
+            .collect(),
+        Err(_) if !cluster.namespaces.is_empty() => Vec::new(),
+        Err(e) => return Err(e),
+    };
+    let observed = observe_cluster(common, cluster, &targets)?;
+    let text = serde_json::to_string_pretty(&observed)? + "\n";
+    match out {
+        Some(path) => output::write_all_atomically(&[Output {
+            path: path.to_path_buf(),
+            text,
+        }])?,
+        None => std::io::stdout().write_all(text.as_bytes())?,
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Rendered values changes since `base`, each attributed to the layer
+/// (file:line) the new value comes from. The current side's values are
+/// the desired state's (converted once).
+fn values_since_base(
+    current: &DesiredState,
+    base: &Rendered,
+    base_name: &str,
+) -> anyhow::Result<Vec<ValuesSinceBase>> {
+    let mut out = Vec::new();
+    for (r, d) in current.rendered.releases.iter().zip(&current.releases) {
+        let before = match base
+            .releases
+            .iter()
+            .find(|b| b.release.name == r.release.name)
+        {
+            Some(b) => desired::values_of(b)?,
+            None => serde_json::Value::Object(Default::default()),
+        };
+        let changes: Vec<_> = plan::values_diff(&before, &d.values)
+            .into_iter()
+            .map(|change| {
+                let layer = render::lookup(&r.result.node, &change.keys)
+                    .filter(|_| change.to.is_some())
+                    .and_then(|n| {
+                        r.inputs
+                            .get(n.origin.layer as usize)
+                            .map(|i| format!("{}:{}", i.path, n.origin.line))
+                    });
+                AttributedChange { change, layer }
+            })
+            .collect();
+        if !changes.is_empty() {
+            out.push(ValuesSinceBase {
+                release: r.release.name.clone(),
+                base: base_name.to_string(),
+                changes,
+            });
+        }
+    }
+    Ok(out)
+}
+
+pub fn plan(
+    common: &Common,
+    cluster: &Cluster,
+    live: Option<&Path>,
+    (rev, base): (Option<&str>, Option<&str>),
+    format: PlanFormat,
+    strict: bool,
+    helm: Option<&Path>,
+) -> anyhow::Result<ExitCode> {
+    let helm = helm_executable(helm);
+    let source = common.source();
+    let desired = desired::load(&source, rev, &helm)?;
+    let observed = match live {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read {}", path.display()))?;
+            serde_json::from_str(&text)
+                .with_context(|| format!("{} is not a Plimsoll snapshot", path.display()))?
+        }
+        None => observe_cluster(common, cluster, &desired.patch_targets())?,
+    };
+    let options = plan::PlanOptions {
+        strict,
+        catalogs: desired.catalogs.clone(),
+    };
+    let mut plan = plan::plan(&desired.releases, &observed, &options);
+    if let Some(b) = base {
+        let base_rev = Revision::open(&common.repo, b)?;
+        let (_, base_rendered) = source.render_revision(&base_rev)?;
+        plan.values_since_base = values_since_base(&desired, &base_rendered, b)?;
+    }
+    let text = match format {
+        PlanFormat::Text => plan::to_text(&plan),
+        PlanFormat::Markdown => plan::to_markdown(&plan),
+        PlanFormat::Json => plan::to_json(&plan),
+    };
+    std::io::stdout().write_all(text.as_bytes())?;
+    Ok(ExitCode::from(plan.exit_code()))
+}
+
+/// Asks at the terminal (on a blocking thread: the lease keeps being
+/// renewed meanwhile).
+async fn confirm(question: String) -> anyhow::Result<bool> {
+    tokio::task::spawn_blocking(move || -> anyhow::Result<bool> {
+        print!("{question} [y/N] ");
+        std::io::stdout().flush()?;
+        let mut answer = String::new();
+        std::io::stdin().read_line(&mut answer)?;
+        Ok(matches!(answer.trim(), "y" | "Y" | "yes"))
+    })
+    .await?
+}
+
+pub fn sync(
+    common: &Common,
+    cluster: &Cluster,
+    args: &SyncArgs,
+    rev: Option<String>,
+    working_tree: bool,
+    dry_run: bool,
+    yes: bool,
+) -> anyhow::Result<ExitCode> {
+    let ask = !dry_run && !yes;
+    if ask && !std::io::stdin().is_terminal() {
+        bail!(
+            "sync changes the cluster: pass --yes when not attached to a terminal (or --dry-run)"
+        );
+    }
+    let helm = helm_executable(args.helm.as_deref());
+    // What is committed is what is synced, as the daemon does.
+    let rev = rev.or_else(|| {
+        (!working_tree && Revision::open(&common.repo, "HEAD").is_ok()).then(|| "HEAD".to_string())
+    });
+    let desired = desired::load(&common.source(), rev.as_deref(), &helm)?;
+    match &desired.revision {
+        Some(commit) => eprintln!("syncing {} (commit {commit})", rev.as_deref().unwrap_or("")),
+        None => eprintln!("syncing the working tree of {}", common.repo.display()),
+    }
+    let opts = args.options(cluster.namespaces.clone(), dry_run);
+    runtime()?.block_on(async {
+        let client = plimsoll_syncer::client::connect(&cluster.options()).await?;
+        let stop = Stop::default();
+        stop.on_signals(|| eprintln!("stop requested: finishing the current step"));
+        let progress: Progress = Arc::new(|line: &str| eprintln!("{line}"));
+        let outcome = match sync::prepare(&client, &desired, &opts, &progress).await? {
+            Preparation::Finished(outcome) => outcome,
+            Preparation::Ready(prepared) => {
+                let approved = if ask {
+                    match prepared.plan() {
+                        Some(p) => print!("{}", plan::to_text(p)),
+                        None => {
+                            let j = prepared.journal();
+                            println!("An interrupted sync of this desired state resumes with:");
+                            for s in j.steps.iter().filter(|s| !j.completed.contains(&s.id)) {
+                                println!("  {}", s.id);
+                            }
+                        }
+                    }
+                    confirm("Apply this plan?".to_string()).await?
+                } else {
+                    true
+                };
+                if approved {
+                    // What was shown is what runs: a fresh plan that differs
+                    // from it stops the sync before any change.
+                    prepared
+                        .execute(&client, &desired, &opts, stop.flag(), progress, ask)
+                        .await?
+                } else {
+                    prepared.abandon().await;
+                    SyncOutcome::Declined
+                }
+            }
+        };
+        Ok(report(outcome))
+    })
+}
+
+/// Prints how a sync ended; the exit code.
+fn report(outcome: SyncOutcome) -> ExitCode {
+    match outcome {
+        SyncOutcome::NothingToDo => {
+            println!("No changes: the cluster matches the desired state.");
+            ExitCode::SUCCESS
+        }
+        SyncOutcome::Declined => {
+            println!("Nothing changed.");
+            ExitCode::SUCCESS
+        }
+        SyncOutcome::Refused(plan) => {
+            print!("{}", plan::to_text(&plan));
+            eprintln!("error: the plan is refused; nothing was changed");
+            ExitCode::from(1)
+        }
+        SyncOutcome::StateChanged { now, .. } => {
+            eprintln!(
+                "error: the cluster changed since the plan was shown; nothing was changed. \
+                 The plan now is:"
+            );
+            print!("{}", plan::to_text(&now));
+            eprintln!("Run sync again to review it.");
+            ExitCode::from(1)
+        }
+        SyncOutcome::DryRun { plan_text } => {
+            print!("{plan_text}");
+            println!("Dry run: nothing was changed.");
+            ExitCode::SUCCESS
+        }
+        SyncOutcome::Done {
+            report,
+            resumed,
+            elapsed,
+        } => {
+            println!(
+                "Sync complete{} in {:.1}s: {}.",
+                if resumed { " (resumed)" } else { "" },
+                elapsed.as_secs_f64(),
+                report.summary()
+            );
+            ExitCode::SUCCESS
+        }
+        SyncOutcome::Stopped { report } => {
+            println!(
+                "Stopped before {} on request: {}. Run sync again to finish.",
+                report.stopped_before().unwrap_or("?"),
+                report.summary()
+            );
+            ExitCode::from(3)
+        }
+        SyncOutcome::Failed { report } => {
+            if let RunEnd::Failed { error, .. } = &report.end {
+                eprintln!("error: {error}");
+            }
+            eprintln!("({} before the failure)", report.summary());
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// The daemon's own flags.
+pub struct DaemonArgs {
+    pub url: Option<String>,
+    pub mirror: Option<PathBuf>,
+    pub branch: String,
+    pub interval: u64,
+    pub listen: Option<std::net::SocketAddr>,
+    pub self_heal: bool,
+    pub webhook_secret_file: Option<PathBuf>,
+}
+
+pub fn daemon(
+    common: &Common,
+    cluster: &Cluster,
+    sync: &SyncArgs,
+    args: DaemonArgs,
+) -> anyhow::Result<ExitCode> {
+    let upstream = match args.url {
+        Some(url) => {
+            let mirror = args.mirror.unwrap_or_else(|| {
+                let home = std::env::var_os("HOME")
+                    .map(PathBuf::from)
+                    .unwrap_or_else(std::env::temp_dir);
+                let id = plimsoll_planner::journal::digest(url.as_bytes());
+                home.join(".cache/plimsoll/mirrors").join(&id[..16])
+            });
+            Upstream::Remote { url, mirror }
+        }
+        None => Upstream::Local(common.repo.clone()),
+    };
+    let webhook_secret = args
+        .webhook_secret_file
+        .map(|p| {
+            std::fs::read(&p)
+                .map(|b| b.trim_ascii().to_vec())
+                .with_context(|| format!("cannot read {}", p.display()))
+        })
+        .transpose()?;
+    let opts = DaemonOptions {
+        upstream,
+        branch: args.branch,
+        set: common.set.clone(),
+        interval: Duration::from_secs(args.interval.max(1)),
+        listen: args.listen,
+        self_heal: args.self_heal,
+        webhook_secret,
+    };
+    let sync: SyncOptions = sync.options(cluster.namespaces.clone(), false);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    rt.block_on(async move {
+        let client = plimsoll_syncer::client::connect(&cluster.options()).await?;
+        let stop = Stop::default();
+        stop.on_signals(|| tracing::info!("stop requested: stopping at the next safe boundary"));
+        plimsoll_syncer::daemon::run(opts, client, sync, stop, |_| {}).await
+    })?;
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,238 @@
+//! The commands that need no cluster: `merge`, `render`, `explain`.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{bail, Context};
+use plimsoll_renderer::keys;
+use plimsoll_renderer::merge::MergeMode;
+use plimsoll_renderer::render::{self, Rendered};
+use plimsoll_renderer::yq::{self, Layer};
+use plimsoll_syncer::source::repo_reader;
+use plimsoll_yaml::json;
+
+use crate::output;
+use crate::{Common, Format};
+
+pub fn merge(mode: MergeMode, files: &[PathBuf]) -> anyhow::Result<ExitCode> {
+    let contents: Vec<Vec<u8>> = files
+        .iter()
+        .map(|f| std::fs::read(f).with_context(|| format!("cannot read {}", f.display())))
+        .collect::<anyhow::Result<_>>()?;
+    let names: Vec<String> = files.iter().map(|f| f.display().to_string()).collect();
+    let layers: Vec<Layer<'_>> = names
+        .iter()
+        .zip(&contents)
+        .map(|(name, bytes)| Layer { name, bytes, mode })
+        .collect();
+    let out = yq::eval_all(&layers)?;
+    // Print what yq prints, but say so when that is not valid YAML.
+    if let Err(e) = plimsoll_yaml::parse_documents(out.as_bytes(), 0) {
+        eprintln!(
+            "warning: the merged output does not parse again ({e}); yq prints the same, \
+             and Helm could not read it (an alias before its anchor?)"
+        );
+    }
+    std::io::stdout().write_all(out.as_bytes())?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn planned_outputs(
+    rendered: &Rendered,
+    repo: &Path,
+    out: Option<&Path>,
+    format: Format,
+) -> anyhow::Result<Vec<output::Output>> {
+    let mut outputs = Vec::new();
+    for r in &rendered.releases {
+        let (rel_path, text) = match format {
+            Format::Yaml => (r.output_path.clone(), r.text.clone()),
+            Format::Json => {
+                let p = Path::new(&r.output_path)
+                    .with_extension("json")
+                    .display()
+                    .to_string();
+                let text = json::to_json(&r.result.node)
+                    .with_context(|| format!("release {}", r.release.name))?;
+                (p, text)
+            }
+        };
+        outputs.push(output::Output {
+            path: place(repo, out, &rel_path),
+            text,
+        });
+    }
+    outputs.push(output::Output {
+        path: place(repo, out, &rendered.lock_path),
+        text: render::lock_text(rendered),
+    });
+    Ok(outputs)
+}
+
+/// Where an output path (relative to the repository, under the stack's
+/// output directory) goes when `--out` overrides that directory.
+fn place(repo: &Path, out: Option<&Path>, rel: &str) -> PathBuf {
+    match out {
+        Some(dir) => dir.join(Path::new(rel).file_name().unwrap_or_default()),
+        None => repo.join(rel),
+    }
+}
+
+pub fn render(
+    common: &Common,
+    out: Option<&Path>,
+    check: bool,
+    format: Format,
+    strict: bool,
+    strict_keys: bool,
+) -> anyhow::Result<ExitCode> {
+    let (stack, vars) = common.source().load_stack()?;
+    let read = repo_reader(&common.repo);
+    let rendered = render::render(&stack, &vars, &read)?;
+
+    let mut lints: Vec<render::Lint> = rendered
+        .releases
+        .iter()
+        .flat_map(|r| r.lints.clone())
+        .collect();
+    if strict_keys {
+        for r in &rendered.releases {
+            match chart_defaults(&common.repo, &r.release.chart)? {
+                Some(defaults) => {
+                    let files = render::load_layers(&r.release, &vars, &read)?;
+                    lints.extend(keys::unknown_keys(&r.release.name, &files, &defaults)?);
+                }
+                None => eprintln!(
+                    "note: release {}: chart {} is not available locally; unknown keys not checked",
+                    r.release.name, r.release.chart
+                ),
+            }
+        }
+    }
+    let level = if strict { "error" } else { "warning" };
+    for l in &lints {
+        eprintln!("{level}: {l}");
+    }
+    if strict && !lints.is_empty() {
+        eprintln!(
+            "error: {} lint finding(s) with --strict; nothing written",
+            lints.len()
+        );
+        return Ok(ExitCode::from(1));
+    }
+
+    let outputs = planned_outputs(&rendered, &common.repo, out, format)?;
+    if check {
+        let mut stale = 0;
+        for o in &outputs {
+            match std::fs::read(&o.path) {
+                Ok(disk) if disk == o.text.as_bytes() => {}
+                Ok(_) => {
+                    println!("stale: {}", o.path.display());
+                    stale += 1;
+                }
+                Err(_) => {
+                    println!("missing: {}", o.path.display());
+                    stale += 1;
+                }
+            }
+        }
+        if stale > 0 {
+            eprintln!("{stale} output(s) out of date: run `plimsoll render` and commit the result");
+            return Ok(ExitCode::from(1));
+        }
+        println!("up to date: {} file(s)", outputs.len());
+        return Ok(ExitCode::SUCCESS);
+    }
+    output::write_all_atomically(&outputs)?;
+    for o in &outputs {
+        println!("wrote {}", o.path.display());
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The default values of a chart available locally (a directory or a
+/// packaged `.tgz`, relative to the repository), or `None`.
+fn chart_defaults(repo: &Path, chart: &str) -> anyhow::Result<Option<plimsoll_yaml::Node>> {
+    let path = repo.join(chart);
+    let files = if path.is_dir() {
+        chart_dir(&path)?
+    } else if path.is_file() && chart.ends_with(".tgz") {
+        let bytes =
+            std::fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?;
+        keys::chart_from_tgz(&bytes).with_context(|| path.display().to_string())?
+    } else {
+        return Ok(None);
+    };
+    Ok(Some(
+        keys::defaults(&files).with_context(|| path.display().to_string())?,
+    ))
+}
+
+fn chart_dir(dir: &Path) -> anyhow::Result<keys::ChartFiles> {
+    let mut files = keys::ChartFiles::default();
+    let values = dir.join("values.yaml");
+    if values.is_file() {
+        files.values = Some(std::fs::read(&values)?);
+    }
+    let charts = dir.join("charts");
+    if charts.is_dir() {
+        let mut entries: Vec<_> = std::fs::read_dir(&charts)?.collect::<Result<_, _>>()?;
+        entries.sort_by_key(|e| e.file_name());
+        for e in entries {
+            let p = e.path();
+            let name = e.file_name().to_string_lossy().into_owned();
+            if p.is_dir() {
+                files.subcharts.push((name, chart_dir(&p)?));
+            } else if let Some(stem) = name.strip_suffix(".tgz") {
+                let sub = keys::chart_from_tgz(&std::fs::read(&p)?)?;
+                let stem = match stem.rfind('-') {
+                    Some(i) if stem[i + 1..].starts_with(|c: char| c.is_ascii_digit()) => {
+                        &stem[..i]
+                    }
+                    _ => stem,
+                };
+                files.subcharts.push((stem.to_string(), sub));
+            }
+        }
+    }
+    Ok(files)
+}
+
+pub fn explain(common: &Common, release: &str, path: &str) -> anyhow::Result<ExitCode> {
+    let (stack, vars) = common.source().load_stack()?;
+    let Some(rel) = stack.release(release) else {
+        let names: Vec<&str> = stack.releases.iter().map(|r| r.name.as_str()).collect();
+        bail!("no release {release:?} (releases: {})", names.join(", "));
+    };
+    let keys = render::parse_path(path);
+    let read = repo_reader(&common.repo);
+    let steps = render::explain(rel, &vars, &read, &keys)?;
+    let mut out = std::io::stdout().lock();
+    let Some(last) = steps.last() else {
+        writeln!(out, "{path}: not set by any layer of {release}")?;
+        return Ok(ExitCode::from(1));
+    };
+    match &last.value {
+        Some(v) => writeln!(out, "{path} = {}", indent_block(v))?,
+        None => writeln!(out, "{path} is absent from the rendered values")?,
+    }
+    writeln!(out, "  set by {}:{}", last.file, last.line)?;
+    for s in steps.iter().rev().skip(1) {
+        let what = match &s.value {
+            Some(v) => indent_block(v),
+            None => "(absent)".to_string(),
+        };
+        writeln!(out, "  overrode {what}  ({}:{})", s.file, s.line)?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn indent_block(v: &str) -> String {
+    if v.contains('\n') {
+        format!("\n    {}", v.replace('\n', "\n    "))
+    } else {
+        v.to_string()
+    }
+}

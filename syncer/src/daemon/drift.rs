@@ -1,0 +1,101 @@
+//! Drift: the live state compared with the last synced commit's desired
+//! state, as the planner sees it (values, chart versions, PVC sizes,
+//! declared patches). Reported as a log line, the `plimsoll_drift` gauge
+//! and a Warning Event on the release's first workload.
+
+use k8s_openapi::api::core::v1::Event;
+use kube::api::{Api, PostParams};
+use plimsoll_planner::plan::Plan;
+use plimsoll_planner::state::DesiredRelease;
+
+use crate::desired::DesiredState;
+
+use super::metrics::Metrics;
+
+/// Reports drift found by `plan` (planned against the synced commit);
+/// returns the releases that drifted (and can be synced back).
+pub async fn report(
+    client: &kube::Client,
+    metrics: &Metrics,
+    desired: &DesiredState,
+    commit: &str,
+    plan: &Plan,
+) -> Vec<String> {
+    for r in &desired.releases {
+        let steps = plan
+            .releases
+            .iter()
+            .find(|x| x.release == r.name)
+            .map_or(0, |x| x.steps.len() as u64);
+        // Drift that cannot be synced back (a PVC grown by hand past the
+        // desired size) counts too.
+        let refused = plan
+            .refusals
+            .iter()
+            .filter(|x| x.release() == r.name)
+            .count() as u64;
+        metrics.drift(&r.name, steps + refused);
+    }
+    let mut drifted = Vec::new();
+    for rp in &plan.releases {
+        let what: Vec<String> = rp.steps.iter().map(|s| s.describe()).collect();
+        let message = format!(
+            "{} drifted from {}: {}",
+            rp.release,
+            &commit[..12.min(commit.len())],
+            what.join("; ")
+        );
+        tracing::warn!(release = %rp.release, "{message}");
+        if let Some(r) = desired.releases.iter().find(|r| r.name == rp.release) {
+            event(client, r, &message).await;
+        }
+        drifted.push(rp.release.clone());
+    }
+    for r in &plan.refusals {
+        tracing::warn!("drift that cannot be synced back: {}", r.message());
+    }
+    drifted
+}
+
+/// Creates a Warning Event on the release's first workload.
+async fn event(client: &kube::Client, release: &DesiredRelease, message: &str) {
+    let namespace = &release.namespace;
+    let (kind, name) = match (release.statefulsets.first(), release.deployments.first()) {
+        (Some(s), _) => ("StatefulSet", s.name.clone()),
+        (None, Some(d)) => ("Deployment", d.clone()),
+        _ => return,
+    };
+    let uid = match kind {
+        "StatefulSet" => {
+            Api::<k8s_openapi::api::apps::v1::StatefulSet>::namespaced(client.clone(), namespace)
+                .get_opt(&name)
+                .await
+                .ok()
+                .flatten()
+                .and_then(|o| o.metadata.uid)
+        }
+        _ => Api::<k8s_openapi::api::apps::v1::Deployment>::namespaced(client.clone(), namespace)
+            .get_opt(&name)
+            .await
+            .ok()
+            .flatten()
+            .and_then(|o| o.metadata.uid),
+    };
+    let now = k8s_openapi::jiff::Timestamp::now();
+    let event: Event = match serde_json::from_value(serde_json::json!({
+        "metadata": {"generateName": format!("{name}.plimsoll-drift-"), "namespace": namespace},
+        "involvedObject": {"apiVersion": "apps/v1", "kind": kind, "namespace": namespace, "name": name, "uid": uid},
+        "type": "Warning", "reason": "Drift", "message": message,
+        "source": {"component": "plimsoll"},
+        "firstTimestamp": now.to_string(), "lastTimestamp": now.to_string(), "count": 1,
+    })) {
+        Ok(e) => e,
+        Err(_) => return,
+    };
+    if let Err(e) = Api::<Event>::namespaced(client.clone(), namespace)
+        .create(&PostParams::default(), &event)
+        .await
+    {
+        tracing::warn!(release = %release.name, "cannot record the drift event: {e}");
+    }
+}

@@ -1,0 +1,316 @@
+//! The daemon: follow the tracked branch and keep the cluster at it.
+//!
+//! Triggers: a timer (the interval, jittered), changes under a local
+//! repository's `.git` (notify), and `POST /hook` (push webhooks). On a new
+//! commit it syncs; on every interval it also compares the live state with
+//! the last synced commit (drift), reports it, and with `self_heal` syncs
+//! it back. `/metrics`, `/healthz` and `/readyz` are served on `listen`.
+//! A stop request stops at the next safe boundary of a running sync (the
+//! executor never stops between an orphan delete and its upgrade); the
+//! journal lets the next start finish the job.
+//!
+//! [`run`] is the whole daemon as a future: the binary runs it on a
+//! runtime, and tests run it in-process.
+
+pub mod drift;
+pub mod http;
+pub mod metrics;
+pub mod watch;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use tokio::sync::mpsc;
+
+use crate::desired::DesiredState;
+use crate::execute::Progress;
+use crate::source::StackSource;
+use crate::sync::{observe_and_plan, sync_once, Stop, SyncOptions, SyncOutcome};
+use metrics::Metrics;
+
+/// Where the deployment repository comes from.
+#[derive(Clone, Debug)]
+pub enum Upstream {
+    /// A local repository (watched with notify).
+    Local(PathBuf),
+    /// A remote URL, fetched into a bare mirror.
+    Remote { url: String, mirror: PathBuf },
+}
+
+/// What woke the daemon up.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Trigger {
+    Start,
+    Timer,
+    Notify,
+    Webhook,
+}
+
+impl Trigger {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Trigger::Start => "start",
+            Trigger::Timer => "timer",
+            Trigger::Notify => "notify",
+            Trigger::Webhook => "webhook",
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct DaemonOptions {
+    pub upstream: Upstream,
+    pub branch: String,
+    /// Variables set for the stack.
+    pub set: Vec<(String, String)>,
+    pub interval: Duration,
+    pub listen: Option<std::net::SocketAddr>,
+    pub self_heal: bool,
+    pub webhook_secret: Option<Vec<u8>>,
+}
+
+impl DaemonOptions {
+    /// The repository the stack is read from (the mirror for a remote).
+    fn repository(&self) -> StackSource {
+        let repo = match &self.upstream {
+            Upstream::Local(path) => path.clone(),
+            Upstream::Remote { mirror, .. } => mirror.clone(),
+        };
+        StackSource {
+            repo,
+            set: self.set.clone(),
+        }
+    }
+}
+
+/// Where a running daemon can be reached (for tests and logs).
+pub struct Running {
+    /// The HTTP endpoint's bound address, when `listen` was set.
+    pub addr: Option<std::net::SocketAddr>,
+}
+
+struct Daemon {
+    opts: DaemonOptions,
+    source: StackSource,
+    sync: SyncOptions,
+    client: kube::Client,
+    metrics: Arc<Metrics>,
+    not_ready: Arc<std::sync::RwLock<Option<String>>>,
+    stop: Stop,
+    /// The desired state of the last synced commit, kept for drift checks.
+    synced: Option<(String, Arc<DesiredState>)>,
+}
+
+impl Daemon {
+    async fn desired(&self, commit: &str) -> anyhow::Result<DesiredState> {
+        let source = self.source.clone();
+        let commit = commit.to_string();
+        let helm = self.sync.settings.helm.clone();
+        tokio::task::spawn_blocking(move || crate::desired::load(&source, Some(&commit), &helm))
+            .await?
+    }
+
+    /// Syncs; `true` when the cluster is now at `desired`.
+    async fn sync(&mut self, desired: &DesiredState, why: &str) -> bool {
+        let progress: Progress = Arc::new(|line: &str| tracing::info!("{line}"));
+        tracing::info!(
+            revision = desired.revision.as_deref().unwrap_or(""),
+            "syncing ({why})"
+        );
+        let outcome = sync_once(
+            &self.client,
+            desired,
+            &self.sync,
+            self.stop.flag(),
+            progress,
+        )
+        .await;
+        let m = &self.metrics;
+        match outcome {
+            Ok(SyncOutcome::Done {
+                report, elapsed, ..
+            }) => {
+                for (k, n) in &report.executed {
+                    m.steps_executed(k, u64::from(*n));
+                }
+                m.observe_duration(elapsed.as_secs_f64());
+                m.sync_result("succeeded");
+                m.clear_error();
+                tracing::info!(seconds = elapsed.as_secs_f64(), "sync complete");
+                true
+            }
+            Ok(SyncOutcome::NothingToDo) => {
+                m.sync_result("nothing-to-do");
+                m.clear_error();
+                tracing::info!("nothing to do");
+                true
+            }
+            Ok(SyncOutcome::DryRun { .. } | SyncOutcome::Declined) => false,
+            Ok(SyncOutcome::StateChanged { .. }) => {
+                m.sync_result("state-changed");
+                false
+            }
+            Ok(SyncOutcome::Refused(p)) => {
+                m.sync_result("refused");
+                let why: Vec<String> = p.refusals.iter().map(|r| r.message()).collect();
+                m.error(&why.join("; "));
+                tracing::error!(refusals = %why.join("; "), "the plan is refused; nothing changed");
+                false
+            }
+            Ok(SyncOutcome::Stopped { .. }) => {
+                m.sync_result("stopped");
+                false
+            }
+            Ok(SyncOutcome::Failed { report }) => {
+                m.sync_result("failed");
+                for (k, n) in &report.executed {
+                    m.steps_executed(k, u64::from(*n));
+                }
+                if let Some(step) = report.failed_step() {
+                    m.step_failed(step.kind);
+                }
+                let why = match &report.end {
+                    crate::execute::RunEnd::Failed { error, .. } => error.to_string(),
+                    _ => String::new(),
+                };
+                m.error(&why);
+                tracing::error!("sync failed: {why}");
+                false
+            }
+            Err(e) => {
+                m.sync_result("failed");
+                m.error(&format!("{e:#}"));
+                tracing::error!("sync failed: {e:#}");
+                false
+            }
+        }
+    }
+
+    /// Compares the live state with the synced commit; reports and, with
+    /// self-heal, syncs back.
+    async fn check_drift(&mut self) -> anyhow::Result<()> {
+        let Some((commit, desired)) = self.synced.clone() else {
+            return Ok(());
+        };
+        let plan = observe_and_plan(&self.client, &desired, &self.sync).await?;
+        let drifted = drift::report(&self.client, &self.metrics, &desired, &commit, &plan).await;
+        if !drifted.is_empty() && self.opts.self_heal {
+            self.sync(&desired, "self-heal").await;
+        }
+        Ok(())
+    }
+
+    async fn pass(&mut self, why: Trigger) -> anyhow::Result<()> {
+        let cpu = metrics::cpu_seconds();
+        let head = {
+            let (upstream, branch) = (self.opts.upstream.clone(), self.opts.branch.clone());
+            tokio::task::spawn_blocking(move || head_of(&upstream, &branch)).await??
+        };
+        let new_commit = self.synced.as_ref().is_none_or(|(c, _)| *c != head);
+        if new_commit {
+            tracing::info!(revision = %head, trigger = why.as_str(), "new commit on {}", self.opts.branch);
+            let desired = self.desired(&head).await?;
+            self.metrics.set_stack(&desired.stack_name);
+            if self.sync(&desired, why.as_str()).await {
+                self.metrics.synced(&head);
+                self.synced = Some((head, Arc::new(desired)));
+            }
+        } else {
+            self.check_drift().await?;
+        }
+        if let Ok(mut w) = self.not_ready.write() {
+            *w = None;
+        }
+        let spent = metrics::cpu_seconds() - cpu;
+        self.metrics.reconcile_cpu(spent);
+        tracing::debug!(cpu_seconds = spent, "reconcile pass done");
+        Ok(())
+    }
+}
+
+fn head_of(upstream: &Upstream, branch: &str) -> anyhow::Result<String> {
+    Ok(match upstream {
+        Upstream::Local(path) => crate::git::branch_head(path, branch)?,
+        Upstream::Remote { url, mirror } => crate::git::fetch_branch(url, mirror, branch)?,
+    })
+}
+
+/// Runs the daemon until a stop is requested (the binary requests it on
+/// SIGTERM or Ctrl-C). `started` learns the bound address once the endpoint listens.
+pub async fn run(
+    opts: DaemonOptions,
+    client: kube::Client,
+    sync: SyncOptions,
+    stop: Stop,
+    started: impl FnOnce(Running),
+) -> anyhow::Result<()> {
+    let metrics = Arc::new(Metrics::default());
+    let not_ready = Arc::new(std::sync::RwLock::new(Some(
+        "no reconcile pass has completed".to_string(),
+    )));
+    let (tx, mut rx) = mpsc::channel::<Trigger>(16);
+    let mut addr = None;
+    let server = match opts.listen {
+        Some(listen) => {
+            let listener = http::bind(listen)
+                .await
+                .with_context(|| format!("cannot listen on {listen}"))?;
+            let bound = listener.local_addr()?;
+            tracing::info!("serving /metrics, /healthz, /readyz and POST /hook on {bound}");
+            addr = Some(bound);
+            let endpoint = Arc::new(http::Endpoint {
+                metrics: metrics.clone(),
+                trigger: tx.clone(),
+                webhook_secret: opts.webhook_secret.clone(),
+                not_ready: not_ready.clone(),
+            });
+            Some(tokio::spawn(http::serve(listener, endpoint)))
+        }
+        None => None,
+    };
+    started(Running { addr });
+    let _watcher = match &opts.upstream {
+        Upstream::Local(path) => Some(watch::watch_local(path, tx.clone())?),
+        Upstream::Remote { .. } => None,
+    };
+    let mut daemon = Daemon {
+        source: opts.repository(),
+        opts,
+        sync,
+        client,
+        metrics: metrics.clone(),
+        not_ready,
+        stop: stop.clone(),
+        synced: None,
+    };
+    let mut why = Trigger::Start;
+    loop {
+        let started = Instant::now();
+        if let Err(e) = daemon.pass(why).await {
+            tracing::error!("reconcile pass failed: {e:#}");
+            metrics.error(&format!("{e:#}"));
+        }
+        if stop.is_requested() {
+            break;
+        }
+        let interval = daemon.opts.interval;
+        let wait = watch::jittered(interval).saturating_sub(started.elapsed().min(interval / 2));
+        tokio::select! {
+            t = rx.recv() => {
+                why = t.unwrap_or(Trigger::Timer);
+                // Coalesce a burst of notifications into one pass.
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                while rx.try_recv().is_ok() {}
+            }
+            _ = tokio::time::sleep(wait) => { why = Trigger::Timer; }
+            _ = stop.requested() => break,
+        }
+    }
+    if let Some(s) = server {
+        s.abort();
+    }
+    tracing::info!("stopped");
+    Ok(())
+}

@@ -1,0 +1,96 @@
+//! Where the desired state's files come from: a deployment repository's
+//! working tree or one of its git revisions, and the stack file
+//! (`plimsoll.yaml`) read from there with the variables set for this run.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use plimsoll_renderer::render::{self, Rendered};
+use plimsoll_renderer::stack::{self, Assignments, Stack};
+
+use crate::git::Revision;
+
+/// The stack file's name inside a repository.
+pub const STACK_FILE: &str = "plimsoll.yaml";
+
+/// A deployment repository and the stack variables set for it.
+#[derive(Clone, Debug)]
+pub struct StackSource {
+    pub repo: PathBuf,
+    /// `--set VAR=VALUE` assignments, in order.
+    pub set: Vec<(String, String)>,
+}
+
+impl StackSource {
+    pub fn new(repo: impl Into<PathBuf>) -> StackSource {
+        StackSource {
+            repo: repo.into(),
+            set: Vec::new(),
+        }
+    }
+
+    /// The stack file of the working tree.
+    pub fn load_stack(&self) -> anyhow::Result<(Stack, Assignments)> {
+        let path = self.repo.join(STACK_FILE);
+        let bytes =
+            std::fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?;
+        self.stack_from(&path.display().to_string(), &bytes)
+    }
+
+    /// A stack file's bytes parsed, with this source's assignments applied.
+    pub fn stack_from(&self, name: &str, bytes: &[u8]) -> anyhow::Result<(Stack, Assignments)> {
+        let stack = stack::parse(name, bytes)?;
+        let vars = stack.assignments(&self.set)?;
+        Ok((stack, vars))
+    }
+
+    /// Renders the working tree.
+    pub fn render_working_tree(&self) -> anyhow::Result<(Stack, Rendered)> {
+        let (stack, vars) = self.load_stack()?;
+        let read = repo_reader(&self.repo);
+        let rendered = render::render(&stack, &vars, &read)?;
+        Ok((stack, rendered))
+    }
+
+    /// Renders the stack as it is at a git revision.
+    pub fn render_revision(&self, rv: &Revision) -> anyhow::Result<(Stack, Rendered)> {
+        let bytes = rv
+            .read(STACK_FILE)
+            .with_context(|| format!("{STACK_FILE} at {}", rv.commit))?;
+        let name = format!("{STACK_FILE}@{}", &rv.commit[..12]);
+        let (stack, vars) = self.stack_from(&name, &bytes)?;
+        let read = |p: &str| rv.read(p);
+        let rendered = render::render(&stack, &vars, &read)?;
+        Ok((stack, rendered))
+    }
+
+    /// The namespaces of the working tree's releases, sorted.
+    pub fn release_namespaces(&self) -> anyhow::Result<Vec<String>> {
+        let (stack, _) = self.load_stack()?;
+        Ok(namespaces_of(stack.releases.iter().map(|r| &r.namespace)))
+    }
+}
+
+/// Distinct namespaces, sorted.
+pub fn namespaces_of<'a>(names: impl Iterator<Item = &'a String>) -> Vec<String> {
+    let mut ns: Vec<String> = names.cloned().collect();
+    ns.sort();
+    ns.dedup();
+    ns
+}
+
+/// Reads files of the repository, refusing paths that leave it.
+pub fn repo_reader(repo: &Path) -> impl Fn(&str) -> std::io::Result<Vec<u8>> + '_ {
+    move |rel: &str| {
+        let path = repo.join(rel);
+        let canon = path.canonicalize()?;
+        let root = repo.canonicalize()?;
+        if !canon.starts_with(&root) {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::PermissionDenied,
+                format!("{rel} resolves outside the repository"),
+            ));
+        }
+        std::fs::read(canon)
+    }
+}
