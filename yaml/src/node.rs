@@ -129,6 +129,18 @@ impl Node {
         self.pairs().find(|(k, _)| k.value == key).map(|(_, v)| v)
     }
 
+    /// Whether printing this tree certainly gives YAML that parses again:
+    /// it has no alias (a merge can place one before its anchor) and no
+    /// explicit tag (go-yaml can print a tag at column 0 after a line
+    /// comment). Anything else the emitter prints re-parses (the
+    /// `yaml_roundtrip` fuzz target checks it), so callers may skip the
+    /// re-parse when this holds.
+    pub fn prints_reparsable(&self) -> bool {
+        self.kind != Kind::Alias
+            && !self.style.has(Style::TAGGED)
+            && self.content.iter().all(Node::prints_reparsable)
+    }
+
     /// Counts the nodes of this subtree.
     pub fn size(&self) -> usize {
         1 + self.content.iter().map(Node::size).sum::<usize>()

@@ -25,7 +25,7 @@ use super::metrics::{Metrics, CONTENT_TYPE};
 use super::Trigger;
 
 pub const MAX_CONNECTIONS: usize = 64;
-pub const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+pub const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
 pub const BODY_TIMEOUT: Duration = Duration::from_secs(10);
 pub const MAX_BODY: usize = 1 << 20;
 

@@ -1,0 +1,219 @@
+//! The daemon's HTTP endpoint under hostile clients, without a cluster (the
+//! daemon's passes fail against an unreachable API server; its endpoint
+//! keeps serving): slow clients that never finish their headers, more of
+//! them than the process may open files, and oversized webhook bodies.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+mod support;
+use support::commit_all;
+
+/// A kubeconfig for an API server that is not there.
+fn unreachable_kubeconfig(dir: &Path) -> String {
+    let path = dir.join("kubeconfig");
+    std::fs::write(
+        &path,
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: none\n  cluster: {server: 'https://127.0.0.1:1'}\n\
+         users:\n- name: none\n  user: {token: x}\ncontexts:\n- name: none\n  context: {cluster: none, user: none}\n\
+         current-context: none\n",
+    )
+    .unwrap();
+    path.display().to_string()
+}
+
+struct Daemon {
+    child: Child,
+    addr: String,
+    log: std::path::PathBuf,
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts `plimsoll daemon` on a free port with at most `files` open files.
+fn start(repo: &Path, files: u32, extra: &str) -> Daemon {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let addr = format!("127.0.0.1:{port}");
+    let log = repo.join(".git/daemon.log");
+    let command = format!(
+        "ulimit -n {files} && exec {} daemon --branch main --interval 300 --listen {addr} --kubeconfig {} {extra}",
+        env!("CARGO_BIN_EXE_plimsoll"),
+        unreachable_kubeconfig(repo),
+    );
+    let child = Command::new("sh")
+        .args(["-c", &command])
+        .current_dir(repo)
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let d = Daemon { child, addr, log };
+    for _ in 0..100 {
+        if TcpStream::connect(&d.addr).is_ok() {
+            return d;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!(
+        "the daemon did not listen: {}",
+        std::fs::read_to_string(&d.log).unwrap_or_default()
+    );
+}
+
+fn request(addr: &str, raw: &[u8], wait: Duration) -> Option<(u16, String)> {
+    let mut s = TcpStream::connect(addr).ok()?;
+    s.set_read_timeout(Some(wait)).ok()?;
+    s.write_all(raw).ok()?;
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    let out = String::from_utf8_lossy(&out).into_owned();
+    let code = out.split_whitespace().nth(1)?.parse().ok()?;
+    Some((code, out))
+}
+
+fn get(addr: &str, path: &str) -> Option<(u16, String)> {
+    request(
+        addr,
+        format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes(),
+        Duration::from_secs(30),
+    )
+}
+
+/// CPU seconds a process has used (utime + stime from /proc, in ticks of
+/// `getconf CLK_TCK`).
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let f: Vec<f64> = rest
+        .split_whitespace()
+        .map(|x| x.parse().unwrap_or(0.0))
+        .collect();
+    let tck: f64 = Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
+        .unwrap_or(100.0);
+    (f.get(11).unwrap_or(&0.0) + f.get(12).unwrap_or(&0.0)) / tck
+}
+
+fn repo() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("plimsoll.yaml"),
+        "name: t\nreleases:\n  - {name: a, chart: ./c, version: 1.0.0, namespace: n, stage: s, layers: [v.yaml]}\n",
+    )
+    .unwrap();
+    std::fs::write(dir.path().join("v.yaml"), "a: 1\n").unwrap();
+    let git = git2::Repository::init(dir.path()).unwrap();
+    git.set_head("refs/heads/main").unwrap();
+    commit_all(&git, "one");
+    dir
+}
+
+#[test]
+fn slow_clients_beyond_the_file_limit_neither_spin_nor_silence_metrics() {
+    let repo = repo();
+    let d = start(repo.path(), 48, "");
+    assert_eq!(get(&d.addr, "/healthz").map(|r| r.0), Some(200));
+    // 100 clients that open a connection and never finish their headers:
+    // more than the process may hold files.
+    let slow: Vec<TcpStream> = (0..100)
+        .filter_map(|_| {
+            let mut s = TcpStream::connect(&d.addr).ok()?;
+            let _ = s.write_all(b"GET /metrics HTTP/1.1\r\nHost:");
+            Some(s)
+        })
+        .collect();
+    assert!(slow.len() >= 90, "the kernel queued the connections");
+    let cpu_before = cpu_seconds(d.child.id());
+    let started = Instant::now();
+    // /metrics answers once the slow clients' header timeout frees room.
+    let answered = get(&d.addr, "/metrics");
+    let waited = started.elapsed();
+    let cpu = cpu_seconds(d.child.id()) - cpu_before;
+    eprintln!("/metrics answered after {waited:?}; daemon CPU meanwhile {cpu:.2} s");
+    let (code, body) = answered.expect("/metrics answers");
+    assert_eq!(code, 200, "{body}");
+    assert!(body.contains("plimsoll_last_error_info"), "{body}");
+    let log = std::fs::read_to_string(&d.log).unwrap_or_default();
+    // A spinning accept loop logs (and burns CPU) thousands of times a
+    // second; backing off, a few times.
+    let accept_failures = log.matches("accept failed").count();
+    assert!(
+        accept_failures < 200,
+        "{accept_failures} accept failures logged in {waited:?}: the accept loop spins"
+    );
+    drop(slow);
+}
+
+#[test]
+fn webhook_bodies_are_bounded_and_signatures_checked() {
+    let repo = repo();
+    let secret = repo.path().join(".git/secret");
+    std::fs::write(&secret, "s3cret\n").unwrap();
+    let d = start(
+        repo.path(),
+        1024,
+        &format!("--webhook-secret-file {}", secret.display()),
+    );
+    // Over the 1 MiB limit: refused without reading it all.
+    let big = vec![b'x'; 2 << 20];
+    let mut raw = format!(
+        "POST /hook HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n",
+        big.len()
+    )
+    .into_bytes();
+    raw.extend_from_slice(&big);
+    let (code, _) = request(&d.addr, &raw, Duration::from_secs(30)).expect("an answer");
+    assert_eq!(code, 413);
+    // A wrong signature, then the right one (HMAC-SHA256 of the body).
+    let body = b"{\"ref\":\"refs/heads/main\"}";
+    let post = |sig: &str| {
+        let mut raw = format!(
+            "POST /hook HTTP/1.1\r\nHost: x\r\nX-Hub-Signature-256: sha256={sig}\r\nContent-Length: {}\r\n\r\n",
+            body.len()
+        )
+        .into_bytes();
+        raw.extend_from_slice(body);
+        request(&d.addr, &raw, Duration::from_secs(30)).map(|r| r.0)
+    };
+    assert_eq!(post(&"0".repeat(64)), Some(401));
+    // echo -n '{"ref":"refs/heads/main"}' | openssl dgst -sha256 -hmac s3cret
+    let good = Command::new("openssl")
+        .args(["dgst", "-sha256", "-hmac", "s3cret", "-r"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .and_then(|mut c| {
+            c.stdin.take().unwrap().write_all(body)?;
+            c.wait_with_output()
+        })
+        .map(|o| {
+            String::from_utf8_lossy(&o.stdout)
+                .split_whitespace()
+                .next()
+                .unwrap_or("")
+                .to_string()
+        })
+        .expect("openssl");
+    assert_eq!(good.len(), 64, "{good}");
+    assert_eq!(post(&good), Some(202));
+    // Unknown paths and methods.
+    assert_eq!(get(&d.addr, "/nope").map(|r| r.0), Some(404));
+    // Not ready: no pass has succeeded against the unreachable cluster.
+    let (code, body) = get(&d.addr, "/readyz").unwrap();
+    assert_eq!(code, 503, "{body}");
+}
