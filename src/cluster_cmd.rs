@@ -8,11 +8,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
-use plimsoll_planner::plan::{self, AttributedChange, ValuesSinceBase};
+use plimsoll_planner::plan;
 use plimsoll_planner::state::{ObservedState, ResourceRef};
-use plimsoll_renderer::render::{self, Rendered};
 use plimsoll_syncer::daemon::{DaemonOptions, Upstream};
-use plimsoll_syncer::desired::{self, DesiredState};
+use plimsoll_syncer::desired;
 use plimsoll_syncer::execute::{Progress, RunEnd};
 use plimsoll_syncer::git::Revision;
 use plimsoll_syncer::helm::helm_executable;
@@ -54,18 +53,8 @@ pub fn snapshot(
     out: Option<&Path>,
 ) -> anyhow::Result<ExitCode> {
     // The resources the stack declares patches for are part of the snapshot.
-    let targets: Vec<_> = match common.source().load_stack() {
-        Ok((stack, _)) => stack
-            .releases
-            .iter()
-            .flat_map(|r| r.patches.iter())
-            .map(|p| ResourceRef {
-                api_version: p.api_version.clone(),
-                kind: p.kind.clone(),
-                namespace: p.namespace.clone(),
-                name: p.name.clone(),
-            })
-            .collect(),
+    let targets = match common.source().patch_targets() {
+        Ok(t) => t,
         Err(_) if !cluster.namespaces.is_empty() => Vec::new(),
         Err(e) => return Err(e),
     };
@@ -79,48 +68,6 @@ pub fn snapshot(
         None => std::io::stdout().write_all(text.as_bytes())?,
     }
     Ok(ExitCode::SUCCESS)
-}
-
-/// Rendered values changes since `base`, each attributed to the layer
-/// (file:line) the new value comes from. The current side's values are
-/// the desired state's (converted once).
-fn values_since_base(
-    current: &DesiredState,
-    base: &Rendered,
-    base_name: &str,
-) -> anyhow::Result<Vec<ValuesSinceBase>> {
-    let mut out = Vec::new();
-    for (r, d) in current.rendered.releases.iter().zip(&current.releases) {
-        let before = match base
-            .releases
-            .iter()
-            .find(|b| b.release.name == r.release.name)
-        {
-            Some(b) => desired::values_of(b)?,
-            None => serde_json::Value::Object(Default::default()),
-        };
-        let changes: Vec<_> = plan::values_diff(&before, &d.values)
-            .into_iter()
-            .map(|change| {
-                let layer = render::lookup(&r.result.node, &change.keys)
-                    .filter(|_| change.to.is_some())
-                    .and_then(|n| {
-                        r.inputs
-                            .get(n.origin.layer as usize)
-                            .map(|i| format!("{}:{}", i.path, n.origin.line))
-                    });
-                AttributedChange { change, layer }
-            })
-            .collect();
-        if !changes.is_empty() {
-            out.push(ValuesSinceBase {
-                release: r.release.name.clone(),
-                base: base_name.to_string(),
-                changes,
-            });
-        }
-    }
-    Ok(out)
 }
 
 pub fn plan(
@@ -152,7 +99,7 @@ pub fn plan(
     if let Some(b) = base {
         let base_rev = Revision::open(&common.repo, b)?;
         let (_, base_rendered) = source.render_revision(&base_rev)?;
-        plan.values_since_base = values_since_base(&desired, &base_rendered, b)?;
+        plan.values_since_base = desired::values_since_base(&desired, &base_rendered, b)?;
     }
     let text = match format {
         PlanFormat::Text => plan::to_text(&plan),
@@ -320,16 +267,7 @@ pub fn daemon(
     args: DaemonArgs,
 ) -> anyhow::Result<ExitCode> {
     let upstream = match args.url {
-        Some(url) => {
-            let mirror = args.mirror.unwrap_or_else(|| {
-                let home = std::env::var_os("HOME")
-                    .map(PathBuf::from)
-                    .unwrap_or_else(std::env::temp_dir);
-                let id = plimsoll_planner::journal::digest(url.as_bytes());
-                home.join(".cache/plimsoll/mirrors").join(&id[..16])
-            });
-            Upstream::Remote { url, mirror }
-        }
+        Some(url) => Upstream::remote(url, args.mirror),
         None => Upstream::Local(common.repo.clone()),
     };
     let webhook_secret = args

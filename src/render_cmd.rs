@@ -109,7 +109,7 @@ pub fn render(
         .collect();
     if strict_keys {
         for r in &rendered.releases {
-            match chart_defaults(&common.repo, &r.release.chart)? {
+            match plimsoll_syncer::source::chart_defaults(&common.repo, &r.release.chart)? {
                 Some(defaults) => {
                     let files = render::load_layers(&r.release, &vars, &read)?;
                     lints.extend(keys::unknown_keys(&r.release.name, &files, &defaults)?);
@@ -161,54 +161,6 @@ pub fn render(
         println!("wrote {}", o.path.display());
     }
     Ok(ExitCode::SUCCESS)
-}
-
-/// The default values of a chart available locally (a directory or a
-/// packaged `.tgz`, relative to the repository), or `None`.
-fn chart_defaults(repo: &Path, chart: &str) -> anyhow::Result<Option<plimsoll_yaml::Node>> {
-    let path = repo.join(chart);
-    let files = if path.is_dir() {
-        chart_dir(&path)?
-    } else if path.is_file() && chart.ends_with(".tgz") {
-        let bytes =
-            std::fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?;
-        keys::chart_from_tgz(&bytes).with_context(|| path.display().to_string())?
-    } else {
-        return Ok(None);
-    };
-    Ok(Some(
-        keys::defaults(&files).with_context(|| path.display().to_string())?,
-    ))
-}
-
-fn chart_dir(dir: &Path) -> anyhow::Result<keys::ChartFiles> {
-    let mut files = keys::ChartFiles::default();
-    let values = dir.join("values.yaml");
-    if values.is_file() {
-        files.values = Some(std::fs::read(&values)?);
-    }
-    let charts = dir.join("charts");
-    if charts.is_dir() {
-        let mut entries: Vec<_> = std::fs::read_dir(&charts)?.collect::<Result<_, _>>()?;
-        entries.sort_by_key(|e| e.file_name());
-        for e in entries {
-            let p = e.path();
-            let name = e.file_name().to_string_lossy().into_owned();
-            if p.is_dir() {
-                files.subcharts.push((name, chart_dir(&p)?));
-            } else if let Some(stem) = name.strip_suffix(".tgz") {
-                let sub = keys::chart_from_tgz(&std::fs::read(&p)?)?;
-                let stem = match stem.rfind('-') {
-                    Some(i) if stem[i + 1..].starts_with(|c: char| c.is_ascii_digit()) => {
-                        &stem[..i]
-                    }
-                    _ => stem,
-                };
-                files.subcharts.push((stem.to_string(), sub));
-            }
-        }
-    }
-    Ok(files)
 }
 
 pub fn explain(common: &Common, release: &str, path: &str) -> anyhow::Result<ExitCode> {

@@ -9,9 +9,10 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use plimsoll_planner::journal::digest;
+use plimsoll_planner::plan::{values_diff, AttributedChange, ValuesSinceBase};
 use plimsoll_planner::state::{DesiredPatch, DesiredRelease, ResourceRef};
 use plimsoll_planner::version::Catalog;
-use plimsoll_renderer::render::{Rendered, RenderedRelease};
+use plimsoll_renderer::render::{self, Rendered, RenderedRelease};
 use rayon::prelude::*;
 
 use crate::execute::ReleaseSource;
@@ -229,4 +230,46 @@ fn chart_reference(
             }
         }
     })
+}
+
+/// Rendered values changes since `base`, each attributed to the layer
+/// (file:line) the new value comes from. The current side's values are
+/// the desired state's (converted once).
+pub fn values_since_base(
+    current: &DesiredState,
+    base: &Rendered,
+    base_name: &str,
+) -> anyhow::Result<Vec<ValuesSinceBase>> {
+    let mut out = Vec::new();
+    for (r, d) in current.rendered.releases.iter().zip(&current.releases) {
+        let before = match base
+            .releases
+            .iter()
+            .find(|b| b.release.name == r.release.name)
+        {
+            Some(b) => values_of(b)?,
+            None => serde_json::Value::Object(Default::default()),
+        };
+        let changes: Vec<_> = values_diff(&before, &d.values)
+            .into_iter()
+            .map(|change| {
+                let layer = render::lookup(&r.result.node, &change.keys)
+                    .filter(|_| change.to.is_some())
+                    .and_then(|n| {
+                        r.inputs
+                            .get(n.origin.layer as usize)
+                            .map(|i| format!("{}:{}", i.path, n.origin.line))
+                    });
+                AttributedChange { change, layer }
+            })
+            .collect();
+        if !changes.is_empty() {
+            out.push(ValuesSinceBase {
+                release: r.release.name.clone(),
+                base: base_name.to_string(),
+                changes,
+            });
+        }
+    }
+    Ok(out)
 }

@@ -5,6 +5,7 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
+use plimsoll_renderer::keys;
 use plimsoll_renderer::render::{self, Rendered};
 use plimsoll_renderer::stack::{self, Assignments, Stack};
 
@@ -64,6 +65,22 @@ impl StackSource {
         Ok((stack, rendered))
     }
 
+    /// The resources the working tree's releases declare patches for.
+    pub fn patch_targets(&self) -> anyhow::Result<Vec<plimsoll_planner::state::ResourceRef>> {
+        let (stack, _) = self.load_stack()?;
+        Ok(stack
+            .releases
+            .iter()
+            .flat_map(|r| r.patches.iter())
+            .map(|p| plimsoll_planner::state::ResourceRef {
+                api_version: p.api_version.clone(),
+                kind: p.kind.clone(),
+                namespace: p.namespace.clone(),
+                name: p.name.clone(),
+            })
+            .collect())
+    }
+
     /// The namespaces of the working tree's releases, sorted.
     pub fn release_namespaces(&self) -> anyhow::Result<Vec<String>> {
         let (stack, _) = self.load_stack()?;
@@ -93,4 +110,52 @@ pub fn repo_reader(repo: &Path) -> impl Fn(&str) -> std::io::Result<Vec<u8>> + '
         }
         std::fs::read(canon)
     }
+}
+
+/// The default values of a chart available locally (a directory or a
+/// packaged `.tgz`, relative to the repository), or `None`.
+pub fn chart_defaults(repo: &Path, chart: &str) -> anyhow::Result<Option<plimsoll_yaml::Node>> {
+    let path = repo.join(chart);
+    let files = if path.is_dir() {
+        chart_dir(&path)?
+    } else if path.is_file() && chart.ends_with(".tgz") {
+        let bytes =
+            std::fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?;
+        keys::chart_from_tgz(&bytes).with_context(|| path.display().to_string())?
+    } else {
+        return Ok(None);
+    };
+    Ok(Some(
+        keys::defaults(&files).with_context(|| path.display().to_string())?,
+    ))
+}
+
+fn chart_dir(dir: &Path) -> anyhow::Result<keys::ChartFiles> {
+    let mut files = keys::ChartFiles::default();
+    let values = dir.join("values.yaml");
+    if values.is_file() {
+        files.values = Some(std::fs::read(&values)?);
+    }
+    let charts = dir.join("charts");
+    if charts.is_dir() {
+        let mut entries: Vec<_> = std::fs::read_dir(&charts)?.collect::<Result<_, _>>()?;
+        entries.sort_by_key(|e| e.file_name());
+        for e in entries {
+            let p = e.path();
+            let name = e.file_name().to_string_lossy().into_owned();
+            if p.is_dir() {
+                files.subcharts.push((name, chart_dir(&p)?));
+            } else if let Some(stem) = name.strip_suffix(".tgz") {
+                let sub = keys::chart_from_tgz(&std::fs::read(&p)?)?;
+                let stem = match stem.rfind('-') {
+                    Some(i) if stem[i + 1..].starts_with(|c: char| c.is_ascii_digit()) => {
+                        &stem[..i]
+                    }
+                    _ => stem,
+                };
+                files.subcharts.push((stem.to_string(), sub));
+            }
+        }
+    }
+    Ok(files)
 }

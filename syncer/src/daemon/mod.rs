@@ -39,6 +39,21 @@ pub enum Upstream {
     Remote { url: String, mirror: PathBuf },
 }
 
+impl Upstream {
+    /// A remote repository; its mirror defaults to
+    /// `~/.cache/plimsoll/mirrors/ID` (ID: from the URL's digest).
+    pub fn remote(url: String, mirror: Option<PathBuf>) -> Upstream {
+        let mirror = mirror.unwrap_or_else(|| {
+            let home = std::env::var_os("HOME")
+                .map(PathBuf::from)
+                .unwrap_or_else(std::env::temp_dir);
+            let id = plimsoll_planner::journal::digest(url.as_bytes());
+            home.join(".cache/plimsoll/mirrors").join(&id[..16])
+        });
+        Upstream::Remote { url, mirror }
+    }
+}
+
 /// What woke the daemon up.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Trigger {
