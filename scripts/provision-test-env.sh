@@ -1,14 +1,18 @@
 #!/usr/bin/env bash
 # Provisions the real test environment the syncer's tests run against:
 #   etcd (Debian etcd-server), kube-apiserver and kube-controller-manager
-#   v1.20.2 (built from Debian's `kubernetes` source package), and the Helm
-#   engine (PyPI helm-python-sdk, Helm v4 Go SDK) in a virtual environment.
+#   v1.20.2 (built from Debian's `kubernetes` source package); etcd 3.5,
+#   kube-apiserver and kube-controller-manager v1.32.13 (built offline from
+#   the source archive in testenv/kubernetes/ with Go 1.23 from
+#   bookworm-backports); and the Helm engine (PyPI helm-python-sdk, Helm v4
+#   Go SDK) in a virtual environment.
 #
 # Results are cached outside the checkout, under $PLIMSOLL_TEST_ENV
 # (default ~/.cache/plimsoll-test-env), keyed by package versions: a second
 # run takes seconds. Safe to run twice at once (flock). Prints the path of
 # the environment file tests read (env.sh) on success.
 set -euo pipefail
+REPO="$(cd "$(dirname "$0")/.." && pwd)"
 
 ROOT="${PLIMSOLL_TEST_ENV:-$HOME/.cache/plimsoll-test-env}"
 HELM_SDK_VERSION="0.2.2"
@@ -73,6 +77,60 @@ if [ ! -x "$KUBE_DIR/bin/kube-apiserver" ] || [ ! -x "$KUBE_DIR/bin/kube-control
   rm -rf "$WORK"
 fi
 
+# --- kube-apiserver, kube-controller-manager and etcd v1.32.13 ---------------
+# From the source archive in the repository (testenv/kubernetes/: exactly the
+# Go packages these commands need, vendored modules included), built offline
+# with Go 1.23 from bookworm-backports. Cached by the archive's sha256 and
+# the Go version. The etcd 3.5 server is our own small main package around
+# the vendored go.etcd.io/etcd/server/v3/embed (testenv/kubernetes/etcd).
+KUBE132_ARCHIVE="$REPO/testenv/kubernetes/kubernetes-v1.32.13-subset.tar.xz"
+KUBE132_SHA256="40e6c015547c698bf44977c2be89690a203fd5fda3c000a2566faa53b4d25a56"
+KUBE132_VERSION="v1.32.13"
+GO123=/usr/lib/go-1.23/bin/go
+if [ ! -x "$GO123" ]; then
+  if ! apt-cache policy golang-1.23-go 2>/dev/null | grep -q bookworm-backports; then
+    # The backports suite of the archive this machine already uses.
+    awk 'BEGIN{RS="";ORS="\n\n"} /Types: deb\n/ && /Suites: bookworm / {print; exit}' \
+      /etc/apt/sources.list.d/debian.sources \
+      | sed -e 's/^Suites: .*/Suites: bookworm-backports/' -e '/^#/d' \
+      | $SUDO tee /etc/apt/sources.list.d/plimsoll-backports.sources >/dev/null
+    $SUDO apt-get update -qq
+  fi
+  log "installing Go 1.23 from bookworm-backports"
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq -t bookworm-backports golang-1.23-go >/dev/null
+fi
+echo "$KUBE132_SHA256  $KUBE132_ARCHIVE" | sha256sum -c --quiet - \
+  || { log "$KUBE132_ARCHIVE does not match its sha256"; exit 1; }
+GO_VERSION=$("$GO123" env GOVERSION)
+ETCD_MAIN_SHA=$(sha256sum "$REPO/testenv/kubernetes/etcd/main.go" | cut -c1-12)
+KUBE132_DIR="$ROOT/kubernetes-$KUBE132_VERSION-${KUBE132_SHA256:0:16}-$GO_VERSION-etcd-$ETCD_MAIN_SHA"
+if [ ! -x "$KUBE132_DIR/bin/kube-apiserver" ] || [ ! -x "$KUBE132_DIR/bin/kube-controller-manager" ] \
+   || [ ! -x "$KUBE132_DIR/bin/etcd" ]; then
+  log "building kube-apiserver, kube-controller-manager and etcd $KUBE132_VERSION (about 5 minutes on 2 cores)"
+  WORK="$ROOT/build-1.32"
+  rm -rf "$WORK" && mkdir -p "$WORK/src" "$WORK/out"
+  tar -xJf "$KUBE132_ARCHIVE" -C "$WORK/src"
+  mkdir -p "$WORK/src/cmd/plimsoll-etcd"
+  cp "$REPO/testenv/kubernetes/etcd/main.go" "$WORK/src/cmd/plimsoll-etcd/main.go"
+  (
+    cd "$WORK/src"
+    export GOFLAGS=-mod=vendor GOPROXY=off GOTOOLCHAIN=local CGO_ENABLED=0 \
+      GOCACHE="$ROOT/go-build-cache" GOPATH="$WORK/gopath" HOME="$WORK/home"
+    V=k8s.io/component-base/version
+    LDFLAGS="-s -w -X $V.gitVersion=$KUBE132_VERSION -X $V.gitMajor=1 -X $V.gitMinor=32 \
+      -X $V.gitTreeState=clean -X $V.buildDate=2025-01-01T00:00:00Z"
+    "$GO123" build -trimpath -ldflags "$LDFLAGS" -o "$WORK/out/" \
+      ./cmd/kube-apiserver ./cmd/kube-controller-manager >"$WORK/build.log" 2>&1 \
+      || { tail -50 "$WORK/build.log" >&2; exit 1; }
+    "$GO123" build -trimpath -ldflags "-s -w" -o "$WORK/out/etcd" ./cmd/plimsoll-etcd \
+      >>"$WORK/build.log" 2>&1 || { tail -50 "$WORK/build.log" >&2; exit 1; }
+  )
+  mkdir -p "$KUBE132_DIR/bin"
+  cp "$WORK/out/kube-apiserver" "$WORK/out/kube-controller-manager" "$WORK/out/etcd" "$KUBE132_DIR/bin/"
+  echo "$KUBE132_VERSION $KUBE132_SHA256 $GO_VERSION" > "$KUBE132_DIR/SOURCE"
+  rm -rf "$WORK"
+fi
+
 # --- Helm engine ---------------------------------------------------------------
 VENV="$ROOT/helm-venv-$HELM_SDK_VERSION"
 if [ ! -x "$VENV/bin/python" ] || ! "$VENV/bin/python" -c 'import helm_python' 2>/dev/null; then
@@ -88,6 +146,9 @@ export PLIMSOLL_ETCD="$ETCD_BIN"
 export PLIMSOLL_KUBE_APISERVER="$KUBE_DIR/bin/kube-apiserver"
 export PLIMSOLL_KUBE_CONTROLLER_MANAGER="$KUBE_DIR/bin/kube-controller-manager"
 export PLIMSOLL_HELM_PYTHON="$VENV/bin/python"
+export PLIMSOLL_ETCD_1_32="$KUBE132_DIR/bin/etcd"
+export PLIMSOLL_KUBE_APISERVER_1_32="$KUBE132_DIR/bin/kube-apiserver"
+export PLIMSOLL_KUBE_CONTROLLER_MANAGER_1_32="$KUBE132_DIR/bin/kube-controller-manager"
 ENV
 log "ready: $ROOT/env.sh"
 echo "$ROOT/env.sh"

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use k8s_openapi::api::apps::v1::StatefulSet;
 use kube::api::Api;
 use plimsoll_testenv::actors::{create_storage_class, StorageActor, StorageBehaviour};
-use plimsoll_testenv::{Cluster, Env};
+use plimsoll_testenv::{on_both_versions, Cluster, Env};
 
 mod support;
 use support::{commit_all, copy_dir, plimsoll};
@@ -58,7 +58,7 @@ fn repo(ns: &str) -> tempfile::TempDir {
     dir
 }
 
-#[tokio::test]
+on_both_versions! {
 async fn snapshot_then_plan_offline_matches_plan_online() {
     let Some(env) = Env::require() else { return };
     let cluster = Cluster::start(&env, "tp").await.expect("cluster");
@@ -281,8 +281,9 @@ async fn snapshot_then_plan_offline_matches_plan_online() {
         "{out}"
     );
 }
+}
 
-#[tokio::test]
+on_both_versions! {
 async fn growth_on_a_class_without_expansion_needs_backup_and_restore() {
     let Some(env) = Env::require() else { return };
     let cluster = Cluster::start(&env, "fixed").await.expect("cluster");
@@ -349,4 +350,5 @@ async fn growth_on_a_class_without_expansion_needs_backup_and_restore() {
         ),
         "{out}"
     );
+}
 }

@@ -12,7 +12,7 @@ use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Secret};
 use kube::api::{Api, ListParams, PostParams};
 use plimsoll_testenv::actors::{create_storage_class, StorageActor, StorageBehaviour};
-use plimsoll_testenv::{Cluster, Env};
+use plimsoll_testenv::{on_both_versions, Cluster, Env};
 use serde_json::json;
 
 mod support;
@@ -288,7 +288,7 @@ async fn create_operator_resource(client: &kube::Client) {
     panic!("could not create the PerconaServerMongoDB resource: {last:?}");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+on_both_versions! {
 async fn scale_the_bundled_example_from_m_to_l_end_to_end() {
     let Some(site) = site(StorageBehaviour::default(), true).await else {
         return;
@@ -402,8 +402,9 @@ async fn scale_the_bundled_example_from_m_to_l_end_to_end() {
     assert_eq!(site.release_revision("thingpark-data").await, 2);
     drop(site.storage);
 }
+}
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+on_both_versions! {
 async fn a_killed_sync_resumes_after_the_pvc_patches_and_after_the_orphan_delete() {
     let Some(site) = installed_site(&[]).await else {
         return;
@@ -488,8 +489,9 @@ async fn a_killed_sync_resumes_after_the_pvc_patches_and_after_the_orphan_delete
     let o = site.plimsoll(&["plan", "--set", "segment=l"], &[]);
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
 }
+}
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+on_both_versions! {
 async fn a_stalled_resize_times_out_and_leaves_the_application_stack_alone() {
     let Some(site) = installed_site(&["data-mongo-replicaset-0"]).await else {
         return;
@@ -557,8 +559,9 @@ async fn a_stalled_resize_times_out_and_leaves_the_application_stack_alone() {
     assert!(o.status.success(), "{}", text(&o));
     assert_eq!(site.release_revision("thingpark-enterprise").await, 2);
 }
+}
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+on_both_versions! {
 async fn helm_failing_stops_the_sync_before_the_application_stack() {
     let Some(site) = installed_site(&[]).await else {
         return;
@@ -601,6 +604,13 @@ async fn helm_failing_stops_the_sync_before_the_application_stack() {
         "{}",
         text(&o)
     );
+    // What ran before the failure is reported (the report survives the
+    // failure: it used to be dropped on that path).
+    assert!(
+        err.contains("expand-pvc") && err.contains("before the failure"),
+        "{}",
+        text(&o)
+    );
     assert_eq!(
         site.release_revision("thingpark-enterprise").await,
         1,
@@ -614,8 +624,9 @@ async fn helm_failing_stops_the_sync_before_the_application_stack() {
     assert!(sts.get_opt("mariadb-galera").await.unwrap().is_some());
     assert_eq!(site.release_revision("thingpark-enterprise").await, 2);
 }
+}
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+on_both_versions! {
 async fn a_pod_that_never_becomes_ready_fails_the_sync_with_what_is_waiting() {
     let Some(site) = installed_site(&[]).await else {
         return;
@@ -643,6 +654,7 @@ async fn a_pod_that_never_becomes_ready_fails_the_sync_with_what_is_waiting() {
         2,
         "data stack done first"
     );
+}
 }
 
 /// A minimal HTTP/1.1 client for the daemon's endpoint.
@@ -737,7 +749,7 @@ impl Drop for DaemonProcess {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+on_both_versions! {
 async fn the_daemon_syncs_new_commits_reports_drift_and_heals_it() {
     let Some(site) = site(StorageBehaviour::default(), false).await else {
         return;
@@ -891,6 +903,14 @@ async fn the_daemon_syncs_new_commits_reports_drift_and_heals_it() {
         "healed: {}",
         d.log()
     );
+    // The revision's Secret exists while `helm upgrade --wait` still
+    // waits: let the heal's sync finish before the daemon is killed.
+    d.wait_for("the heal's sync to complete", |d| {
+        let log = d.log();
+        log.rfind("syncing (self-heal)")
+            .is_some_and(|i| log[i..].contains("sync complete"))
+    })
+    .await;
     let o = site.plimsoll(&["plan"], &[]);
     assert_eq!(o.status.code(), Some(0), "no drift left: {}", text(&o));
     drop(d);
@@ -911,8 +931,9 @@ async fn the_daemon_syncs_new_commits_reports_drift_and_heals_it() {
         text(&o)
     );
 }
+}
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+on_both_versions! {
 async fn the_daemon_manifest_is_accepted_by_the_api_server() {
     let Some(site) = site(StorageBehaviour::default(), false).await else {
         return;
@@ -935,6 +956,7 @@ async fn the_daemon_manifest_is_accepted_by_the_api_server() {
             "Service"
         ]
     );
+}
 }
 
 /// Points the data release at a copy of the test-data chart with `version`.
@@ -972,7 +994,7 @@ fn use_data_chart(site: &Site, from: &str, version: &str, catalog: &str) {
     std::fs::write(site.repo.path().join("plimsoll.yaml"), out).unwrap();
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+on_both_versions! {
 async fn downgrades_and_skipped_upgrade_paths_are_refused_before_any_change() {
     let Some(site) = site(StorageBehaviour::default(), false).await else {
         return;
@@ -1022,8 +1044,9 @@ async fn downgrades_and_skipped_upgrade_paths_are_refused_before_any_change() {
     assert!(o.status.success(), "{}", text(&o));
     assert_eq!(site.release_revision("thingpark-data").await, 2);
 }
+}
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+on_both_versions! {
 async fn the_api_server_restarting_mid_sync_does_not_stop_it() {
     let Some(mut site) = installed_site(&["data-mariadb-galera-2"]).await else {
         return;
@@ -1055,8 +1078,9 @@ async fn the_api_server_restarting_mid_sync_does_not_stop_it() {
     let o = site.plimsoll(&["plan", "--set", "segment=l"], &[]);
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
 }
+}
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+on_both_versions! {
 async fn the_manifest_rbac_is_enough_to_sync_as_the_service_account() {
     let Some(site) = site(StorageBehaviour::default(), false).await else {
         return;
@@ -1064,29 +1088,20 @@ async fn the_manifest_rbac_is_enough_to_sync_as_the_service_account() {
     let client = site.client();
     create_operator_resource(&client).await;
     apply_manifest(&client).await;
-    // The token controller gives the service account a token Secret.
-    let secrets: Api<Secret> = Api::namespaced(client.clone(), "plimsoll");
+    // A token for the service account from the TokenRequest API (v1.20
+    // and v1.32 alike; v1.24+ no longer creates token Secrets by itself).
+    let accounts: Api<k8s_openapi::api::core::v1::ServiceAccount> =
+        Api::namespaced(client.clone(), "plimsoll");
+    let request: k8s_openapi::api::authentication::v1::TokenRequest =
+        serde_json::from_value(json!({"spec": {"audiences": [], "expirationSeconds": 3600}})).unwrap();
     let mut token = None;
     for _ in 0..150 {
-        token = secrets
-            .list(&ListParams::default())
+        token = accounts
+            .create_token_request("plimsoll", &PostParams::default(), &request)
             .await
-            .unwrap()
-            .items
-            .into_iter()
-            .find(|s| {
-                s.type_.as_deref() == Some("kubernetes.io/service-account-token")
-                    && s.metadata.annotations.as_ref().is_some_and(|a| {
-                        a.get("kubernetes.io/service-account.name")
-                            .map(String::as_str)
-                            == Some("plimsoll")
-                    })
-            })
-            .and_then(|s| {
-                s.data?
-                    .get("token")
-                    .map(|t| String::from_utf8(t.0.clone()).unwrap())
-            });
+            .ok()
+            .and_then(|t| t.status)
+            .map(|s| s.token);
         if token.is_some() {
             break;
         }
@@ -1147,8 +1162,9 @@ async fn the_manifest_rbac_is_enough_to_sync_as_the_service_account() {
         "{err:?}"
     );
 }
+}
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+on_both_versions! {
 async fn sigterm_stops_at_a_safe_boundary_and_the_next_sync_finishes() {
     let Some(site) = installed_site(&["data-lrc-1"]).await else {
         return;
@@ -1196,8 +1212,9 @@ async fn sigterm_stops_at_a_safe_boundary_and_the_next_sync_finishes() {
     );
     assert_eq!(site.release_revision("thingpark-enterprise").await, 2);
 }
+}
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+on_both_versions! {
 async fn a_new_commit_after_an_interrupted_sync_plans_afresh_from_the_live_state() {
     let Some(site) = installed_site(&["data-mariadb-galera-0"]).await else {
         return;
@@ -1244,6 +1261,7 @@ async fn a_new_commit_after_an_interrupted_sync_plans_afresh_from_the_live_state
     let o = site.plimsoll(&["plan", "--set", "segment=l"], &[]);
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
 }
+}
 
 /// The sync options the CLI would use, for in-process syncs.
 fn sync_options(site: &Site) -> plimsoll_syncer::sync::SyncOptions {
@@ -1264,11 +1282,11 @@ fn sync_options(site: &Site) -> plimsoll_syncer::sync::SyncOptions {
     }
 }
 
+on_both_versions! {
 /// What a person approves is exactly what runs: the prepared plan is the
 /// one executed (its steps are the journal's), and a cluster that changed
 /// after the approval stops the sync before any change. In-process: the
 /// runtime is a library.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_approved_plan_is_what_runs_and_a_changed_cluster_stops_the_sync() {
     use plimsoll_syncer::sync::{prepare, Preparation, SyncOutcome};
     let Some(site) = installed_site(&[]).await else {
@@ -1377,6 +1395,7 @@ async fn the_approved_plan_is_what_runs_and_a_changed_cluster_stops_the_sync() {
     );
     assert_eq!(site.journal().await["steps"], expected);
 }
+}
 
 /// `plimsoll sync` at a terminal (a real pty, through util-linux
 /// `script`), answering `answer` to its question; the whole transcript.
@@ -1413,9 +1432,9 @@ fn sync_at_a_terminal(site: &Site, segment: &str, answer: &str) -> String {
     format!("{status:?}\n{out}")
 }
 
+on_both_versions! {
 /// At a terminal, `sync` shows the plan once, asks, and runs exactly what
 /// was shown; "no" changes nothing.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sync_at_a_terminal_asks_once_and_runs_what_was_shown() {
     let Some(site) = installed_site(&[]).await else {
         return;
@@ -1440,10 +1459,11 @@ async fn sync_at_a_terminal_asks_once_and_runs_what_was_shown() {
     assert!(accepted.contains("Sync complete"), "{accepted}");
     assert_eq!(site.pvc_uids().await["data-mariadb-galera-0"].1, "15Gi");
 }
+}
 
+on_both_versions! {
 /// The daemon runs in-process (the runtime is a library): it serves its
 /// endpoint, syncs the branch's commit, and stops when asked.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_daemon_runs_in_process_and_stops_when_asked() {
     use plimsoll_syncer::daemon::{DaemonOptions, Upstream};
     let Some(site) = site(StorageBehaviour::default(), false).await else {
@@ -1494,4 +1514,161 @@ async fn the_daemon_runs_in_process_and_stops_when_asked() {
         .unwrap()
         .unwrap();
     assert_eq!(http(&addr, "GET", "/healthz").0, 0, "the endpoint is gone");
+}
+}
+
+/// v1.32: with `persistentVolumeClaimRetentionPolicy` on every StatefulSet
+/// (`whenDeleted: Delete`, `whenScaled: Delete`), the m to l scale-up's
+/// orphan re-create keeps every claim (the same PVCs, now owned by the new
+/// StatefulSets, the policy kept), and a replica decrease is refused before
+/// any change, naming the claims it would delete.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn v1_32_retention_policies_survive_the_scale_up_and_a_deleting_scale_down_is_refused() {
+    plimsoll_testenv::KubeVersion::V1_32.select();
+    let Some(site) = site(StorageBehaviour::default(), false).await else {
+        return;
+    };
+    let policy = "  pvcRetentionPolicy:\n    whenDeleted: Delete\n    whenScaled: Delete\n";
+    for f in ["site/data-stack.yaml", "site/application-stack.yaml"] {
+        let p = site.repo.path().join(f);
+        let text = std::fs::read_to_string(&p).unwrap();
+        std::fs::write(
+            &p,
+            text.replacen("global:\n", &format!("global:\n{policy}"), 1),
+        )
+        .unwrap();
+    }
+    let o = site.sync("m", &[], &[]);
+    assert!(o.status.success(), "{}", text(&o));
+    let sts: Api<StatefulSet> = Api::namespaced(site.client(), NS);
+    let owned_by = |p: &PersistentVolumeClaim| {
+        p.metadata
+            .owner_references
+            .clone()
+            .unwrap_or_default()
+            .into_iter()
+            .map(|o| o.uid)
+            .collect::<Vec<_>>()
+    };
+    let pvcs: Api<PersistentVolumeClaim> = Api::namespaced(site.client(), NS);
+    let mariadb = sts.get("mariadb-galera").await.unwrap();
+    let policy_of = |s: &StatefulSet| {
+        s.spec
+            .as_ref()
+            .and_then(|s| s.persistent_volume_claim_retention_policy.clone())
+            .map(|p| (p.when_deleted, p.when_scaled))
+    };
+    assert_eq!(
+        policy_of(&mariadb),
+        Some((Some("Delete".into()), Some("Delete".into())))
+    );
+    let old_uid = mariadb.metadata.uid.clone().unwrap();
+    for _ in 0..100 {
+        let p = pvcs.get("data-mariadb-galera-0").await.unwrap();
+        if owned_by(&p).contains(&old_uid) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let installed = site.pvc_uids().await;
+
+    let o = site.sync("l", &[], &[]);
+    assert!(o.status.success(), "{}", text(&o));
+    let grown = site.pvc_uids().await;
+    assert_eq!(installed.len(), grown.len());
+    for (name, (uid, _)) in &installed {
+        assert_eq!(
+            &grown[name].0, uid,
+            "{name} kept across the orphan re-create"
+        );
+    }
+    assert_eq!(grown["data-mariadb-galera-0"].1, "15Gi");
+    let mariadb = sts.get("mariadb-galera").await.unwrap();
+    let new_uid = mariadb.metadata.uid.clone().unwrap();
+    assert_ne!(new_uid, old_uid, "re-created");
+    assert_eq!(
+        policy_of(&mariadb),
+        Some((Some("Delete".into()), Some("Delete".into()))),
+        "the policy is kept"
+    );
+    let mut adopted = false;
+    for _ in 0..150 {
+        let p = pvcs.get("data-mariadb-galera-0").await.unwrap();
+        adopted = owned_by(&p).contains(&new_uid) && !owned_by(&p).contains(&old_uid);
+        if adopted {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(adopted, "the claims are owned by the new StatefulSet");
+
+    // One replica fewer with whenScaled: Delete: refused, nothing changes.
+    let replicas = mariadb.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
+    let p = site.repo.path().join("site/data-stack.yaml");
+    let text_before = std::fs::read_to_string(&p).unwrap();
+    std::fs::write(
+        &p,
+        text_before.replacen(
+            "mariadb-galera:\n",
+            &format!("mariadb-galera:\n  replicaCount: {}\n", replicas - 1),
+            1,
+        ),
+    )
+    .unwrap();
+    let o = site.sync("l", &[], &[]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    let last = format!("data-mariadb-galera-{}", replicas - 1);
+    assert!(
+        String::from_utf8_lossy(&o.stdout)
+            .contains(&format!("whenScaled: Delete, which deletes PVC(s) {last}")),
+        "{}",
+        text(&o)
+    );
+    assert_eq!(site.pvc_uids().await, grown, "nothing deleted");
+    assert_eq!(
+        sts.get("mariadb-galera")
+            .await
+            .unwrap()
+            .spec
+            .unwrap()
+            .replicas,
+        Some(replicas)
+    );
+}
+
+on_both_versions! {
+/// A resize the storage driver cannot do fails the sync at once with the
+/// driver's reason (v1.20: a `VolumeResizeFailed` condition; v1.32: the
+/// `ControllerResizeInfeasible` resize status), before anything is
+/// re-created or upgraded.
+async fn a_failed_resize_stops_the_sync_at_once_with_the_reason() {
+    let storage = StorageBehaviour {
+        fail_resize: ["data-mariadb-galera-0".to_string()].into_iter().collect(),
+        ..Default::default()
+    };
+    let Some(site) = site(storage, false).await else {
+        return;
+    };
+    let o = site.sync("m", &[], &[]);
+    assert!(o.status.success(), "{}", text(&o));
+    let sts: Api<StatefulSet> = Api::namespaced(site.client(), NS);
+    let uid = sts.get("mariadb-galera").await.unwrap().metadata.uid;
+    let o = site.sync("l", &["--expansion-timeout", "120"], &[]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("the storage driver failed to expand PVC data-mariadb-galera-0"),
+        "{}",
+        text(&o)
+    );
+    if plimsoll_testenv::KubeVersion::current() == plimsoll_testenv::KubeVersion::V1_32 {
+        assert!(err.contains("ControllerResizeInfeasible"), "{}", text(&o));
+    }
+    assert_eq!(
+        sts.get("mariadb-galera").await.unwrap().metadata.uid,
+        uid,
+        "not re-created"
+    );
+    assert_eq!(site.release_revision("thingpark-data").await, 1, "not upgraded");
+}
 }

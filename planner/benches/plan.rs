@@ -31,6 +31,7 @@ fn generate() -> (Vec<DesiredRelease>, ObservedState) {
                 name: sts.clone(),
                 replicas: 2,
                 claim_templates: vec![tmpl("20Gi")],
+                pvc_retention: Default::default(),
             });
             observed.statefulsets.push(StatefulSetState {
                 name: sts.clone(),

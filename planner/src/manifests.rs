@@ -5,7 +5,7 @@
 
 use plimsoll_yaml::{self as yaml, Kind, Node};
 
-use crate::state::{ClaimTemplate, DesiredStatefulSet};
+use crate::state::{ClaimTemplate, DesiredStatefulSet, PvcRetention};
 
 /// StatefulSets and Deployment names found in `helm template` output.
 pub fn workloads_from_manifests(
@@ -49,10 +49,16 @@ pub fn workloads_from_manifests(
                             .collect()
                     })
                     .unwrap_or_default();
+                let policy = spec.and_then(|s| s.get("persistentVolumeClaimRetentionPolicy"));
+                let pvc_retention = PvcRetention {
+                    when_deleted: text(policy.and_then(|p| p.get("whenDeleted"))),
+                    when_scaled: text(policy.and_then(|p| p.get("whenScaled"))),
+                };
                 statefulsets.push(DesiredStatefulSet {
                     name,
                     replicas,
                     claim_templates,
+                    pvc_retention,
                 });
             }
             Some("Deployment") => deployments.push(name),
@@ -79,5 +85,13 @@ mod tests {
             Some("fast")
         );
         assert_eq!(deps, vec!["web".to_string()]);
+        assert!(sts[0].pvc_retention.is_default());
+        let with_policy = manifests.replace(
+            "  replicas: 3\n",
+            "  replicas: 3\n  persistentVolumeClaimRetentionPolicy:\n    whenDeleted: Retain\n    whenScaled: Delete\n",
+        );
+        let (sts, _) = workloads_from_manifests(&with_policy).unwrap();
+        assert!(sts[0].pvc_retention.deletes_when_scaled());
+        assert!(!sts[0].pvc_retention.deletes_when_deleted());
     }
 }

@@ -135,6 +135,36 @@ pub struct DesiredStatefulSet {
     pub name: String,
     pub replicas: u32,
     pub claim_templates: Vec<ClaimTemplate>,
+    /// `spec.persistentVolumeClaimRetentionPolicy` as the chart renders it
+    /// (absent: both `Retain`, Kubernetes' default).
+    #[serde(default, skip_serializing_if = "PvcRetention::is_default")]
+    pub pvc_retention: PvcRetention,
+}
+
+/// What the StatefulSet controller does with claims (GA in Kubernetes
+/// 1.32): `Retain` keeps them, `Delete` deletes them when the StatefulSet
+/// is deleted (`when_deleted`) or scaled down past their ordinal
+/// (`when_scaled`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PvcRetention {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub when_deleted: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub when_scaled: Option<String>,
+}
+
+impl PvcRetention {
+    pub fn is_default(&self) -> bool {
+        !self.deletes_when_deleted() && !self.deletes_when_scaled()
+    }
+
+    pub fn deletes_when_deleted(&self) -> bool {
+        self.when_deleted.as_deref() == Some("Delete")
+    }
+
+    pub fn deletes_when_scaled(&self) -> bool {
+        self.when_scaled.as_deref() == Some("Delete")
+    }
 }
 
 /// Quantity in bytes (`10Gi`, `500M`, `1e3`, `1.5Gi`); `None` if malformed.

@@ -421,7 +421,16 @@ impl Executor {
                 return Ok(!first);
             }
             first = false;
-            if let Some(failed) = conditions.iter().find(|c| c.contains("VolumeResizeFailed")) {
+            // v1.20: a `VolumeResizeFailed` condition; v1.32: the resize
+            // status the resizer sets (`allocatedResourceStatuses`), whose
+            // `*Infeasible` states mean it will not grow without a change.
+            let failed: Vec<&str> = conditions
+                .iter()
+                .filter(|c| c.contains("VolumeResizeFailed") || c.contains("ResizeInfeasible"))
+                .map(String::as_str)
+                .collect();
+            if !failed.is_empty() {
+                let failed = failed.join(", ");
                 return Err(StepError::ResizeFailed(format!(
                     "the storage driver failed to expand PVC {name} to {to} ({failed}); capacity is {capacity}"
                 )));
@@ -734,7 +743,17 @@ fn pvc_capacity(p: &PersistentVolumeClaim) -> String {
         .unwrap_or_default()
 }
 
+/// The PVC's conditions (`Type=Status (Reason)`) and, where the API server
+/// has them (v1.32: `RecoverVolumeExpansionFailure`, beta and on), its
+/// resize statuses (`resize storage=ControllerResizeInProgress`).
 fn pvc_conditions(p: &PersistentVolumeClaim) -> Vec<String> {
+    let statuses = p
+        .status
+        .as_ref()
+        .and_then(|s| s.allocated_resource_statuses.as_ref())
+        .into_iter()
+        .flatten()
+        .map(|(resource, state)| format!("resize {resource}={state}"));
     p.status
         .as_ref()
         .and_then(|s| s.conditions.as_ref())
@@ -752,7 +771,10 @@ fn pvc_conditions(p: &PersistentVolumeClaim) -> Vec<String> {
                             .unwrap_or_default()
                     )
                 })
-                .collect()
+                .collect::<Vec<_>>()
         })
         .unwrap_or_default()
+        .into_iter()
+        .chain(statuses)
+        .collect()
 }

@@ -7,10 +7,10 @@ use kube::api::Api;
 use plimsoll_planner::plan::{plan, PlanOptions, Step};
 use plimsoll_planner::state::{ClaimTemplate, DesiredRelease, DesiredStatefulSet};
 use plimsoll_syncer::observe::observe;
-use plimsoll_testenv::{Cluster, Env};
+use plimsoll_testenv::{on_both_versions, Cluster, Env};
 use serde_json::json;
 
-#[tokio::test]
+on_both_versions! {
 async fn observes_a_helm_installed_data_stack_and_plans_its_scale_up() {
     let Some(env) = Env::require() else { return };
     let cluster = Cluster::start(&env, "thingpark").await.expect("cluster");
@@ -124,11 +124,13 @@ async fn observes_a_helm_installed_data_stack_and_plans_its_scale_up() {
                 name: "mariadb-galera".into(),
                 replicas: 2,
                 claim_templates: vec![tmpl("15Gi")],
+                pvc_retention: Default::default(),
             },
             DesiredStatefulSet {
                 name: "mongo-replicaset".into(),
                 replicas: 1,
                 claim_templates: vec![tmpl("25Gi")],
+                pvc_retention: Default::default(),
             },
         ],
         deployments: vec![],
@@ -168,4 +170,5 @@ async fn observes_a_helm_installed_data_stack_and_plans_its_scale_up() {
     let text = plimsoll_planner::plan::to_text(&p);
     assert!(!text.contains("s3cret"), "secrets redacted: {text}");
     let _ = std::fs::remove_file(values);
+}
 }

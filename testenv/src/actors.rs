@@ -245,8 +245,17 @@ impl StorageActor {
         let b = behaviour.clone();
         let sc = storage_class.to_string();
         let task = tokio::spawn(async move {
+            // v1.32 tracks a resize in `status.allocatedResourceStatuses`
+            // (RecoverVolumeExpansionFailure, beta and on since 1.32), as
+            // the external resizer and the kubelet report it.
+            let resize_status = client
+                .apiserver_version()
+                .await
+                .ok()
+                .and_then(|v| v.minor.trim_end_matches('+').parse::<u32>().ok())
+                .is_some_and(|minor| minor >= 32);
             loop {
-                let _ = storage_step(&client, &sc, &b).await;
+                let _ = storage_step(&client, &sc, &b, resize_status).await;
                 tokio::time::sleep(Duration::from_millis(150)).await;
             }
         });
@@ -293,6 +302,7 @@ async fn storage_step(
     client: &kube::Client,
     sc: &str,
     behaviour: &Arc<Mutex<StorageBehaviour>>,
+    resize_status: bool,
 ) -> Result<(), kube::Error> {
     let pvcs: Api<PersistentVolumeClaim> = Api::all(client.clone());
     let pvs: Api<PersistentVolume> = Api::all(client.clone());
@@ -377,8 +387,12 @@ async fn storage_step(
                             "resize failed by the storage stand-in",
                         )
                         .await;
-                        let status = json!({"status": {"conditions": [{"type": "Resizing", "status": "False",
+                        let mut status = json!({"status": {"conditions": [{"type": "Resizing", "status": "False",
                             "reason": "VolumeResizeFailed", "message": "resize failed by the storage stand-in", "lastTransitionTime": now()}]}});
+                        if resize_status {
+                            status["status"]["allocatedResourceStatuses"] =
+                                json!({"storage": "ControllerResizeInfeasible"});
+                        }
                         let pvcs_ns: Api<PersistentVolumeClaim> =
                             Api::namespaced(client.clone(), &ns);
                         let _ = pvcs_ns
@@ -388,6 +402,10 @@ async fn storage_step(
                     continue;
                 }
                 let pvcs_ns: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), &ns);
+                if resize_status {
+                    resize_in_phases(client, &pvc, pv_name, &requested).await?;
+                    continue;
+                }
                 record_event(
                     client,
                     &pvc,
@@ -423,5 +441,75 @@ async fn storage_step(
             }
         }
     }
+    Ok(())
+}
+
+/// A resize as v1.32's external resizer and kubelet report it, one phase
+/// per pass: `ControllerResizeInProgress` (with `allocatedResources`), the
+/// volume grown and `NodeResizePending`, then the capacity and no status.
+async fn resize_in_phases(
+    client: &kube::Client,
+    pvc: &PersistentVolumeClaim,
+    pv_name: &str,
+    requested: &str,
+) -> Result<(), kube::Error> {
+    let (name, ns) = (
+        pvc.metadata.name.clone().unwrap_or_default(),
+        pvc.metadata.namespace.clone().unwrap_or_default(),
+    );
+    let pvcs: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), &ns);
+    let pvs: Api<PersistentVolume> = Api::all(client.clone());
+    let state = pvc
+        .status
+        .as_ref()
+        .and_then(|s| s.allocated_resource_statuses.as_ref())
+        .and_then(|s| s.get("storage"))
+        .cloned()
+        .unwrap_or_default();
+    let status = match state.as_str() {
+        "" => {
+            record_event(
+                client,
+                pvc,
+                "Normal",
+                "Resizing",
+                &format!("External resizer is resizing volume {pv_name}"),
+            )
+            .await;
+            json!({"status": {"allocatedResources": {"storage": requested},
+                              "allocatedResourceStatuses": {"storage": "ControllerResizeInProgress"}}})
+        }
+        "ControllerResizeInProgress" => {
+            let grow = json!({"spec": {"capacity": {"storage": requested}}});
+            pvs.patch(pv_name, &PatchParams::default(), &Patch::Merge(&grow))
+                .await?;
+            record_event(
+                client,
+                pvc,
+                "Normal",
+                "FileSystemResizeRequired",
+                "Require file system resize of volume on node",
+            )
+            .await;
+            json!({"status": {"allocatedResourceStatuses": {"storage": "NodeResizePending"},
+                              "conditions": [{"type": "FileSystemResizePending", "status": "True",
+                                              "lastTransitionTime": now()}]}})
+        }
+        "NodeResizePending" | "NodeResizeInProgress" => {
+            record_event(
+                client,
+                pvc,
+                "Normal",
+                "FileSystemResizeSuccessful",
+                &format!("MountVolume.NodeExpandVolume succeeded for volume {pv_name}"),
+            )
+            .await;
+            json!({"status": {"capacity": {"storage": requested},
+                              "allocatedResourceStatuses": null, "conditions": null}})
+        }
+        _ => return Ok(()),
+    };
+    pvcs.patch_status(&name, &PatchParams::default(), &Patch::Merge(&status))
+        .await?;
     Ok(())
 }

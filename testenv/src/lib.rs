@@ -19,9 +19,101 @@ use std::time::{Duration, Instant};
 
 pub mod actors;
 
-/// Paths of the provisioned test environment.
+/// The Kubernetes versions the test control plane runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum KubeVersion {
+    /// v1.20.2, built from Debian bookworm's `kubernetes` source package.
+    V1_20,
+    /// v1.32.13, built from the source archive in `testenv/kubernetes/`.
+    V1_32,
+}
+
+impl KubeVersion {
+    pub const ALL: [KubeVersion; 2] = [KubeVersion::V1_20, KubeVersion::V1_32];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            KubeVersion::V1_20 => "1.20",
+            KubeVersion::V1_32 => "1.32",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<KubeVersion> {
+        KubeVersion::ALL.into_iter().find(|v| v.as_str() == s)
+    }
+
+    /// The version this test process uses: `PLIMSOLL_KUBE_VERSION` (set by
+    /// [`on_both_versions!`] for each test), else 1.20.
+    pub fn current() -> KubeVersion {
+        std::env::var("PLIMSOLL_KUBE_VERSION")
+            .ok()
+            .and_then(|v| KubeVersion::parse(&v))
+            .unwrap_or(KubeVersion::V1_20)
+    }
+
+    /// Selects this version for the rest of the test process (nextest runs
+    /// every test in a process of its own).
+    pub fn select(self) {
+        std::env::set_var("PLIMSOLL_KUBE_VERSION", self.as_str());
+    }
+
+    /// The suffix of the provisioned variables (`PLIMSOLL_ETCD_1_32`).
+    fn var_suffix(self) -> &'static str {
+        match self {
+            KubeVersion::V1_20 => "",
+            KubeVersion::V1_32 => "_1_32",
+        }
+    }
+}
+
+/// Runs a control-plane test once per Kubernetes version: `NAME::v1_20`
+/// and `NAME::v1_32`, each a test of its own.
+#[macro_export]
+macro_rules! on_both_versions {
+    ($(#[$meta:meta])* async fn $name:ident() $body:block) => {
+        $(#[$meta])*
+        mod $name {
+            #[allow(unused_imports)]
+            use super::*;
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn v1_20() {
+                $crate::KubeVersion::V1_20.select();
+                $body
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn v1_32() {
+                $crate::KubeVersion::V1_32.select();
+                $body
+            }
+        }
+    };
+    ($(#[$meta:meta])* fn $name:ident() $body:block) => {
+        $(#[$meta])*
+        mod $name {
+            #[allow(unused_imports)]
+            use super::*;
+
+            #[test]
+            fn v1_20() {
+                $crate::KubeVersion::V1_20.select();
+                $body
+            }
+
+            #[test]
+            fn v1_32() {
+                $crate::KubeVersion::V1_32.select();
+                $body
+            }
+        }
+    };
+}
+
+/// Paths of the provisioned test environment, for one Kubernetes version.
 #[derive(Clone, Debug)]
 pub struct Env {
+    pub version: KubeVersion,
     pub etcd: PathBuf,
     pub kube_apiserver: PathBuf,
     pub kube_controller_manager: PathBuf,
@@ -31,9 +123,14 @@ pub struct Env {
 const PROVISION_HINT: &str = "provision it with `bash scripts/provision-test-env.sh` (about 6 minutes the first time, seconds afterwards)";
 
 impl Env {
-    /// Reads the environment from `PLIMSOLL_*` variables, or from the
-    /// `env.sh` the provisioning script wrote.
+    /// Reads the environment of [`KubeVersion::current`] from `PLIMSOLL_*`
+    /// variables, or from the `env.sh` the provisioning script wrote.
     pub fn discover() -> Result<Env, String> {
+        Env::discover_version(KubeVersion::current())
+    }
+
+    /// Reads the environment of one Kubernetes version.
+    pub fn discover_version(version: KubeVersion) -> Result<Env, String> {
         let mut vars: std::collections::HashMap<String, String> = std::env::vars().collect();
         let root = std::env::var("PLIMSOLL_TEST_ENV")
             .map(PathBuf::from)
@@ -60,10 +157,12 @@ impl Env {
                 Err(format!("{k}={} does not exist", p.display()))
             }
         };
+        let x = version.var_suffix();
         Ok(Env {
-            etcd: get("PLIMSOLL_ETCD")?,
-            kube_apiserver: get("PLIMSOLL_KUBE_APISERVER")?,
-            kube_controller_manager: get("PLIMSOLL_KUBE_CONTROLLER_MANAGER")?,
+            version,
+            etcd: get(&format!("PLIMSOLL_ETCD{x}"))?,
+            kube_apiserver: get(&format!("PLIMSOLL_KUBE_APISERVER{x}"))?,
+            kube_controller_manager: get(&format!("PLIMSOLL_KUBE_CONTROLLER_MANAGER{x}"))?,
             helm_python: get("PLIMSOLL_HELM_PYTHON")?,
         })
     }
@@ -119,6 +218,8 @@ pub fn write_helm_command(
 
 /// A running control plane. Dropping it stops every process.
 pub struct ControlPlane {
+    /// The Kubernetes version running.
+    pub version: KubeVersion,
     dir: tempfile::TempDir,
     pgid: u32,
     children: Vec<(&'static str, Child)>,
@@ -135,9 +236,19 @@ pub struct ControlPlane {
 }
 
 impl ControlPlane {
-    /// Starts etcd, kube-apiserver and kube-controller-manager and waits
-    /// until the API server reports ready.
+    /// Starts etcd, kube-apiserver and kube-controller-manager of the
+    /// environment's version and waits until the API server reports ready.
     pub async fn start(env: &Env) -> Result<ControlPlane, String> {
+        ControlPlane::start_version(env, env.version).await
+    }
+
+    /// Starts a control plane of `version` (its binaries must be in `env`).
+    pub async fn start_version(env: &Env, version: KubeVersion) -> Result<ControlPlane, String> {
+        let env = &if env.version == version {
+            env.clone()
+        } else {
+            Env::discover_version(version)?
+        };
         let dir = tempfile::Builder::new()
             .prefix("plimsoll-cp-")
             .tempdir()
@@ -176,6 +287,7 @@ impl ControlPlane {
                 .map_err(|e| e.to_string())
         };
         let mut cp = ControlPlane {
+            version,
             dir,
             pgid: 0,
             children: Vec::new(),
@@ -212,11 +324,10 @@ impl ControlPlane {
         cp.record_pid(etcd.id());
         cp.children.push(("etcd", etcd));
 
-        let args = vec![
+        let mut args = vec![
             format!("--etcd-servers=http://127.0.0.1:{etcd_port}"),
             "--bind-address=127.0.0.1".to_string(),
             format!("--secure-port={api_port}"),
-            "--insecure-port=0".to_string(),
             format!("--cert-dir={}", d.join("certs").display()),
             format!("--token-auth-file={}", d.join("tokens.csv").display()),
             "--authorization-mode=RBAC".to_string(),
@@ -228,6 +339,12 @@ impl ControlPlane {
                 d.join("sa.key").display()
             ),
         ];
+        match env.version {
+            // The insecure port was removed in 1.24.
+            KubeVersion::V1_20 => args.push("--insecure-port=0".to_string()),
+            // CSIStorageCapacity is served at storage.k8s.io/v1 (GA in 1.24).
+            KubeVersion::V1_32 => {}
+        }
         cp.apiserver = Some((env.kube_apiserver.clone(), args));
         cp.spawn_apiserver()?;
 
@@ -256,15 +373,15 @@ impl ControlPlane {
         let client = client?;
         cp.wait_ready(&client).await?;
 
-        let cm = Command::new(&env.kube_controller_manager)
-            .arg(format!("--kubeconfig={}", kubeconfig.display()))
+        let mut cm = Command::new(&env.kube_controller_manager);
+        cm.arg(format!("--kubeconfig={}", kubeconfig.display()))
             .arg("--bind-address=127.0.0.1")
-            .args([
-                "--secure-port=0",
-                "--port=0",
-                "--leader-elect=false",
-                "--controllers=*",
-            ])
+            .args(["--secure-port=0", "--leader-elect=false", "--controllers=*"]);
+        if env.version == KubeVersion::V1_20 {
+            // The insecure port was removed in 1.24.
+            cm.arg("--port=0");
+        }
+        let cm = cm
             .arg(format!(
                 "--service-account-private-key-file={}",
                 d.join("sa.key").display()

@@ -9,7 +9,7 @@ use kube::api::{Api, Patch, PatchParams, PostParams};
 use plimsoll_testenv::actors::{
     create_storage_class, NodeActor, NodeBehaviour, StorageActor, StorageBehaviour,
 };
-use plimsoll_testenv::{ControlPlane, Env};
+use plimsoll_testenv::{on_both_versions, ControlPlane, Env};
 use serde_json::json;
 
 fn alive(pid: u32) -> bool {
@@ -34,7 +34,7 @@ fn wait_gone(pids: &[u32], within: Duration) {
     }
 }
 
-#[tokio::test]
+on_both_versions! {
 async fn dropping_the_control_plane_stops_every_process() {
     let Some(env) = Env::require() else { return };
     let cp = ControlPlane::start(&env).await.expect("control plane");
@@ -44,8 +44,9 @@ async fn dropping_the_control_plane_stops_every_process() {
     drop(cp);
     wait_gone(&pids, Duration::from_secs(10));
 }
+}
 
-#[test]
+on_both_versions! {
 fn a_killed_test_process_leaves_no_control_plane_behind() {
     if Env::require().is_none() {
         return;
@@ -70,8 +71,9 @@ fn a_killed_test_process_leaves_no_control_plane_behind() {
     child.wait().expect("reap");
     wait_gone(&pids, Duration::from_secs(15));
 }
+}
 
-#[tokio::test]
+on_both_versions! {
 async fn actors_follow_their_instructions() {
     let Some(env) = Env::require() else { return };
     let cp = ControlPlane::start(&env).await.expect("control plane");
@@ -200,6 +202,7 @@ async fn actors_follow_their_instructions() {
             "{name} did not grow"
         );
     }
+}
 }
 
 async fn futures_like_join(pods: &Api<Pod>, names: &[&str]) -> Vec<Pod> {

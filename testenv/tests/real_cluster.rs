@@ -12,7 +12,7 @@ use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use plimsoll_testenv::actors::{
     create_storage_class, NodeActor, NodeBehaviour, StorageActor, StorageBehaviour,
 };
-use plimsoll_testenv::{ControlPlane, Env};
+use plimsoll_testenv::{on_both_versions, ControlPlane, Env};
 use serde_json::json;
 
 async fn start() -> Option<(ControlPlane, kube::Client)> {
@@ -65,7 +65,7 @@ async fn bound(pvcs: &Api<PersistentVolumeClaim>, name: &str) -> bool {
     }
 }
 
-#[tokio::test]
+on_both_versions! {
 async fn pvc_shrink_is_rejected_and_growth_needs_an_expandable_class() {
     let Some((cp, client)) = start().await else {
         return;
@@ -108,11 +108,14 @@ async fn pvc_shrink_is_rejected_and_growth_needs_an_expandable_class() {
         .patch("grow", &pp, &Patch::Merge(&storage_patch("512Mi")))
         .await
         .expect_err("shrinking a bound PVC is rejected");
-    assert!(
-        err.to_string()
-            .contains("can not be less than previous value"),
-        "{err}"
-    );
+    // v1.20: never below the previous request; v1.32 (recovery from a
+    // failed expansion, RecoverVolumeExpansionFailure): never below the
+    // capacity.
+    let why = match cp.version {
+        plimsoll_testenv::KubeVersion::V1_20 => "can not be less than previous value",
+        plimsoll_testenv::KubeVersion::V1_32 => "can not be less than status.capacity",
+    };
+    assert!(err.to_string().contains(why), "{err}");
 
     pvcs.patch("grow", &pp, &Patch::Merge(&storage_patch("2Gi")))
         .await
@@ -159,6 +162,7 @@ async fn pvc_shrink_is_rejected_and_growth_needs_an_expandable_class() {
         );
     }
 }
+}
 
 fn statefulset(name: &str, size: &str, replicas: i32) -> StatefulSet {
     serde_json::from_value(json!({
@@ -177,7 +181,7 @@ fn statefulset(name: &str, size: &str, replicas: i32) -> StatefulSet {
     .unwrap()
 }
 
-#[tokio::test]
+on_both_versions! {
 async fn statefulset_volume_claim_templates_are_immutable() {
     let Some((cp, client)) = start().await else {
         return;
@@ -201,6 +205,7 @@ async fn statefulset_volume_claim_templates_are_immutable() {
         "{err}"
     );
 }
+}
 
 /// Sorted (name, uid) of every object the API lists.
 async fn uids<K>(api: &Api<K>) -> Vec<(String, String)>
@@ -223,7 +228,7 @@ where
     v
 }
 
-#[tokio::test]
+on_both_versions! {
 async fn orphan_delete_keeps_pods_and_pvcs_and_a_new_statefulset_adopts_them() {
     let Some((cp, client)) = start().await else {
         return;
@@ -303,8 +308,9 @@ async fn orphan_delete_keeps_pods_and_pvcs_and_a_new_statefulset_adopts_them() {
     let after = uids(&pods).await;
     assert_eq!(after, pod_uids, "the same pods, adopted, not re-created");
 }
+}
 
-#[tokio::test]
+on_both_versions! {
 async fn helm_install_then_upgrade_writes_release_secrets() {
     let Some((cp, client)) = start().await else {
         return;
@@ -340,4 +346,217 @@ async fn helm_install_then_upgrade_writes_release_secrets() {
     let history: serde_json::Value = serde_json::from_slice(&out.stdout).expect("history is JSON");
     assert_eq!(history.as_array().map(Vec::len), Some(2), "{history}");
     assert_eq!(history[1]["chart"], "test-app-1.1.0");
+}
+}
+
+/// A StatefulSet of `replicas` with a claim retention policy (GA in 1.32).
+fn retained_statefulset(
+    name: &str,
+    replicas: i32,
+    when_deleted: &str,
+    when_scaled: &str,
+) -> StatefulSet {
+    let mut s = statefulset(name, "1Gi", replicas);
+    let mut v = serde_json::to_value(&s).unwrap();
+    v["spec"]["persistentVolumeClaimRetentionPolicy"] =
+        json!({"whenDeleted": when_deleted, "whenScaled": when_scaled});
+    s = serde_json::from_value(v).unwrap();
+    s
+}
+
+/// v1.32 only: the proofs of what the claim retention policy does, on which
+/// Plimsoll's refusal of a scale-down and its orphan re-create rely.
+async fn start_1_32() -> Option<(ControlPlane, kube::Client, String, StorageActor, NodeActor)> {
+    let env = Env::require()?;
+    let cp = ControlPlane::start_version(&env, plimsoll_testenv::KubeVersion::V1_32)
+        .await
+        .expect("control plane v1.32 starts");
+    let client = cp.client().await.expect("client");
+    let ns = cp.namespace(&client, "retention").await.unwrap();
+    storage_class(&client, "plimsoll-test-expandable", true).await;
+    let storage = StorageActor::start(
+        client.clone(),
+        "plimsoll-test-expandable",
+        StorageBehaviour::default(),
+    )
+    .await;
+    let node = NodeActor::start(client.clone(), "stand-in-node", NodeBehaviour::default())
+        .await
+        .unwrap();
+    Some((cp, client, ns, storage, node))
+}
+
+async fn ready(sts: &Api<StatefulSet>, name: &str, n: i32) {
+    eventually(
+        &format!("{n} ready replicas"),
+        Duration::from_secs(90),
+        || async {
+            sts.get(name)
+                .await
+                .ok()
+                .and_then(|s| s.status)
+                .and_then(|s| s.ready_replicas)
+                .unwrap_or(0)
+                == n
+        },
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn v1_32_an_orphan_delete_keeps_the_claims_of_a_when_deleted_delete_statefulset() {
+    let Some((_cp, client, ns, _storage, _node)) = start_1_32().await else {
+        return;
+    };
+    let sts: Api<StatefulSet> = Api::namespaced(client.clone(), &ns);
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
+    let pvcs: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), &ns);
+    sts.create(
+        &PostParams::default(),
+        &retained_statefulset("db", 2, "Delete", "Retain"),
+    )
+    .await
+    .unwrap();
+    ready(&sts, "db", 2).await;
+    let uid = sts.get("db").await.unwrap().metadata.uid.unwrap();
+    eventually(
+        "the controller owns the claims",
+        Duration::from_secs(30),
+        || async {
+            pvcs.list(&ListParams::default()).await.is_ok_and(|l| {
+                l.items.len() == 2
+                    && l.items.iter().all(|p| {
+                        p.metadata
+                            .owner_references
+                            .as_ref()
+                            .is_some_and(|o| o.iter().any(|o| o.uid == uid))
+                    })
+            })
+        },
+    )
+    .await;
+    let (pod_uids, pvc_uids) = (uids(&pods).await, uids(&pvcs).await);
+    let orphan = DeleteParams {
+        propagation_policy: Some(kube::api::PropagationPolicy::Orphan),
+        ..DeleteParams::default()
+    };
+    sts.delete("db", &orphan).await.unwrap();
+    eventually("statefulset gone", Duration::from_secs(30), || async {
+        sts.get_opt("db").await.unwrap().is_none()
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(
+        uids(&pvcs).await,
+        pvc_uids,
+        "claims survive an orphan delete"
+    );
+    assert_eq!(uids(&pods).await, pod_uids, "pods survive an orphan delete");
+    for p in pvcs.list(&ListParams::default()).await.unwrap() {
+        assert!(
+            p.metadata
+                .owner_references
+                .unwrap_or_default()
+                .iter()
+                .all(|o| o.uid != uid),
+            "the deleted StatefulSet no longer owns {:?}",
+            p.metadata.name
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn v1_32_scaling_down_a_when_scaled_delete_statefulset_deletes_the_removed_claims() {
+    let Some((_cp, client, ns, _storage, _node)) = start_1_32().await else {
+        return;
+    };
+    let sts: Api<StatefulSet> = Api::namespaced(client.clone(), &ns);
+    let pvcs: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), &ns);
+    sts.create(
+        &PostParams::default(),
+        &retained_statefulset("db", 3, "Retain", "Delete"),
+    )
+    .await
+    .unwrap();
+    ready(&sts, "db", 3).await;
+    let names = |l: Vec<(String, String)>| l.into_iter().map(|(n, _)| n).collect::<Vec<_>>();
+    assert_eq!(
+        names(uids(&pvcs).await),
+        ["data-db-0", "data-db-1", "data-db-2"]
+    );
+    sts.patch(
+        "db",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"spec": {"replicas": 1}})),
+    )
+    .await
+    .unwrap();
+    eventually(
+        "the claims of ordinals 1 and 2 deleted",
+        Duration::from_secs(90),
+        || async {
+            pvcs.list(&ListParams::default()).await.is_ok_and(|l| {
+                l.items
+                    .iter()
+                    .filter(|p| p.metadata.deletion_timestamp.is_none())
+                    .map(|p| p.metadata.name.clone().unwrap_or_default())
+                    .collect::<Vec<_>>()
+                    == ["data-db-0"]
+            })
+        },
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn v1_32_the_storage_stand_in_reports_resize_status_as_a_current_resizer_does() {
+    let Some((_cp, client, ns, _storage, _node)) = start_1_32().await else {
+        return;
+    };
+    let pvcs: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), &ns);
+    pvcs.create(
+        &PostParams::default(),
+        &pvc("grow", "plimsoll-test-expandable", "1Gi"),
+    )
+    .await
+    .unwrap();
+    eventually("bound", Duration::from_secs(30), || bound(&pvcs, "grow")).await;
+    pvcs.patch(
+        "grow",
+        &PatchParams::default(),
+        &Patch::Merge(storage_patch("3Gi")),
+    )
+    .await
+    .unwrap();
+    let mut seen = std::collections::BTreeSet::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let st = pvcs.get("grow").await.unwrap().status.unwrap_or_default();
+        if let Some(state) = st
+            .allocated_resource_statuses
+            .as_ref()
+            .and_then(|s| s.get("storage"))
+        {
+            seen.insert(state.clone());
+            let allocated = st
+                .allocated_resources
+                .as_ref()
+                .and_then(|a| a.get("storage"));
+            assert_eq!(allocated.map(|q| q.0.as_str()), Some("3Gi"));
+        }
+        let capacity = st.capacity.as_ref().and_then(|c| c.get("storage"));
+        let settled = st
+            .allocated_resource_statuses
+            .as_ref()
+            .is_none_or(|s| s.is_empty());
+        if capacity.map(|q| q.0.as_str()) == Some("3Gi") && settled {
+            break;
+        }
+        assert!(Instant::now() < deadline, "not grown to 3Gi: {st:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(
+        seen.contains("ControllerResizeInProgress") && seen.contains("NodeResizePending"),
+        "the API server kept the resize statuses: {seen:?}"
+    );
 }

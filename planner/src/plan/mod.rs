@@ -265,7 +265,7 @@ pub fn plan(desired: &[DesiredRelease], observed: &ObservedState, options: &Plan
             pvcs: Vec::new(),
         };
         upgrades::check_version(d, live, options, &mut out);
-        let volumes = volumes::plan_volumes(d, observed, &mut rp, &mut out);
+        let volumes = volumes::plan_volumes(d, observed, options.strict, &mut rp, &mut out);
         patches::plan_patches(d, observed, &mut rp, &mut out);
         volumes.push_recreates(d, &mut rp);
         upgrades::plan_upgrade(

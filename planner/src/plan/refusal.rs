@@ -47,6 +47,25 @@ pub enum Refusal {
         resource: String,
         reason: String,
     },
+    /// Fewer replicas of a StatefulSet whose claim retention policy is
+    /// `whenScaled: Delete`: the controller deletes the claims (and so the
+    /// data) of the ordinals removed.
+    ScaleDownDeletesClaims {
+        release: String,
+        statefulset: String,
+        from: u32,
+        to: u32,
+        pvcs: Vec<String>,
+    },
+    /// Fewer replicas of a StatefulSet with claims, with `--strict`: the
+    /// claims of the removed ordinals stay, unused.
+    ScaleDownStrandsClaims {
+        release: String,
+        statefulset: String,
+        from: u32,
+        to: u32,
+        pvcs: Vec<String>,
+    },
 }
 
 impl Refusal {
@@ -59,7 +78,9 @@ impl Refusal {
             | Refusal::Downgrade { release, .. }
             | Refusal::SkippedUpgradePath { release, .. }
             | Refusal::VersionBumpWithValueChanges { release, .. }
-            | Refusal::PatchNotApplicable { release, .. } => release,
+            | Refusal::PatchNotApplicable { release, .. }
+            | Refusal::ScaleDownDeletesClaims { release, .. }
+            | Refusal::ScaleDownStrandsClaims { release, .. } => release,
         }
     }
 
@@ -97,6 +118,18 @@ impl Refusal {
             ),
             Refusal::PatchNotApplicable { release, resource, reason } => format!(
                 "{release}: the patch the stack file declares for {resource} does not apply: {reason}"
+            ),
+            Refusal::ScaleDownDeletesClaims { release, statefulset, from, to, pvcs } => format!(
+                "{release}: StatefulSet {statefulset} would go from {from} to {to} replicas with \
+                 persistentVolumeClaimRetentionPolicy.whenScaled: Delete, which deletes PVC(s) {}; \
+                 set whenScaled: Retain first (or back up those volumes), then scale down",
+                pvcs.join(", ")
+            ),
+            Refusal::ScaleDownStrandsClaims { release, statefulset, from, to, pvcs } => format!(
+                "{release}: StatefulSet {statefulset} would go from {from} to {to} replicas; PVC(s) {} \
+                 would stay, unused (refused with --strict); scale down without --strict, \
+                 or move their data first",
+                pvcs.join(", ")
             ),
         }
     }

@@ -5,7 +5,10 @@
 //! claim templates change is re-created (orphan delete; the upgrade
 //! re-creates it), after the expansions and the patches.
 
-use crate::state::{quantity_bytes, ClaimTemplate, DesiredRelease, ObservedState, PvcState};
+use crate::state::{
+    quantity_bytes, ClaimTemplate, DesiredRelease, DesiredStatefulSet, ObservedState, PvcState,
+    StatefulSetState,
+};
 
 use super::{Plan, PvcRow, Refusal, ReleasePlan, Step};
 
@@ -64,10 +67,64 @@ fn claims_of<'a>(
     claims
 }
 
+/// Fewer replicas of a StatefulSet with claims: with `whenScaled: Delete`
+/// the controller deletes the claims of the removed ordinals (refused);
+/// otherwise they stay, unused (a warning; refused with `strict`).
+fn check_scale_down(
+    d: &DesiredRelease,
+    dsts: &DesiredStatefulSet,
+    live: &StatefulSetState,
+    observed: &ObservedState,
+    strict: bool,
+    out: &mut Plan,
+) {
+    if dsts.replicas >= live.replicas || dsts.claim_templates.is_empty() {
+        return;
+    }
+    let pvcs: Vec<String> = dsts
+        .claim_templates
+        .iter()
+        .flat_map(|t| claims_of(observed, &d.namespace, &t.name, &dsts.name))
+        .filter(|p| {
+            p.name
+                .rsplit('-')
+                .next()
+                .and_then(|o| o.parse::<u32>().ok())
+                .is_some_and(|ordinal| ordinal >= dsts.replicas)
+        })
+        .map(|p| p.name.clone())
+        .collect();
+    let (release, statefulset) = (d.name.clone(), dsts.name.clone());
+    let (from, to) = (live.replicas, dsts.replicas);
+    if dsts.pvc_retention.deletes_when_scaled() {
+        out.refusals.push(Refusal::ScaleDownDeletesClaims {
+            release,
+            statefulset,
+            from,
+            to,
+            pvcs,
+        });
+    } else if strict {
+        out.refusals.push(Refusal::ScaleDownStrandsClaims {
+            release,
+            statefulset,
+            from,
+            to,
+            pvcs,
+        });
+    } else if !pvcs.is_empty() {
+        out.warnings.push(format!(
+            "{release}: StatefulSet {statefulset} goes from {from} to {to} replicas; PVC(s) {} stay, unused",
+            pvcs.join(", ")
+        ));
+    }
+}
+
 /// Plans expansions and their waits into `rp`, refusals into `out`.
 pub(super) fn plan_volumes(
     d: &DesiredRelease,
     observed: &ObservedState,
+    strict: bool,
     rp: &mut ReleasePlan,
     out: &mut Plan,
 ) -> Volumes {
@@ -94,6 +151,7 @@ pub(super) fn plan_volumes(
             .iter()
             .find(|s| s.name == dsts.name && s.namespace == d.namespace);
         if let Some(l) = live_sts {
+            check_scale_down(d, dsts, l, observed, strict, out);
             if !templates_equal(&l.claim_templates, &dsts.claim_templates) {
                 recreate.push((l.name.clone(), l.uid.clone()));
             }
