@@ -208,6 +208,25 @@ async fn statefulset_volume_claim_templates_are_immutable() {
 }
 
 /// Sorted (name, uid) of every object the API lists.
+/// Waits until there are `n` objects, each with an owner reference to `uid`.
+async fn all_owned_by<K>(what: &str, api: &Api<K>, n: usize, uid: &str)
+where
+    K: kube::Resource + Clone + for<'de> k8s_openapi::serde::Deserialize<'de> + std::fmt::Debug,
+{
+    eventually(what, Duration::from_secs(60), || async {
+        api.list(&ListParams::default()).await.is_ok_and(|list| {
+            list.items.len() == n
+                && list.items.iter().all(|o| {
+                    o.meta()
+                        .owner_references
+                        .as_ref()
+                        .is_some_and(|refs| refs.iter().any(|r| r.uid == uid))
+                })
+        })
+    })
+    .await;
+}
+
 async fn uids<K>(api: &Api<K>) -> Vec<(String, String)>
 where
     K: kube::Resource + Clone + for<'de> k8s_openapi::serde::Deserialize<'de> + std::fmt::Debug,
@@ -289,22 +308,7 @@ async fn orphan_delete_keeps_pods_and_pvcs_and_a_new_statefulset_adopts_them() {
         .unwrap();
     let new_uid = sts.get("db").await.unwrap().metadata.uid.unwrap();
     assert_ne!(new_uid, old_uid);
-    eventually(
-        "pods adopted by the new statefulset",
-        Duration::from_secs(60),
-        || async {
-            pods.list(&ListParams::default()).await.is_ok_and(|list| {
-                list.items.len() == 2
-                    && list.items.iter().all(|p| {
-                        p.metadata
-                            .owner_references
-                            .as_ref()
-                            .is_some_and(|o| o.iter().any(|o| o.uid == new_uid))
-                    })
-            })
-        },
-    )
-    .await;
+    all_owned_by("pods adopted by the new statefulset", &pods, 2, &new_uid).await;
     let after = uids(&pods).await;
     assert_eq!(after, pod_uids, "the same pods, adopted, not re-created");
 }
@@ -419,22 +423,7 @@ async fn v1_32_an_orphan_delete_keeps_the_claims_of_a_when_deleted_delete_statef
     .unwrap();
     ready(&sts, "db", 2).await;
     let uid = sts.get("db").await.unwrap().metadata.uid.unwrap();
-    eventually(
-        "the controller owns the claims",
-        Duration::from_secs(30),
-        || async {
-            pvcs.list(&ListParams::default()).await.is_ok_and(|l| {
-                l.items.len() == 2
-                    && l.items.iter().all(|p| {
-                        p.metadata
-                            .owner_references
-                            .as_ref()
-                            .is_some_and(|o| o.iter().any(|o| o.uid == uid))
-                    })
-            })
-        },
-    )
-    .await;
+    all_owned_by("the controller owns the claims", &pvcs, 2, &uid).await;
     let (pod_uids, pvc_uids) = (uids(&pods).await, uids(&pvcs).await);
     let orphan = DeleteParams {
         propagation_policy: Some(kube::api::PropagationPolicy::Orphan),
