@@ -630,3 +630,60 @@ fn strict_keys_reads_packaged_charts_and_subcharts() {
     );
     assert!(!e.contains("a.yaml"), "subchart keys are known: {e}");
 }
+
+/// Values from a repository are untrusted: names, namespaces, chart
+/// references, versions and variable values that could leave the
+/// repository or reach helm as flags are refused when the stack file is
+/// read, with file:line:col, before anything is written or run.
+#[test]
+fn hostile_names_charts_and_variable_values_are_refused_at_parse_time() {
+    let cases: &[(&str, &str, &str)] = &[
+        ("name: a", "name: --post-renderer=./evil.sh", "plimsoll.yaml:2:11: release name \"--post-renderer=./evil.sh\" must be a DNS-1123 subdomain"),
+        ("name: a", "name: ../../../tmp/x", "plimsoll.yaml:2:11: release name \"../../../tmp/x\""),
+        ("name: a", &format!("name: {}", "a".repeat(54)), "at most 53 characters"),
+        ("name: a", "name: UPPER", "release name \"UPPER\""),
+        ("chart: c", "chart: --kube-apiserver=https://evil", "plimsoll.yaml:3:12: chart \"--kube-apiserver=https://evil\" must be a relative path"),
+        ("chart: c", "chart: /etc/charts/x", "escapes the repository"),
+        ("chart: c", "chart: ../c", "escapes the repository"),
+        ("chart: c", "chart: oci://registry.invalid/../x", "is not a valid oci:// reference"),
+        ("version: 1.0.0", "version: --devel", "plimsoll.yaml:4:14: chart version \"--devel\" is not a version"),
+        ("namespace: n", "namespace: kube_system", "plimsoll.yaml:5:16: namespace \"kube_system\" must be a DNS label"),
+        ("namespace: n", "namespace: -n", "namespace \"-n\""),
+    ];
+    for (from, to, want) in cases {
+        let stack = format!("releases:\n{RELEASE}").replace(from, to);
+        let e = stack_error(&stack, &["render"]);
+        assert!(e.contains(want), "{to}: {e}");
+    }
+    for value in ["../../x", "/abs", "a/b", "-x", ".."] {
+        let e = stack_error(
+            &format!("variables:\n  segment: [m, '{value}']\nreleases:\n{RELEASE}"),
+            &["render"],
+        );
+        assert!(
+            e.contains("plimsoll.yaml:2:") && e.contains("may hold only letters, digits"),
+            "{value}: {e}"
+        );
+    }
+    let patch = "    patches:\n      - apiVersion: v1\n        kind: ConfigMap\n        name: ../secrets/x\n        patch:\n          - {op: add, path: /data/x, value: y}\n";
+    let e = stack_error(&format!("releases:\n{RELEASE}{patch}"), &["render"]);
+    assert!(
+        e.contains("plimsoll.yaml:11:15") && e.contains("is not a Kubernetes object name"),
+        "{e}"
+    );
+    // Valid references still pass: repo/name, oci://, a relative directory.
+    for chart in [
+        "actility/thingpark-enterprise",
+        "oci://registry.invalid/charts/x",
+        "charts/test-data",
+    ] {
+        let repo = example_repo();
+        write(
+            repo.path(),
+            "plimsoll.yaml",
+            &format!("releases:\n{RELEASE}").replace("chart: c", &format!("chart: {chart}")),
+        );
+        let o = plimsoll(repo.path(), &["render"]);
+        assert_eq!(o.status.code(), Some(0), "{chart}: {}", stderr(&o));
+    }
+}

@@ -46,7 +46,8 @@ fn start(repo: &Path, files: u32, extra: &str) -> Daemon {
         .unwrap()
         .port();
     let addr = format!("127.0.0.1:{port}");
-    let log = repo.join(".git/daemon.log");
+    // Outside .git: the daemon watches .git, and must not see its own log.
+    let log = repo.join("daemon.log");
     let command = format!(
         "ulimit -n {files} && exec {} daemon --branch main --interval 300 --listen {addr} --kubeconfig {} {extra}",
         env!("CARGO_BIN_EXE_plimsoll"),
@@ -216,4 +217,37 @@ fn webhook_bodies_are_bounded_and_signatures_checked() {
     // Not ready: no pass has succeeded against the unreachable cluster.
     let (code, body) = get(&d.addr, "/readyz").unwrap();
     assert_eq!(code, 503, "{body}");
+}
+
+/// The daemon wakes on ref writes (a commit), not on its own reads of the
+/// repository: with a pass that fails (here: no helm, no cluster) it used
+/// to re-trigger itself through notify about 20 times a second.
+#[test]
+fn the_daemon_reacts_to_commits_not_to_its_own_reads() {
+    let repo = repo();
+    let d = start(repo.path(), 1024, "");
+    let passes = |d: &Daemon| {
+        std::fs::read_to_string(&d.log)
+            .unwrap_or_default()
+            .matches("new commit on main")
+            .count()
+    };
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(
+        passes(&d),
+        1,
+        "only the start pass: {}",
+        std::fs::read_to_string(&d.log).unwrap_or_default()
+    );
+    std::fs::write(repo.path().join("v.yaml"), "a: 2\n").unwrap();
+    let git = git2::Repository::open(repo.path()).unwrap();
+    commit_all(&git, "two");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while passes(&d) < 2 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::thread::sleep(Duration::from_secs(2));
+    let log = std::fs::read_to_string(&d.log).unwrap_or_default();
+    assert_eq!(passes(&d), 2, "one pass for the commit: {log}");
+    assert!(log.contains("trigger=\"notify\""), "{log}");
 }

@@ -321,6 +321,12 @@ fn parse_variables(r: &Reader<'_>, root: &Node) -> Result<Vec<Variable>, StackEr
                     .collect::<Result<Vec<_>, _>>()?,
                 None => return Err(r.err(v, format!("variable {:?} has no `values`", k.value))),
             };
+            for (value, node) in allowed
+                .iter()
+                .zip(r.seq(allowed_node.unwrap_or(v), "values").unwrap_or(&[]))
+            {
+                check_variable_value(r, node, &k.value, value)?;
+            }
             if allowed.is_empty() {
                 return Err(r.err(k, format!("variable {:?} allows no value", k.value)));
             }
@@ -409,10 +415,15 @@ fn parse_release(
             .ok_or_else(|| r.err(rel, format!("release is missing `{name}`")))?;
         r.string(n, name)
     };
+    let at = |key: &str| rel.get(key).unwrap_or(rel);
     let name = field("name")?;
+    check_release_name(r, at("name"), &name)?;
     let chart = field("chart")?;
+    check_chart_reference(r, at("chart"), &chart)?;
     let version = field("version")?;
+    check_version(r, at("version"), &version)?;
     let namespace = field("namespace")?;
+    check_dns_label(r, at("namespace"), &namespace, "namespace")?;
     let stage = field("stage")?;
     let output = match rel.get("output") {
         Some(o) => r.string(o, "output")?,
@@ -570,14 +581,48 @@ fn resource_patches(
         }
         let operations = plimsoll_yaml::json::to_json(r.deref(ops_node))
             .map_err(|e| r.err(ops_node, e.to_string()))?;
+        // They become the path of API requests: no '/', no '..'.
+        let at = |key: &str| p.get(key).unwrap_or(p);
+        let (api_version, kind, name) = (field("apiVersion")?, field("kind")?, field("name")?);
+        let ok_api = !api_version.is_empty()
+            && api_version.split('/').count() <= 2
+            && api_version.split('/').all(|s| {
+                !s.is_empty()
+                    && s.bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-'))
+            });
+        if !ok_api {
+            return Err(r.err(
+                at("apiVersion"),
+                format!("apiVersion {api_version:?} is not GROUP/VERSION or VERSION"),
+            ));
+        }
+        if kind.is_empty() || !kind.bytes().all(|b| b.is_ascii_alphanumeric()) {
+            return Err(r.err(
+                at("kind"),
+                format!("kind {kind:?} is not a Kubernetes kind"),
+            ));
+        }
+        let ok_name = name.len() <= 253 && name.split('.').all(|label| is_dns_label(label, 63));
+        if !ok_name {
+            return Err(r.err(
+                at("name"),
+                format!("name {name:?} is not a Kubernetes object name (a DNS-1123 subdomain)"),
+            ));
+        }
+        let namespace = match p.get("namespace") {
+            Some(n) => {
+                let ns = r.string(n, "namespace")?;
+                check_dns_label(r, n, &ns, "namespace")?;
+                ns
+            }
+            None => namespace.to_string(),
+        };
         out.push(ResourcePatch {
-            api_version: field("apiVersion")?,
-            kind: field("kind")?,
-            name: field("name")?,
-            namespace: match p.get("namespace") {
-                Some(n) => r.string(n, "namespace")?,
-                None => namespace.to_string(),
-            },
+            api_version,
+            kind,
+            name,
+            namespace,
             operations,
             line: p.origin.line,
         });
@@ -665,6 +710,119 @@ fn order_stages(
         }
     }
     Ok(done)
+}
+
+/// A DNS-1123 label (`a-z`, `0-9`, `-`, alphanumeric at both ends).
+fn is_dns_label(s: &str, max: usize) -> bool {
+    !s.is_empty()
+        && s.len() <= max
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !s.starts_with('-')
+        && !s.ends_with('-')
+}
+
+/// Release names as Helm requires them: a DNS-1123 subdomain of at most 53
+/// characters. They name files and reach helm's command line, so nothing
+/// else is let through (`../x`, `--post-renderer=…`).
+fn check_release_name(r: &Reader<'_>, at: &Node, name: &str) -> Result<(), StackError> {
+    let ok = name.len() <= 53 && name.split('.').all(|label| is_dns_label(label, 63));
+    if !ok {
+        return Err(r.err(
+            at,
+            format!(
+                "release name {name:?} must be a DNS-1123 subdomain of at most 53 characters \
+                 (a-z, 0-9, '-' and '.', alphanumeric at both ends), as Helm requires"
+            ),
+        ));
+    }
+    Ok(())
+}
+
+fn check_dns_label(r: &Reader<'_>, at: &Node, value: &str, what: &str) -> Result<(), StackError> {
+    if !is_dns_label(value, 63) {
+        return Err(r.err(
+            at,
+            format!("{what} {value:?} must be a DNS label (a-z, 0-9, '-', at most 63 characters)"),
+        ));
+    }
+    Ok(())
+}
+
+/// A chart reference: a relative path inside the repository, `repo/name`,
+/// or `oci://host/path`; never something helm would read as a flag.
+fn check_chart_reference(r: &Reader<'_>, at: &Node, chart: &str) -> Result<(), StackError> {
+    let safe = |s: &str| {
+        !s.is_empty()
+            && !s.starts_with('-')
+            && s.bytes().all(|b| {
+                b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'/' | b'@' | b':')
+            })
+    };
+    if let Some(rest) = chart.strip_prefix("oci://") {
+        let ok = safe(rest) && !rest.split('/').any(|seg| seg.is_empty() || seg == "..");
+        if !ok {
+            return Err(r.err(
+                at,
+                format!("chart {chart:?} is not a valid oci:// reference"),
+            ));
+        }
+        return Ok(());
+    }
+    if !safe(chart) || chart.contains(['@', ':']) {
+        return Err(r.err(
+            at,
+            format!(
+                "chart {chart:?} must be a relative path inside the repository, repo/name or \
+                 oci://…, and must not start with '-'"
+            ),
+        ));
+    }
+    check_relative_path(r, at, chart)
+}
+
+/// A chart version: what SemVer (with Helm's leniency) and Helm's version
+/// constraints use; never a flag.
+fn check_version(r: &Reader<'_>, at: &Node, version: &str) -> Result<(), StackError> {
+    let ok = !version.is_empty()
+        && !version.starts_with('-')
+        && version.bytes().all(|b| {
+            b.is_ascii_alphanumeric()
+                || matches!(
+                    b,
+                    b'.' | b'-' | b'+' | b'~' | b'^' | b'*' | b'<' | b'>' | b'=' | b' ' | b','
+                )
+        });
+    if !ok {
+        return Err(r.err(at, format!("chart version {version:?} is not a version")));
+    }
+    Ok(())
+}
+
+/// A variable's allowed value: it is substituted into layer and output
+/// paths, so only `A-Z a-z 0-9 . _ -`, never `..`, never a leading `-`.
+fn check_variable_value(
+    r: &Reader<'_>,
+    at: &Node,
+    variable: &str,
+    value: &str,
+) -> Result<(), StackError> {
+    let ok = !value.is_empty()
+        && !value.starts_with('-')
+        && !value.contains("..")
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+    if !ok {
+        return Err(r.err(
+            at,
+            format!(
+                "value {value:?} of variable {variable:?} may hold only letters, digits, '.', '_' \
+                 and '-' (no '..', no leading '-'): it is substituted into paths"
+            ),
+        ));
+    }
+    Ok(())
 }
 
 fn check_relative_path(r: &Reader<'_>, at: &Node, path: &str) -> Result<(), StackError> {

@@ -593,10 +593,12 @@ impl Executor {
         }
         let timeout = self.settings.helm_timeout;
         let mut cmd = tokio::process::Command::new(&self.settings.helm);
-        cmd.args(["upgrade", "--install", release, &src.chart])
+        // Positionals after `--`: never read as flags.
+        cmd.args(["upgrade", "--install"])
             .args(["--namespace", ns, "--version", &src.version, "-f"])
             .arg(&src.values_file)
             .args(["--wait", "--timeout", &format!("{}s", timeout.as_secs())])
+            .args(["--", release, &src.chart])
             .stdin(std::process::Stdio::null())
             .kill_on_drop(true);
         // helm enforces --timeout itself; the margin covers a hung helm.

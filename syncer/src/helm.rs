@@ -27,11 +27,11 @@ pub fn template_workloads(
     release: &Release,
     values_file: &Path,
 ) -> anyhow::Result<Workloads> {
+    // Positionals after `--`: a name or chart can never be read as a flag
+    // (the stack file validates them too).
     let out = std::process::Command::new(helm)
         .args([
             "template",
-            &release.name,
-            chart,
             "--namespace",
             &release.namespace,
             "--version",
@@ -39,6 +39,7 @@ pub fn template_workloads(
             "-f",
         ])
         .arg(values_file)
+        .args(["--", &release.name, chart])
         .output()
         .with_context(|| format!("cannot run {}", helm.display()))?;
     if !out.status.success() {

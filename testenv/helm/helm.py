@@ -34,6 +34,10 @@ def parse(argv):
     pos, opts = [], {}
     it = iter(argv)
     for arg in it:
+        if arg == "--":
+            # As helm (cobra): everything after is positional.
+            pos.extend(it)
+            break
         name, eq, inline = arg.partition("=")
         if name in flags_with_value:
             value = inline if eq else next(it, None)

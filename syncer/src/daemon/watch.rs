@@ -15,6 +15,7 @@ pub fn watch_local(
     repo: &Path,
     trigger: mpsc::Sender<Trigger>,
 ) -> anyhow::Result<notify::RecommendedWatcher> {
+    use notify::event::{AccessKind, AccessMode, EventKind, ModifyKind};
     use notify::Watcher;
     let git_dir = git2::Repository::open(repo)
         .with_context(|| format!("{} is not a git repository", repo.display()))?
@@ -22,10 +23,20 @@ pub fn watch_local(
         .to_path_buf();
     let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
         if let Ok(e) = event {
-            let relevant = e.paths.iter().any(|p| {
-                let s = p.to_string_lossy();
-                s.contains("/refs/") || s.ends_with("packed-refs") || s.ends_with("HEAD")
-            });
+            // Writes only: the daemon's own reads of HEAD and refs (opening
+            // and closing them) must not wake it, or it loops on itself.
+            let write = match e.kind {
+                EventKind::Create(_) | EventKind::Remove(_) => true,
+                EventKind::Modify(ModifyKind::Metadata(_)) => false,
+                EventKind::Modify(_) => true,
+                EventKind::Access(AccessKind::Close(AccessMode::Write)) => true,
+                _ => false,
+            };
+            let relevant = write
+                && e.paths.iter().any(|p| {
+                    let s = p.to_string_lossy();
+                    s.contains("/refs/") || s.ends_with("packed-refs") || s.ends_with("HEAD")
+                });
             if relevant {
                 let _ = trigger.try_send(Trigger::Notify);
             }

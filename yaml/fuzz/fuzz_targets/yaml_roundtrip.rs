@@ -6,8 +6,11 @@
 //! - an accepted input without explicit tags re-parses after being emitted
 //!   into as many documents (go-yaml can write a tag at column 0 after a
 //!   line comment, which does not parse; reproduced on purpose);
-//! - emitting is a fixed point after one round: emit(parse(emit(d))) ==
-//!   emit(d);
+//! - without comments, emitting is a fixed point after one round:
+//!   emit(parse(emit(d))) == emit(d) (with comments it need not be: a foot
+//!   comment printed after a blank line can re-attach elsewhere under
+//!   go-yaml v3's placement rules; the first fuzz run found such a case);
+//!   open findings are in `findings/`.
 //! - JSON conversion either succeeds or refuses within its alias budget.
 
 #![no_main]
@@ -34,7 +37,7 @@ fuzz_target!(|data: &[u8]| {
         );
         if let Some(first) = again.first() {
             let twice = yaml::to_string(first, 2);
-            if !data.contains(&b'!') {
+            if !data.contains(&b'!') && !data.contains(&b'#') {
                 assert_eq!(twice, text, "emitting is not a fixed point");
             }
         }
