@@ -251,3 +251,33 @@ fn the_daemon_reacts_to_commits_not_to_its_own_reads() {
     assert_eq!(passes(&d), 2, "one pass for the commit: {log}");
     assert!(log.contains("trigger=\"notify\""), "{log}");
 }
+
+/// A failing pass is retried with exponential backoff (5 s, 10 s, … up to
+/// the interval), not at once and not only at the next interval, and
+/// `/readyz` says why the daemon is not ready.
+#[test]
+fn a_failing_pass_is_retried_with_backoff_and_readyz_says_why() {
+    let repo = repo();
+    let d = start(repo.path(), 1024, "");
+    let log = || std::fs::read_to_string(&d.log).unwrap_or_default();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !log().contains("retrying in 10s") && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let text = log();
+    assert!(
+        text.contains("retrying in 5s (failure 1 in a row)"),
+        "{text}"
+    );
+    assert!(
+        text.contains("retrying in 10s (failure 2 in a row)"),
+        "{text}"
+    );
+    assert_eq!(text.matches("new commit on main").count(), 2, "{text}");
+    let (code, body) = get(&d.addr, "/readyz").unwrap();
+    assert_eq!(code, 503, "{body}");
+    assert!(
+        body.contains("not ready: the last reconcile pass failed: cannot run helm"),
+        "{body}"
+    );
+}

@@ -116,6 +116,20 @@ struct Daemon {
     stop: Stop,
     /// The desired state of the last synced commit, kept for drift checks.
     synced: Option<(String, Arc<DesiredState>)>,
+    /// Why the last sync failed (a step or the cluster), if it did: the
+    /// next pass retries it, with backoff.
+    last_failure: Option<String>,
+}
+
+/// The first retry after a failure; each further one waits twice as long,
+/// up to the interval.
+const FIRST_RETRY: Duration = Duration::from_secs(5);
+
+/// How long to wait after `failures` failed passes in a row.
+fn retry_after(failures: u32, interval: Duration) -> Duration {
+    FIRST_RETRY
+        .saturating_mul(1 << failures.saturating_sub(1).min(16))
+        .min(interval)
 }
 
 impl Daemon {
@@ -129,6 +143,7 @@ impl Daemon {
 
     /// Syncs; `true` when the cluster is now at `desired`.
     async fn sync(&mut self, desired: &DesiredState, why: &str) -> bool {
+        self.last_failure = None;
         let progress: Progress = Arc::new(|line: &str| tracing::info!("{line}"));
         tracing::info!(
             revision = desired.revision.as_deref().unwrap_or(""),
@@ -192,12 +207,14 @@ impl Daemon {
                 };
                 m.error(&why);
                 tracing::error!("sync failed: {why}");
+                self.last_failure = Some(why);
                 false
             }
             Err(e) => {
                 m.sync_result("failed");
                 m.error(&format!("{e:#}"));
                 tracing::error!("sync failed: {e:#}");
+                self.last_failure = Some(format!("{e:#}"));
                 false
             }
         }
@@ -236,7 +253,10 @@ impl Daemon {
             self.check_drift().await?;
         }
         if let Ok(mut w) = self.not_ready.write() {
-            *w = None;
+            *w = self
+                .last_failure
+                .as_ref()
+                .map(|f| format!("the last sync failed: {f}"));
         }
         let spent = metrics::cpu_seconds() - cpu;
         self.metrics.reconcile_cpu(spent);
@@ -299,19 +319,38 @@ pub async fn run(
         not_ready,
         stop: stop.clone(),
         synced: None,
+        last_failure: None,
     };
     let mut why = Trigger::Start;
+    let mut failures = 0u32;
     loop {
         let started = Instant::now();
-        if let Err(e) = daemon.pass(why).await {
-            tracing::error!("reconcile pass failed: {e:#}");
-            metrics.error(&format!("{e:#}"));
-        }
+        let failed = match daemon.pass(why).await {
+            Err(e) => {
+                tracing::error!("reconcile pass failed: {e:#}");
+                metrics.error(&format!("{e:#}"));
+                if let Ok(mut w) = daemon.not_ready.write() {
+                    *w = Some(format!("the last reconcile pass failed: {e:#}"));
+                }
+                true
+            }
+            Ok(()) => daemon.last_failure.is_some(),
+        };
         if stop.is_requested() {
             break;
         }
         let interval = daemon.opts.interval;
-        let wait = watch::jittered(interval).saturating_sub(started.elapsed().min(interval / 2));
+        failures = if failed { failures + 1 } else { 0 };
+        let wait = if failed {
+            let wait = retry_after(failures, interval);
+            tracing::info!(
+                "retrying in {}s (failure {failures} in a row)",
+                wait.as_secs()
+            );
+            wait
+        } else {
+            watch::jittered(interval).saturating_sub(started.elapsed().min(interval / 2))
+        };
         tokio::select! {
             t = rx.recv() => {
                 why = t.unwrap_or(Trigger::Timer);
@@ -328,4 +367,23 @@ pub async fn run(
     }
     tracing::info!("stopped");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retries_back_off_exponentially_up_to_the_interval() {
+        let interval = Duration::from_secs(60);
+        let waits: Vec<u64> = (1..=6)
+            .map(|n| retry_after(n, interval).as_secs())
+            .collect();
+        assert_eq!(waits, [5, 10, 20, 40, 60, 60]);
+        assert_eq!(retry_after(1000, interval), interval);
+        assert_eq!(
+            retry_after(1, Duration::from_secs(2)),
+            Duration::from_secs(2)
+        );
+    }
 }
