@@ -18,7 +18,10 @@ use crate::{Common, Format};
 pub fn merge(mode: MergeMode, files: &[PathBuf]) -> anyhow::Result<ExitCode> {
     let contents: Vec<Vec<u8>> = files
         .iter()
-        .map(|f| std::fs::read(f).with_context(|| format!("cannot read {}", f.display())))
+        .map(|f| {
+            plimsoll_syncer::source::read_input(f)
+                .with_context(|| format!("cannot read {}", f.display()))
+        })
         .collect::<anyhow::Result<_>>()?;
     let names: Vec<String> = files.iter().map(|f| f.display().to_string()).collect();
     let layers: Vec<Layer<'_>> = names

@@ -687,3 +687,79 @@ fn hostile_names_charts_and_variable_values_are_refused_at_parse_time() {
         assert_eq!(o.status.code(), Some(0), "{chart}: {}", stderr(&o));
     }
 }
+
+/// Runs the binary in `dir`, killed (and failing the test) after 20 s: a
+/// command that blocks on a FIFO or reads /dev/zero forever must not hang
+/// the suite.
+fn plimsoll_bounded(dir: &Path, args: &[&str]) -> Output {
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_plimsoll"))
+        .current_dir(dir)
+        .args(args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while child.try_wait().unwrap().is_none() {
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("plimsoll {args:?} did not finish within 20 s");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    child.wait_with_output().unwrap()
+}
+
+/// Inputs are read bounded: a device or FIFO is refused before it is
+/// opened, and no more than the 16 MiB limit is read from any file.
+#[test]
+fn devices_fifos_and_endless_files_are_refused_without_reading_them() {
+    let repo = example_repo();
+    let o = plimsoll_bounded(repo.path(), &["merge", "/dev/zero"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).contains("/dev/zero is not a regular file"),
+        "{}",
+        stderr(&o)
+    );
+
+    let fifo = repo.path().join("site/fifo.yaml");
+    let made = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let o = plimsoll_bounded(repo.path(), &["merge", fifo.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).contains("is not a regular file"),
+        "{}",
+        stderr(&o)
+    );
+    let stack = std::fs::read_to_string(repo.path().join("plimsoll.yaml")).unwrap();
+    write(
+        repo.path(),
+        "plimsoll.yaml",
+        &stack.replacen("site/data-stack.yaml", "site/fifo.yaml", 1),
+    );
+    let o = plimsoll_bounded(repo.path(), &["render"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).contains("is not a regular file"),
+        "{}",
+        stderr(&o)
+    );
+
+    // A file past the limit is refused by the parser, at its start.
+    std::fs::write(repo.path().join("plimsoll.yaml"), &stack).unwrap();
+    let big = repo.path().join("big.yaml");
+    let f = std::fs::File::create(&big).unwrap();
+    f.set_len(64 << 20).unwrap();
+    let o = plimsoll_bounded(repo.path(), &["merge", "big.yaml"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).contains("big.yaml:1:1: file is larger than the 16 MiB limit"),
+        "{}",
+        stderr(&o)
+    );
+}

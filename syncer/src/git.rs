@@ -113,6 +113,20 @@ impl Revision {
                 &self.commit[..12]
             ))
         })?;
+        // Bounded before the object is inflated: a huge blob is refused.
+        let limit = plimsoll_yaml::MAX_INPUT_BYTES;
+        if let Ok((size, _)) = self.repo.odb().and_then(|odb| odb.read_header(entry.id())) {
+            if size > limit {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    format!(
+                        "{path} at commit {} is larger than the {} MiB limit",
+                        &self.commit[..12],
+                        limit / (1024 * 1024)
+                    ),
+                ));
+            }
+        }
         let blob = entry
             .to_object(&self.repo)
             .and_then(|o| o.peel_to_blob())

@@ -33,8 +33,7 @@ impl StackSource {
     /// The stack file of the working tree.
     pub fn load_stack(&self) -> anyhow::Result<(Stack, Assignments)> {
         let path = self.repo.join(STACK_FILE);
-        let bytes =
-            std::fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?;
+        let bytes = read_input(&path).with_context(|| format!("cannot read {}", path.display()))?;
         self.stack_from(&path.display().to_string(), &bytes)
     }
 
@@ -96,6 +95,31 @@ pub fn namespaces_of<'a>(names: impl Iterator<Item = &'a String>) -> Vec<String>
     ns
 }
 
+/// Reads a file that is input (a layer, a stack file), bounded: only
+/// regular files (a FIFO would block, a device never end), and at most one
+/// byte more than the YAML layer accepts, so that an oversized file is
+/// refused by the parser with its usual message instead of being read
+/// whole (`/dev/zero`, a multi-gigabyte file).
+pub fn read_input(path: &Path) -> std::io::Result<Vec<u8>> {
+    use std::io::Read;
+    let meta = std::fs::metadata(path)?;
+    if !meta.is_file() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!(
+                "{} is not a regular file (a directory, FIFO or device is never read)",
+                path.display()
+            ),
+        ));
+    }
+    let limit = plimsoll_yaml::MAX_INPUT_BYTES as u64 + 1;
+    let mut out = Vec::with_capacity(meta.len().min(limit) as usize);
+    std::fs::File::open(path)?
+        .take(limit)
+        .read_to_end(&mut out)?;
+    Ok(out)
+}
+
 /// Reads files of the repository, refusing paths that leave it.
 pub fn repo_reader(repo: &Path) -> impl Fn(&str) -> std::io::Result<Vec<u8>> + '_ {
     move |rel: &str| {
@@ -108,7 +132,7 @@ pub fn repo_reader(repo: &Path) -> impl Fn(&str) -> std::io::Result<Vec<u8>> + '
                 format!("{rel} resolves outside the repository"),
             ));
         }
-        std::fs::read(canon)
+        read_input(&canon)
     }
 }
 
