@@ -317,16 +317,14 @@ fn parse_variables(r: &Reader<'_>, root: &Node) -> Result<Vec<Variable>, StackEr
                 Some(a) => r
                     .seq(a, "values")?
                     .iter()
-                    .map(|x| r.string(x, "an allowed value"))
-                    .collect::<Result<Vec<_>, _>>()?,
+                    .map(|x| {
+                        let value = r.string(x, "an allowed value")?;
+                        check_variable_value(r, x, &k.value, &value)?;
+                        Ok(value)
+                    })
+                    .collect::<Result<Vec<_>, StackError>>()?,
                 None => return Err(r.err(v, format!("variable {:?} has no `values`", k.value))),
             };
-            for (value, node) in allowed
-                .iter()
-                .zip(r.seq(allowed_node.unwrap_or(v), "values").unwrap_or(&[]))
-            {
-                check_variable_value(r, node, &k.value, value)?;
-            }
             if allowed.is_empty() {
                 return Err(r.err(k, format!("variable {:?} allows no value", k.value)));
             }
