@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use plimsoll_planner::plan;
+use plimsoll_planner::redact::Scrubber;
 use plimsoll_planner::state::{ObservedState, ResourceRef};
 use plimsoll_syncer::daemon::{DaemonOptions, Upstream};
 use plimsoll_syncer::desired;
@@ -94,6 +95,7 @@ pub fn plan(
     let options = plan::PlanOptions {
         strict,
         catalogs: desired.catalogs.clone(),
+        redactor: desired.redactor.clone(),
     };
     let mut plan = plan::plan(&desired.releases, &observed, &options);
     if let Some(b) = base {
@@ -106,6 +108,9 @@ pub fn plan(
         PlanFormat::Markdown => plan::to_markdown(&plan),
         PlanFormat::Json => plan::to_json(&plan),
     };
+    // Structure redacts by key; the desired state's own secret strings go
+    // from whatever text remains (refusal reasons, warnings).
+    let text = desired.scrubber.scrub(&text);
     std::io::stdout().write_all(text.as_bytes())?;
     Ok(ExitCode::from(plan.exit_code()))
 }
@@ -153,21 +158,19 @@ pub fn sync(
         let client = plimsoll_syncer::client::connect(&cluster.options()).await?;
         let stop = Stop::default();
         stop.on_signals(|| eprintln!("stop requested: finishing the current step"));
-        let progress: Progress = Arc::new(|line: &str| eprintln!("{line}"));
+        let scrubber = desired.scrubber.clone();
+        let progress: Progress = Arc::new(move |line: &str| eprintln!("{}", scrubber.scrub(line)));
         let outcome = match sync::prepare(&client, &desired, &opts, &progress).await? {
             Preparation::Finished(outcome) => outcome,
             Preparation::Ready(prepared) => {
                 let approved = if ask {
-                    match prepared.plan() {
-                        Some(p) => print!("{}", plan::to_text(p)),
-                        None => {
-                            let j = prepared.journal();
-                            println!("An interrupted sync of this desired state resumes with:");
-                            for s in j.steps.iter().filter(|s| !j.completed.contains(&s.id)) {
-                                println!("  {}", s.id);
-                            }
-                        }
+                    if prepared.resumes() {
+                        println!("An interrupted sync of this desired state resumes with:");
                     }
+                    print!(
+                        "{}",
+                        desired.scrubber.scrub(&plan::to_text(prepared.plan()))
+                    );
                     confirm("Apply this plan?".to_string()).await?
                 } else {
                     true
@@ -184,12 +187,23 @@ pub fn sync(
                 }
             }
         };
-        Ok(report(outcome))
+        Ok(report(outcome, &desired.scrubber))
     })
 }
 
 /// Prints how a sync ended; the exit code.
-fn report(outcome: SyncOutcome) -> ExitCode {
+fn report(outcome: SyncOutcome, scrubber: &Scrubber) -> ExitCode {
+    // Every line through the scrubber: errors quote what the cluster or
+    // helm said, which may echo a value.
+    macro_rules! println {
+        ($($t:tt)*) => { std::println!("{}", scrubber.scrub(&format!($($t)*))) };
+    }
+    macro_rules! eprintln {
+        ($($t:tt)*) => { std::eprintln!("{}", scrubber.scrub(&format!($($t)*))) };
+    }
+    macro_rules! print {
+        ($($t:tt)*) => { std::print!("{}", scrubber.scrub(&format!($($t)*))) };
+    }
     match outcome {
         SyncOutcome::NothingToDo => {
             println!("No changes: the cluster matches the desired state.");

@@ -133,6 +133,16 @@ impl Journal {
         }
     }
 
+    /// Whether the recorded steps are the ones the plan digest was made
+    /// of (a hand-edited or damaged journal is not).
+    pub fn is_intact(&self) -> bool {
+        digest(
+            serde_json::to_string(&self.steps)
+                .unwrap_or_default()
+                .as_bytes(),
+        ) == self.plan_digest
+    }
+
     /// The first step not yet completed.
     pub fn next_step(&self) -> Option<&JournalStep> {
         self.steps.iter().find(|s| !self.completed.contains(&s.id))
@@ -237,6 +247,7 @@ mod tests {
         j.completed.push(j.steps[0].id.clone());
         let back = Journal::from_data(&j.to_data()).unwrap();
         assert_eq!(back, j);
+        assert!(back.is_intact());
         assert_eq!(back.next_step().unwrap().id, "data/2/wait-for-ready/data");
         assert!(back.resumes("d1"));
         assert!(!back.resumes("d2"), "a new desired state plans afresh");
@@ -252,6 +263,16 @@ mod tests {
         let b = Journal::new(&p, "d", None);
         assert_ne!(a.plan_digest, b.plan_digest);
         assert_eq!(a.plan_digest, Journal::new(&plan(), "x", None).plan_digest);
+    }
+
+    #[test]
+    fn an_edited_step_breaks_the_digest() {
+        let j = Journal::new(&plan(), "d", None);
+        let mut d = j.to_data();
+        let edited = d["steps"].replace("15Gi", "1Gi");
+        d.insert("steps".into(), edited);
+        let back = Journal::from_data(&d).unwrap();
+        assert!(!back.is_intact());
     }
 
     #[test]

@@ -8,6 +8,8 @@
 //! - [`plan`]: the planner, split per concern (volumes, patches, upgrades,
 //!   refusals), value diffs with redaction, and the text, Markdown and
 //!   JSON formats.
+//! - [`redact`]: which values are secret, masked forms, and a scrubber
+//!   for free text.
 //! - [`journal`]: the journal model (which plan a sync executes, which
 //!   steps are done) and its ConfigMap data form.
 //! - [`manifests`]: StatefulSets and Deployments from rendered manifests
@@ -20,5 +22,6 @@
 pub mod journal;
 pub mod manifests;
 pub mod plan;
+pub mod redact;
 pub mod state;
 pub mod version;

@@ -26,6 +26,13 @@ pub struct ResourceRef {
     pub name: String,
 }
 
+impl ResourceRef {
+    /// A core `Secret`: every value of it is secret.
+    pub fn is_secret(&self) -> bool {
+        self.kind == "Secret" && self.api_version == "v1"
+    }
+}
+
 impl std::fmt::Display for ResourceRef {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{}/{} ({})", self.kind, self.name, self.api_version)

@@ -24,6 +24,7 @@
 //!           - { op: replace, path: /spec/enableVolumeExpansion, value: true }
 //! catalog:                             # known versions: allowed upgrade paths
 //!   thingpark-data: [2.2.1, 2.2.2, 3.0.0]
+//! redact: ["*_dsn", licence]            # more secret keys (case-insensitive globs)
 //! ```
 
 use std::collections::{BTreeMap, HashMap};
@@ -98,6 +99,9 @@ pub struct Stack {
     /// Release catalog: the known versions of each chart (by chart name),
     /// which decide the allowed upgrade paths.
     pub catalog: BTreeMap<String, Vec<String>>,
+    /// Key patterns whose values are secret, beside the built-in ones
+    /// (case-insensitive globs, `*` any run of characters).
+    pub redact: Vec<String>,
 }
 
 /// The variable values a render uses.
@@ -194,6 +198,7 @@ pub fn parse(file: &str, bytes: &[u8]) -> Result<Stack, StackError> {
             "stages",
             "releases",
             "catalog",
+            "redact",
         ],
         "the stack file",
     )?;
@@ -225,6 +230,7 @@ pub fn parse(file: &str, bytes: &[u8]) -> Result<Stack, StackError> {
         releases.push(release);
     }
     let catalog = parse_catalog(&r, &root)?;
+    let redact = parse_redact(&r, &root)?;
     let stages = order_stages(&r, &root, stage_decl, &releases)?;
     releases.sort_by_key(|rel| {
         stages
@@ -239,7 +245,33 @@ pub fn parse(file: &str, bytes: &[u8]) -> Result<Stack, StackError> {
         output,
         releases,
         catalog,
+        redact,
     })
+}
+
+/// `redact:` more secret key patterns: letters, digits, `_ - . *`.
+fn parse_redact(r: &Reader<'_>, root: &Node) -> Result<Vec<String>, StackError> {
+    let Some(list) = root.get("redact") else {
+        return Ok(Vec::new());
+    };
+    let mut out = Vec::new();
+    for p in r.seq(list, "redact")? {
+        let pattern = r.string(p, "a redact pattern")?;
+        let ok = !pattern.is_empty()
+            && pattern.len() <= 128
+            && pattern != "*"
+            && pattern
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "_-.*".contains(c));
+        if !ok {
+            return Err(r.err(
+                p,
+                format!("redact pattern {pattern:?}: letters, digits, `_ - . *` (not `*` alone), at most 128"),
+            ));
+        }
+        out.push(pattern);
+    }
+    Ok(out)
 }
 
 /// The first document, which must be a mapping.

@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use plimsoll_planner::journal::digest;
 use plimsoll_planner::plan::{values_diff, AttributedChange, ValuesSinceBase};
+use plimsoll_planner::redact::{Redactor, Scrubber};
 use plimsoll_planner::state::{DesiredPatch, DesiredRelease, ResourceRef};
 use plimsoll_planner::version::Catalog;
 use plimsoll_renderer::render::{self, Rendered, RenderedRelease};
@@ -27,6 +28,10 @@ pub struct DesiredState {
     pub releases: Vec<DesiredRelease>,
     pub sources: BTreeMap<String, ReleaseSource>,
     pub catalogs: BTreeMap<String, Catalog>,
+    /// Which values are secret (built-in rule and the stack's `redact:`).
+    pub redactor: Redactor,
+    /// The desired state's secret strings, removed from free text.
+    pub scrubber: Scrubber,
     pub rendered: Rendered,
     /// Sha-256 of everything a sync applies (values, charts, versions,
     /// patches): the journal resumes only a plan for the same digest.
@@ -183,8 +188,12 @@ pub fn load(source: &StackSource, rev: Option<&str>, helm: &Path) -> anyhow::Res
             patches,
         });
     }
+    let redactor = Redactor::with_patterns(&stack.redact);
+    let scrubber = scrubber_for(&redactor, &releases);
     Ok(DesiredState {
         stack_name: stack.name.clone(),
+        redactor,
+        scrubber,
         revision: revision.as_ref().map(|r| r.commit.clone()),
         releases,
         sources,
@@ -204,6 +213,28 @@ pub fn load(source: &StackSource, rev: Option<&str>, helm: &Path) -> anyhow::Res
         rendered,
         _workdir: workdir,
     })
+}
+
+/// Every secret string of the releases' values and declared patches.
+fn scrubber_for(redactor: &Redactor, releases: &[DesiredRelease]) -> Scrubber {
+    let mut secrets = Vec::new();
+    for r in releases {
+        redactor.secret_strings(&r.values, false, &mut secrets);
+        for p in &r.patches {
+            let masked = redactor.redact_operations(&p.operations, p.target.is_secret());
+            // The values the masking changed are the secret ones.
+            if let (Some(ops), Some(masked)) = (p.operations.as_array(), masked.as_array()) {
+                for (op, m) in ops.iter().zip(masked) {
+                    if op.get("value") != m.get("value") {
+                        if let Some(v) = op.get("value") {
+                            redactor.secret_strings(v, true, &mut secrets);
+                        }
+                    }
+                }
+            }
+        }
+    }
+    Scrubber::new(secrets)
 }
 
 /// The chart as helm takes it: a chart kept in the repository comes from
@@ -250,7 +281,7 @@ pub fn values_since_base(
             Some(b) => values_of(b)?,
             None => serde_json::Value::Object(Default::default()),
         };
-        let changes: Vec<_> = values_diff(&before, &d.values)
+        let changes: Vec<_> = values_diff(&current.redactor, &before, &d.values)
             .into_iter()
             .map(|change| {
                 let layer = render::lookup(&r.result.node, &change.keys)

@@ -23,7 +23,8 @@ use k8s_openapi::api::core::v1::PersistentVolumeClaim;
 use kube::api::{Api, DeleteParams, Patch, PatchParams};
 use plimsoll_planner::journal::{step_kind, Journal, JournalError, JournalStatus, JournalStep};
 use plimsoll_planner::plan::Step;
-use plimsoll_planner::state::{quantity_bytes, ResourceRef};
+use plimsoll_planner::redact::{Redactor, Scrubber};
+use plimsoll_planner::state::{quantity_bytes, DesiredPatch, ResourceRef};
 
 use crate::journal_store::{self, JournalLocation, StoreError};
 
@@ -191,6 +192,12 @@ pub struct Executor {
     pub client: kube::Client,
     pub settings: Settings,
     pub sources: BTreeMap<String, ReleaseSource>,
+    /// The declared patches with their operations in clear: a plan and
+    /// its journal carry them redacted.
+    pub patches: Vec<DesiredPatch>,
+    pub redactor: Redactor,
+    /// Removes the desired state's secrets from every line and message.
+    pub scrubber: Scrubber,
     pub journal_at: JournalLocation,
     /// Set by a stop request (SIGTERM); honoured at the next safe boundary.
     pub stop: Arc<AtomicBool>,
@@ -230,7 +237,7 @@ mod fault {
 
 impl Executor {
     fn say(&self, line: &str) {
-        (self.progress)(line);
+        (self.progress)(&self.scrubber.scrub(line));
     }
 
     /// Runs the journal's remaining steps in order, saving the journal
@@ -338,7 +345,7 @@ impl Executor {
 
     async fn fail(&self, journal: &mut Journal, js: &JournalStep, error: StepError) -> ExecError {
         journal.status = JournalStatus::Failed;
-        journal.message = format!("{}: {error}", js.id);
+        journal.message = self.scrubber.scrub(&format!("{}: {error}", js.id));
         if let Err(e) = journal_store::save(&self.client, &self.journal_at, journal).await {
             tracing::warn!("cannot record the failure in the journal: {e}");
         }
@@ -475,14 +482,27 @@ impl Executor {
         }
     }
 
-    /// Sends the declared RFC 6902 patch. Done already when the API
-    /// server applies it without a change (the resourceVersion stays): the
-    /// server is the one place the patch is applied.
+    /// Sends the declared RFC 6902 patch: the stack file's operations for
+    /// the target, which must be the ones the plan shows (redacted alike).
+    /// Done already when the API server applies it without a change (the
+    /// resourceVersion stays): the server is the one place the patch is
+    /// applied.
     async fn patch_resource(
         &self,
         target: &ResourceRef,
-        operations: &serde_json::Value,
+        shown: &serde_json::Value,
     ) -> Result<bool, StepError> {
+        let operations = self
+            .patches
+            .iter()
+            .filter(|p| p.target == *target)
+            .map(|p| &p.operations)
+            .find(|ops| self.redactor.redact_operations(ops, target.is_secret()) == *shown)
+            .ok_or_else(|| {
+                StepError::Invalid(format!(
+                    "{target}: the planned patch is not one the stack file declares"
+                ))
+            })?;
         let api = crate::observe::api_for(&self.client, target)
             .await
             .map_err(StepError::kube(target.to_string()))?

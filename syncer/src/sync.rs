@@ -20,7 +20,7 @@ use plimsoll_planner::plan::{self, Plan, PlanOptions};
 
 use crate::desired::DesiredState;
 use crate::execute::{Executor, Progress, Report, RunEnd, Settings};
-use crate::journal_store::{self, JournalLocation};
+use crate::journal_store::{self, JournalLocation, StoreError};
 use crate::lease::{self, LeaseGuard};
 
 /// Settings of one sync besides the desired state.
@@ -50,6 +50,7 @@ impl SyncOptions {
         PlanOptions {
             strict: self.strict,
             catalogs: desired.catalogs.clone(),
+            redactor: desired.redactor.clone(),
         }
     }
 }
@@ -207,15 +208,17 @@ pub enum Preparation {
 pub struct Prepared {
     lease: Option<LeaseGuard>,
     journal: Journal,
-    /// The fresh plan the journal was made from; `None` when resuming.
-    plan: Option<Plan>,
+    /// The fresh plan the journal was made from.
+    plan: Plan,
     resumed: bool,
     journal_at: JournalLocation,
     start: Instant,
 }
 
-/// Takes the lease and decides what the sync would run: the journal's
-/// unfinished plan for the same desired state, or a fresh plan.
+/// Decides what the sync would run (a fresh plan from the live state,
+/// which continues an interrupted sync when it agrees with its journal)
+/// and takes the lease for it. A refused plan, nothing to do or a dry run
+/// write nothing to the cluster, not even the lease.
 pub async fn prepare(
     client: &kube::Client,
     desired: &DesiredState,
@@ -224,31 +227,23 @@ pub async fn prepare(
 ) -> anyhow::Result<Preparation> {
     let start = Instant::now();
     let journal_at = JournalLocation::for_stack(&opts.journal_namespace, &desired.stack_name);
-    let lease = if opts.dry_run {
-        None
-    } else {
-        ensure_namespace(client, &opts.journal_namespace).await?;
-        Some(
-            lease::acquire(
-                client,
-                &opts.journal_namespace,
-                &desired.stack_name,
-                &holder_identity(),
-                opts.lease_duration,
-                opts.wait_for_lease,
-            )
-            .await?,
-        )
-    };
-    let decided = decide(client, desired, opts, progress, &journal_at).await;
-    let release = |lease: Option<LeaseGuard>| async {
-        if let Some(l) = lease {
-            l.release().await;
-        }
-    };
-    match decided {
+    if let Decision::Outcome(outcome) = decide(client, desired, opts, None, &journal_at).await? {
+        return Ok(Preparation::Finished(outcome));
+    }
+    ensure_namespace(client, &opts.journal_namespace).await?;
+    let lease = lease::acquire(
+        client,
+        &opts.journal_namespace,
+        &desired.stack_name,
+        &holder_identity(),
+        opts.lease_duration,
+        opts.wait_for_lease,
+    )
+    .await?;
+    // Again under the lease: another syncer may have run meanwhile.
+    match decide(client, desired, opts, Some(progress), &journal_at).await {
         Ok(Decision::Outcome(outcome)) => {
-            release(lease).await;
+            lease.release().await;
             Ok(Preparation::Finished(outcome))
         }
         Ok(Decision::Run {
@@ -256,15 +251,15 @@ pub async fn prepare(
             plan,
             resumed,
         }) => Ok(Preparation::Ready(Prepared {
-            lease,
+            lease: Some(lease),
             journal,
-            plan,
+            plan: *plan,
             resumed,
             journal_at,
             start,
         })),
         Err(e) => {
-            release(lease).await;
+            lease.release().await;
             Err(e)
         }
     }
@@ -274,64 +269,110 @@ enum Decision {
     Outcome(SyncOutcome),
     Run {
         journal: Journal,
-        plan: Option<Plan>,
+        plan: Box<Plan>,
         resumed: bool,
     },
 }
 
+/// A fresh plan from the live state, always: the journal is a record, not
+/// a command channel. An interrupted sync of the same desired state is
+/// resumed when every step the fresh plan wants is one of the journal's
+/// remaining steps; otherwise (the cluster moved, the journal was edited
+/// or damaged) the fresh plan replaces it. Refusals are checked afresh.
 async fn decide(
     client: &kube::Client,
     desired: &DesiredState,
     opts: &SyncOptions,
-    progress: &Progress,
+    progress: Option<&Progress>,
     journal_at: &JournalLocation,
 ) -> anyhow::Result<Decision> {
-    let previous = journal_store::load(client, journal_at).await?;
-    if let Some(j) = previous.filter(|j| j.resumes(&desired.digest)) {
-        if opts.dry_run {
-            let mut text =
-                String::from("An interrupted sync of this desired state would resume:\n");
-            for s in j.steps.iter().filter(|s| !j.completed.contains(&s.id)) {
-                text.push_str(&format!("  {}\n", s.id));
-            }
-            return Ok(Decision::Outcome(SyncOutcome::DryRun { plan_text: text }));
+    let say = |line: &str| {
+        if let Some(p) = progress {
+            p(line)
         }
-        progress(&format!(
-            "resuming plan {} at {} ({} of {} steps done)",
-            &j.plan_digest[..12],
-            j.next_step().map(|s| s.id.as_str()).unwrap_or("the end"),
-            j.completed.len(),
-            j.steps.len()
-        ));
-        return Ok(Decision::Run {
-            journal: j,
-            plan: None,
-            resumed: true,
-        });
-    }
+    };
+    let previous = match journal_store::load(client, journal_at).await {
+        Ok(j) => j.filter(|j| j.resumes(&desired.digest)),
+        Err(StoreError::Journal(e)) => {
+            say(&format!(
+                "the stack's journal is damaged ({e}); a fresh plan replaces it"
+            ));
+            None
+        }
+        Err(e) => return Err(e.into()),
+    };
     let plan = observe_and_plan(client, desired, opts).await?;
     if !plan.refusals.is_empty() {
         return Ok(Decision::Outcome(SyncOutcome::Refused(plan)));
     }
     if !plan.has_changes() {
+        if previous.is_some() {
+            say("the interrupted sync's remaining steps are done already");
+        }
         return Ok(Decision::Outcome(SyncOutcome::NothingToDo));
     }
+    let journal = Journal::new(&plan, &desired.digest, desired.revision.as_deref());
+    let resumed = match &previous {
+        None => false,
+        Some(j) if !j.is_intact() => {
+            say(&format!(
+                "the journal of plan {} does not match its digest (edited by hand?); a fresh plan replaces it",
+                short(&j.plan_digest)
+            ));
+            false
+        }
+        Some(j) => {
+            let remaining: Vec<&serde_json::Value> = j
+                .steps
+                .iter()
+                .filter(|s| !j.completed.contains(&s.id))
+                .map(|s| &s.step)
+                .collect();
+            let new: Vec<&str> = journal
+                .steps
+                .iter()
+                .filter(|s| !remaining.contains(&&s.step))
+                .map(|s| s.id.as_str())
+                .collect();
+            if new.is_empty() {
+                say(&format!(
+                    "resuming plan {}: {} of its {} steps done; a fresh plan wants the {} remaining",
+                    short(&j.plan_digest),
+                    j.steps.len() - remaining.len(),
+                    j.steps.len(),
+                    journal.steps.len()
+                ));
+                true
+            } else {
+                say(&format!(
+                    "the interrupted plan {} no longer matches the cluster (a fresh plan also wants {}); planning afresh",
+                    short(&j.plan_digest),
+                    new.join(", ")
+                ));
+                false
+            }
+        }
+    };
     if opts.dry_run {
         return Ok(Decision::Outcome(SyncOutcome::DryRun {
             plan_text: plan::to_text(&plan),
         }));
     }
     Ok(Decision::Run {
-        journal: Journal::new(&plan, &desired.digest, desired.revision.as_deref()),
-        plan: Some(plan),
-        resumed: false,
+        journal,
+        plan: Box::new(plan),
+        resumed,
     })
 }
 
+fn short(digest: &str) -> &str {
+    &digest[..12.min(digest.len())]
+}
+
 impl Prepared {
-    /// The fresh plan that will run; `None` when an interrupted sync resumes.
-    pub fn plan(&self) -> Option<&Plan> {
-        self.plan.as_ref()
+    /// The fresh plan that will run.
+    pub fn plan(&self) -> &Plan {
+        &self.plan
     }
 
     /// The journal that will run (its remaining steps).
@@ -381,7 +422,8 @@ impl Prepared {
         progress: Progress,
         recheck: bool,
     ) -> anyhow::Result<SyncOutcome> {
-        if let (true, Some(approved)) = (recheck, &self.plan) {
+        if recheck {
+            let approved = &self.plan;
             let now = observe_and_plan(client, desired, opts).await?;
             if now.releases != approved.releases || now.refusals != approved.refusals {
                 return Ok(SyncOutcome::StateChanged {
@@ -395,6 +437,13 @@ impl Prepared {
             client: client.clone(),
             settings: opts.settings.clone(),
             sources: desired.sources.clone(),
+            patches: desired
+                .releases
+                .iter()
+                .flat_map(|r| r.patches.iter().cloned())
+                .collect(),
+            redactor: desired.redactor.clone(),
+            scrubber: desired.scrubber.clone(),
             journal_at: self.journal_at.clone(),
             stop,
             lease_lost: lease.map(|l| l.lost_flag()).unwrap_or_default(),

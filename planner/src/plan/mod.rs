@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize};
 use crate::state::{DesiredRelease, ObservedState, ResourceRef};
 use crate::version::Catalog;
 
-pub use diff::{is_secret_key, values_diff};
+pub use diff::{secret_diff, values_diff};
 pub use format::{to_json, to_markdown, to_text};
 pub use refusal::Refusal;
 
@@ -175,6 +175,8 @@ pub struct PlanOptions {
     /// Refuse (rather than warn about) a version bump mixed with value
     /// changes.
     pub strict: bool,
+    /// Which values are secret (the stack file's `redact:` patterns).
+    pub redactor: crate::redact::Redactor,
 }
 
 impl Step {
@@ -266,7 +268,7 @@ pub fn plan(desired: &[DesiredRelease], observed: &ObservedState, options: &Plan
         };
         upgrades::check_version(d, live, options, &mut out);
         let volumes = volumes::plan_volumes(d, observed, options.strict, &mut rp, &mut out);
-        patches::plan_patches(d, observed, &mut rp, &mut out);
+        patches::plan_patches(d, observed, &options.redactor, &mut rp, &mut out);
         volumes.push_recreates(d, &mut rp);
         upgrades::plan_upgrade(
             d,

@@ -3,7 +3,9 @@
 
 use crate::state::{DesiredPatch, DesiredRelease, ObservedState};
 
-use super::{values_diff, Plan, Refusal, ReleasePlan, Step, ValueChange};
+use crate::redact::Redactor;
+
+use super::{secret_diff, values_diff, Plan, Refusal, ReleasePlan, Step, ValueChange};
 
 enum PatchEffect {
     /// The resource already is as the patch makes it.
@@ -14,7 +16,7 @@ enum PatchEffect {
 }
 
 /// What applying a declared patch to the observed resource would change.
-fn patch_effect(p: &DesiredPatch, observed: &ObservedState) -> PatchEffect {
+fn patch_effect(p: &DesiredPatch, observed: &ObservedState, redactor: &Redactor) -> PatchEffect {
     let Some(object) = observed
         .resources
         .iter()
@@ -31,7 +33,11 @@ fn patch_effect(p: &DesiredPatch, observed: &ObservedState) -> PatchEffect {
     if let Err(e) = json_patch::patch(&mut patched, &ops) {
         return PatchEffect::Fails(e.to_string());
     }
-    let changes = values_diff(object, &patched);
+    let changes = if p.target.is_secret() {
+        secret_diff(redactor, object, &patched)
+    } else {
+        values_diff(redactor, object, &patched)
+    };
     if changes.is_empty() {
         PatchEffect::Applied
     } else {
@@ -39,15 +45,17 @@ fn patch_effect(p: &DesiredPatch, observed: &ObservedState) -> PatchEffect {
     }
 }
 
-/// Plans the release's declared patches into `rp`.
+/// Plans the release's declared patches into `rp`; the step carries the
+/// operations redacted (the executor takes them from the desired state).
 pub(super) fn plan_patches(
     d: &DesiredRelease,
     observed: &ObservedState,
+    redactor: &Redactor,
     rp: &mut ReleasePlan,
     out: &mut Plan,
 ) {
     for p in &d.patches {
-        match patch_effect(p, observed) {
+        match patch_effect(p, observed, redactor) {
             PatchEffect::Applied => {}
             PatchEffect::Missing => out.warnings.push(format!(
                 "{}: {} does not exist (yet); its declared patch is not planned",
@@ -60,7 +68,7 @@ pub(super) fn plan_patches(
             }),
             PatchEffect::Changes(changes) => rp.steps.push(Step::PatchResource {
                 target: p.target.clone(),
-                operations: p.operations.clone(),
+                operations: redactor.redact_operations(&p.operations, p.target.is_secret()),
                 changes,
             }),
         }

@@ -49,7 +49,11 @@ pub(super) fn plan_upgrade(
     out: &mut Plan,
 ) {
     let empty = serde_json::Value::Object(Default::default());
-    let changes = values_diff(live.map_or(&empty, |l| &l.values), &d.values);
+    let changes = values_diff(
+        &options.redactor,
+        live.map_or(&empty, |l| &l.values),
+        &d.values,
+    );
     let version_change = live.is_none_or(|l| l.version != d.version);
     if version_change && live.is_some() && !changes.is_empty() {
         let paths: Vec<String> = changes.iter().map(|c| c.path.clone()).collect();

@@ -39,12 +39,12 @@ pub async fn report(
     let mut drifted = Vec::new();
     for rp in &plan.releases {
         let what: Vec<String> = rp.steps.iter().map(|s| s.describe()).collect();
-        let message = format!(
+        let message = desired.scrubber.scrub(&format!(
             "{} drifted from {}: {}",
             rp.release,
             &commit[..12.min(commit.len())],
             what.join("; ")
-        );
+        ));
         tracing::warn!(release = %rp.release, "{message}");
         if let Some(r) = desired.releases.iter().find(|r| r.name == rp.release) {
             event(client, r, &message).await;
@@ -52,7 +52,10 @@ pub async fn report(
         drifted.push(rp.release.clone());
     }
     for r in &plan.refusals {
-        tracing::warn!("drift that cannot be synced back: {}", r.message());
+        tracing::warn!(
+            "drift that cannot be synced back: {}",
+            desired.scrubber.scrub(&r.message())
+        );
     }
     drifted
 }

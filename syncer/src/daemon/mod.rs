@@ -144,7 +144,10 @@ impl Daemon {
     /// Syncs; `true` when the cluster is now at `desired`.
     async fn sync(&mut self, desired: &DesiredState, why: &str) -> bool {
         self.last_failure = None;
-        let progress: Progress = Arc::new(|line: &str| tracing::info!("{line}"));
+        let scrubber = desired.scrubber.clone();
+        let progress: Progress =
+            Arc::new(move |line: &str| tracing::info!("{}", scrubber.scrub(line)));
+        let scrub = |s: &str| desired.scrubber.scrub(s);
         tracing::info!(
             revision = desired.revision.as_deref().unwrap_or(""),
             "syncing ({why})"
@@ -184,7 +187,7 @@ impl Daemon {
             }
             Ok(SyncOutcome::Refused(p)) => {
                 m.sync_result("refused");
-                let why: Vec<String> = p.refusals.iter().map(|r| r.message()).collect();
+                let why: Vec<String> = p.refusals.iter().map(|r| scrub(&r.message())).collect();
                 m.error(&why.join("; "));
                 tracing::error!(refusals = %why.join("; "), "the plan is refused; nothing changed");
                 false
@@ -202,7 +205,7 @@ impl Daemon {
                     m.step_failed(step.kind);
                 }
                 let why = match &report.end {
-                    crate::execute::RunEnd::Failed { error, .. } => error.to_string(),
+                    crate::execute::RunEnd::Failed { error, .. } => scrub(&error.to_string()),
                     _ => String::new(),
                 };
                 m.error(&why);
@@ -211,10 +214,11 @@ impl Daemon {
                 false
             }
             Err(e) => {
+                let why = scrub(&format!("{e:#}"));
                 m.sync_result("failed");
-                m.error(&format!("{e:#}"));
-                tracing::error!("sync failed: {e:#}");
-                self.last_failure = Some(format!("{e:#}"));
+                m.error(&why);
+                tracing::error!("sync failed: {why}");
+                self.last_failure = Some(why);
                 false
             }
         }
