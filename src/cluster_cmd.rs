@@ -24,6 +24,7 @@ use crate::{Cluster, Common, PlanFormat, SyncArgs};
 /// A single-threaded runtime: enough for one command's requests.
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     Ok(tokio::runtime::Builder::new_current_thread()
+        .thread_stack_size(plimsoll_yaml::STACK_BYTES)
         .enable_all()
         .build()?)
 }
@@ -304,6 +305,8 @@ pub fn daemon(
     let sync: SyncOptions = sync.options(cluster.namespaces.clone(), false);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
+        // Blocking threads load commits: deep YAML needs the stack.
+        .thread_stack_size(plimsoll_yaml::STACK_BYTES)
         .enable_all()
         .build()?;
     rt.block_on(async move {

@@ -209,6 +209,10 @@ pub struct SyncArgs {
     /// Wait up to this many seconds for another syncer's lease instead of exiting.
     #[arg(long, value_name = "SECONDS")]
     wait_for_lease: Option<u64>,
+    /// Seconds the stack's Lease lasts without a renewal; another syncer
+    /// takes it over after seeing it unchanged this long.
+    #[arg(long, default_value_t = 15, value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(2..=3600))]
+    lease_duration: u64,
     /// Seconds to wait for each volume expansion.
     #[arg(long, default_value_t = 600, value_name = "SECONDS")]
     expansion_timeout: u64,
@@ -233,7 +237,7 @@ impl SyncArgs {
                 ready_timeout: Duration::from_secs(self.ready_timeout),
                 poll: Duration::from_millis(500),
             },
-            lease_duration: Duration::from_secs(15),
+            lease_duration: Duration::from_secs(self.lease_duration),
             wait_for_lease: self.wait_for_lease.map(Duration::from_secs),
             namespaces,
         }
@@ -302,7 +306,18 @@ fn parse_assignment(s: &str) -> Result<(String, String), String> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    match run(cli) {
+    // The work runs on a thread with the stack the deepest allowed input
+    // needs (the main thread has 8 MiB).
+    let worker = std::thread::Builder::new()
+        .name("plimsoll".into())
+        .stack_size(plimsoll_yaml::STACK_BYTES)
+        .spawn(move || run(cli));
+    let result = match worker.map(|w| w.join()) {
+        Ok(Ok(result)) => result,
+        Ok(Err(panic)) => std::panic::resume_unwind(panic),
+        Err(e) => Err(anyhow::anyhow!("cannot start the worker thread: {e}")),
+    };
+    match result {
         Ok(code) => code,
         Err(err) => {
             if is_broken_pipe(&err) {

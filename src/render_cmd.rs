@@ -10,7 +10,6 @@ use plimsoll_renderer::merge::MergeMode;
 use plimsoll_renderer::render::{self, Rendered};
 use plimsoll_renderer::yq::{self, Layer};
 use plimsoll_syncer::source::repo_reader;
-use plimsoll_yaml::json;
 
 use crate::output;
 use crate::{Common, Format};
@@ -67,8 +66,7 @@ fn planned_outputs(
                     .with_extension("json")
                     .display()
                     .to_string();
-                let text = json::to_json(&r.result.node)
-                    .with_context(|| format!("release {}", r.release.name))?;
+                let text = r.values_json()?;
                 (p, text)
             }
         };

@@ -468,7 +468,10 @@ async fn a_killed_sync_resumes_after_the_pvc_patches_and_after_the_orphan_delete
     let err = String::from_utf8_lossy(&o.stderr).into_owned();
     assert!(
         err.contains("resuming plan")
-            && err.contains("at thingpark-data/15/helm-upgrade/thingpark-data"),
+            && err
+                .lines()
+                .find(|l| l.starts_with("[1/"))
+                .is_some_and(|l| l.contains("helm upgrade --install thingpark-data")),
         "resumes at the upgrade that re-creates the deleted StatefulSets: {}",
         text(&o)
     );
@@ -1211,6 +1214,84 @@ async fn sigterm_stops_at_a_safe_boundary_and_the_next_sync_finishes() {
         text(&o)
     );
     assert_eq!(site.release_revision("thingpark-enterprise").await, 2);
+}
+}
+
+on_both_versions! {
+/// One writer for real: a syncer paused (SIGSTOP) during a wait for
+/// longer than its lease is taken over; continued, it writes nothing (not
+/// even the journal) and exits saying so.
+async fn a_syncer_paused_past_its_lease_writes_nothing_after_another_took_over() {
+    let Some(site) = installed_site(&["data-mongo-replicaset-0"]).await else {
+        return;
+    };
+    let a = site.spawn_sync(&[
+        "--set",
+        "segment=l",
+        "--expansion-timeout",
+        "300",
+        "--lease-duration",
+        "3",
+    ]);
+    site.wait_for_step("expand-pvc/data-mongo-replicaset-0").await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let signal = |sig: &str| {
+        let ok = Command::new("kill")
+            .args([sig, &a.id().to_string()])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "kill {sig}");
+    };
+    signal("-STOP");
+    site.storage[0]
+        .behaviour
+        .lock()
+        .unwrap()
+        .stall_resize
+        .clear();
+    let b = site.sync("l", &["--wait-for-lease", "60", "--lease-duration", "3"], &[]);
+    assert!(b.status.success(), "{}", text(&b));
+    let cms: Api<ConfigMap> = Api::namespaced(site.client(), "plimsoll");
+    let journal_before = cms.get("plimsoll-journal-example").await.unwrap();
+    assert_eq!(journal_before.data.as_ref().unwrap()["status"], "succeeded");
+    let revisions = (
+        site.release_revision("thingpark-data").await,
+        site.release_revision("thingpark-enterprise").await,
+    );
+    assert_eq!(revisions, (2, 2), "B finished the scale-up");
+    let leases: Api<k8s_openapi::api::coordination::v1::Lease> =
+        Api::namespaced(site.client(), "plimsoll");
+    let lease_before = leases.get("plimsoll-sync-example").await.unwrap();
+
+    signal("-CONT");
+    let o = a.wait_with_output().unwrap();
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("lease was lost") || err.contains("lease is not this syncer's"),
+        "A says why it stopped: {}",
+        text(&o)
+    );
+    let journal_after = cms.get("plimsoll-journal-example").await.unwrap();
+    assert_eq!(
+        journal_after.metadata.resource_version, journal_before.metadata.resource_version,
+        "A wrote the journal after losing the lease: {:?}",
+        journal_after.data
+    );
+    assert_eq!(
+        (
+            site.release_revision("thingpark-data").await,
+            site.release_revision("thingpark-enterprise").await,
+        ),
+        revisions,
+        "A ran helm after losing the lease"
+    );
+    let lease_after = leases.get("plimsoll-sync-example").await.unwrap();
+    assert_eq!(
+        lease_after.metadata.resource_version, lease_before.metadata.resource_version,
+        "A touched the lease after losing it"
+    );
 }
 }
 

@@ -165,9 +165,10 @@ fn apply(
     let children = std::mem::take(&mut r.content);
     match r.kind {
         Kind::Mapping => {
+            let mut index = KeyIndex::of(t, children.len() / 2);
             let mut it = children.into_iter();
             while let (Some(mut k), Some(v)) = (it.next(), it.next()) {
-                let found = find_or_create_key(t, &k.value);
+                let found = index.find_or_create(t, &k.value);
                 if k.tag != MERGE_TAG {
                     let last = found.len().saturating_sub(1);
                     for (n, &i) in found.iter().enumerate() {
@@ -263,6 +264,47 @@ fn observe(t: &Node, r: &Node, path: &[String], events: &mut Vec<MergeEvent>) {
     }
 }
 
+/// Where the keys of a mapping are, so that merging a map of n keys into
+/// one of m costs O(n + m), not O(n·m) (a 1M-key map merges in seconds).
+/// Small maps are scanned: hashing costs more than it saves there.
+enum KeyIndex {
+    Scan,
+    Hashed(std::collections::HashMap<String, Vec<usize>>),
+}
+
+impl KeyIndex {
+    const HASH_FROM: usize = 32;
+
+    fn of(t: &Node, incoming: usize) -> KeyIndex {
+        // The left side grows by the right's new keys: both count.
+        if t.kind != Kind::Mapping || t.content.len() / 2 + incoming < Self::HASH_FROM {
+            return KeyIndex::Scan;
+        }
+        let mut map: std::collections::HashMap<String, Vec<usize>> =
+            std::collections::HashMap::with_capacity(t.content.len() / 2);
+        for i in (0..t.content.len()).step_by(2) {
+            map.entry(t.content[i].value.clone()).or_default().push(i);
+        }
+        KeyIndex::Hashed(map)
+    }
+
+    /// [`find_or_create_key`], keeping the index current (keys are only
+    /// ever appended).
+    fn find_or_create(&mut self, t: &mut Node, key: &str) -> Vec<usize> {
+        match self {
+            KeyIndex::Scan => find_or_create_key(t, key),
+            KeyIndex::Hashed(map) => {
+                if let Some(found) = map.get(key) {
+                    return found.clone();
+                }
+                let found = find_or_create_key_absent(t, key);
+                map.insert(key.to_string(), found.clone());
+                found
+            }
+        }
+    }
+}
+
 /// Indices of the keys in mapping `t` equal to `key`, appending a
 /// `key: null` entry when there is none.
 ///
@@ -279,6 +321,14 @@ fn find_or_create_key(t: &mut Node, key: &str) -> Vec<usize> {
         .collect();
     if !found.is_empty() {
         return found;
+    }
+    find_or_create_key_absent(t, key)
+}
+
+/// Appends `key: null` to mapping `t`, where `key` is known to be absent.
+fn find_or_create_key_absent(t: &mut Node, key: &str) -> Vec<usize> {
+    if t.kind != Kind::Mapping {
+        return Vec::new();
     }
     if t.content.is_empty() {
         t.style = Style::default();

@@ -75,6 +75,31 @@ pub struct RenderedRelease {
     pub lints: Vec<Lint>,
 }
 
+/// A release's values that cannot be converted to JSON within the
+/// expansion budget, with the layer file where the expansion started.
+#[derive(Clone, Debug, thiserror::Error)]
+#[error("release {release}: {file}:{error}")]
+pub struct ValuesJsonError {
+    pub release: String,
+    pub file: String,
+    pub error: plimsoll_yaml::json::JsonError,
+}
+
+impl RenderedRelease {
+    /// The rendered values as JSON (yq's typing), within the expansion
+    /// budget ([`plimsoll_yaml::json`]).
+    pub fn values_json(&self) -> Result<String, ValuesJsonError> {
+        plimsoll_yaml::json::to_json(&self.result.node).map_err(|error| ValuesJsonError {
+            release: self.release.name.clone(),
+            file: self
+                .inputs
+                .get(error.layer() as usize)
+                .map_or_else(|| "(merged)".to_string(), |i| i.path.clone()),
+            error,
+        })
+    }
+}
+
 #[derive(Clone, Debug)]
 pub struct Rendered {
     pub assignments: Assignments,

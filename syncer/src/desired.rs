@@ -61,8 +61,7 @@ impl DesiredState {
 
 /// A release's rendered values as JSON (yq's typing of scalars).
 pub fn values_of(r: &RenderedRelease) -> anyhow::Result<serde_json::Value> {
-    let text = plimsoll_yaml::json::to_json(&r.result.node)
-        .with_context(|| format!("release {}", r.release.name))?;
+    let text = r.values_json()?;
     Ok(serde_json::from_str(&text)?)
 }
 
@@ -120,6 +119,7 @@ pub fn load(source: &StackSource, rev: Option<&str>, helm: &Path) -> anyhow::Res
     let cache = TemplateCache::open(helm);
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(template_workers().min(prepared.len().max(1)))
+        .stack_size(plimsoll_yaml::STACK_BYTES)
         .build()
         .context("cannot start the helm template workers")?;
     let workloads: Vec<anyhow::Result<Workloads>> = pool.install(|| {

@@ -27,6 +27,7 @@ use plimsoll_planner::redact::{Redactor, Scrubber};
 use plimsoll_planner::state::{quantity_bytes, DesiredPatch, ResourceRef};
 
 use crate::journal_store::{self, JournalLocation, StoreError};
+use crate::lease::LeaseCheck;
 
 /// What `helm upgrade` needs for one release.
 #[derive(Clone, Debug)]
@@ -114,6 +115,8 @@ pub enum ExecError {
     Journal(#[from] JournalError),
     #[error("{0}")]
     Store(#[from] StoreError),
+    #[error("the stack's lease is not this syncer's any more; nothing more was written")]
+    LeaseLost,
 }
 
 /// The step that failed.
@@ -201,11 +204,9 @@ pub struct Executor {
     pub journal_at: JournalLocation,
     /// Set by a stop request (SIGTERM); honoured at the next safe boundary.
     pub stop: Arc<AtomicBool>,
-    /// Set when the stack's lease is lost: stop before the next step.
-    pub lease_lost: Arc<AtomicBool>,
-    /// Set while the lease is unconfirmed (API server unreachable): wait
-    /// before the next step.
-    pub lease_stale: Arc<AtomicBool>,
+    /// The stack's lease as this process knows it: consulted before every
+    /// write to the cluster (journal included) and every helm call.
+    pub lease: LeaseCheck,
     pub progress: Progress,
 }
 
@@ -268,7 +269,7 @@ impl Executor {
         let mut orphaned: Option<String> = None;
         let abort_kind = fault::abort_after();
         journal.status = JournalStatus::Running;
-        journal_store::save(&self.client, &self.journal_at, journal).await?;
+        self.save(journal).await?;
         let total = journal.steps.len();
         while let Some(js) = journal.next_step().cloned() {
             let step: Step = serde_json::from_value(js.step.clone())
@@ -312,41 +313,69 @@ impl Executor {
                 _ => {}
             }
             journal.completed.push(js.id.clone());
-            journal_store::save(&self.client, &self.journal_at, journal).await?;
+            if let Err(error) = self.await_lease().await {
+                return Err(self.fail(journal, &js, error).await);
+            }
+            self.save(journal).await?;
             fault::abort_if_due(abort_kind.as_deref(), &step, journal);
         }
         journal.status = JournalStatus::Succeeded;
         journal.message.clear();
+        self.save(journal).await?;
+        Ok(())
+    }
+
+    /// Saves the journal, only while the lease is confirmed: a syncer
+    /// that lost it must not write over the new holder's journal.
+    async fn save(&self, journal: &Journal) -> Result<(), ExecError> {
+        if !self.lease.is_confirmed() {
+            return Err(ExecError::LeaseLost);
+        }
         journal_store::save(&self.client, &self.journal_at, journal).await?;
         Ok(())
     }
 
-    /// Before a step: the lease must be held. While it is unconfirmed (the
-    /// API server unreachable), wait up to the ready timeout.
+    /// Before every write: the lease must be confirmed. While it is
+    /// unconfirmed (the API server unreachable, or this process was
+    /// paused), wait up to the ready timeout for a renewal to say whose it
+    /// is.
     async fn await_lease(&self) -> Result<(), StepError> {
         let paused = Instant::now();
-        while self.lease_stale.load(Ordering::SeqCst)
-            && !self.lease_lost.load(Ordering::SeqCst)
+        let mut said = false;
+        while !self.lease.is_confirmed()
+            && !self.lease.is_lost()
             && paused.elapsed() < self.settings.ready_timeout
         {
-            if paused.elapsed() < self.settings.poll {
-                self.say("  the lease is unconfirmed (API server unreachable?); waiting before the next step");
+            if !said {
+                self.say("  the lease is unconfirmed (API server unreachable, or this process was paused); waiting before writing");
+                said = true;
             }
-            tokio::time::sleep(self.settings.poll).await;
+            tokio::time::sleep(self.settings.poll.min(Duration::from_millis(200))).await;
         }
-        if self.lease_lost.load(Ordering::SeqCst) {
+        if self.lease.is_lost() {
             return Err(StepError::LeaseLost);
         }
-        if self.lease_stale.load(Ordering::SeqCst) {
+        if !self.lease.is_confirmed() {
             return Err(StepError::LeaseUnconfirmed);
         }
         Ok(())
     }
 
+    /// During a wait: stop waiting once the lease is another's.
+    fn still_held(&self) -> Result<(), StepError> {
+        if self.lease.is_lost() {
+            Err(StepError::LeaseLost)
+        } else {
+            Ok(())
+        }
+    }
+
     async fn fail(&self, journal: &mut Journal, js: &JournalStep, error: StepError) -> ExecError {
         journal.status = JournalStatus::Failed;
         journal.message = self.scrubber.scrub(&format!("{}: {error}", js.id));
-        if let Err(e) = journal_store::save(&self.client, &self.journal_at, journal).await {
+        if !self.lease.is_confirmed() {
+            self.say("  the lease is not this syncer's any more: nothing more is written, the journal included");
+        } else if let Err(e) = journal_store::save(&self.client, &self.journal_at, journal).await {
             tracing::warn!("cannot record the failure in the journal: {e}");
         }
         ExecError::Step {
@@ -404,6 +433,7 @@ impl Executor {
             return Ok(false);
         }
         let body = serde_json::json!({"spec": {"resources": {"requests": {"storage": to}}}});
+        self.await_lease().await?;
         api.patch(name, &PatchParams::default(), &Patch::Merge(&body))
             .await
             .map_err(StepError::kube(format!("PVC {name}")))?;
@@ -442,6 +472,7 @@ impl Executor {
                     "the storage driver failed to expand PVC {name} to {to} ({failed}); capacity is {capacity}"
                 )));
             }
+            self.still_held()?;
             if self.stop.load(Ordering::SeqCst) {
                 return Err(StepError::Stopped);
             }
@@ -515,6 +546,7 @@ impl Executor {
             .map_err(StepError::kube(target.to_string()))?;
         let ops: json_patch::Patch = serde_json::from_value(operations.clone())
             .map_err(|e| StepError::Invalid(format!("{target}: not an RFC 6902 patch: {e}")))?;
+        self.await_lease().await?;
         let after = api
             .patch(
                 &target.name,
@@ -551,6 +583,7 @@ impl Executor {
                 }),
                 ..DeleteParams::default()
             };
+            self.await_lease().await?;
             match api.delete(name, &params).await {
                 Ok(_) => {}
                 Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => return Ok(false),
@@ -612,6 +645,7 @@ impl Executor {
             return Ok(false);
         }
         let timeout = self.settings.helm_timeout;
+        self.await_lease().await?;
         let mut cmd = tokio::process::Command::new(&self.settings.helm);
         // Positionals after `--`: never read as flags.
         cmd.args(["upgrade", "--install"])
@@ -684,6 +718,7 @@ impl Executor {
                 return Ok(!first);
             }
             first = false;
+            self.still_held()?;
             if self.stop.load(Ordering::SeqCst) {
                 return Err(StepError::Stopped);
             }

@@ -5,7 +5,7 @@
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
@@ -27,6 +27,70 @@ pub enum LeaseError {
     },
     #[error("kubernetes: {0}")]
     Kube(#[from] kube::Error),
+    #[error("the lease request did not complete within {0:?}")]
+    Timeout(Duration),
+}
+
+/// What a holder knows about its lease, judged by this process's own
+/// monotonic clock (as client-go's leader election does): confirmed while
+/// the last successful renewal is younger than the renew deadline (two
+/// thirds of the lease's duration, so that the holder stops acting before
+/// another syncer, which waits a full duration after the last change it
+/// saw, may take over); lost once a renewal found another holder.
+#[derive(Clone, Debug)]
+pub struct LeaseCheck {
+    inner: Arc<LeaseShared>,
+}
+
+#[derive(Debug)]
+struct LeaseShared {
+    lost: AtomicBool,
+    renewed_at: std::sync::Mutex<Instant>,
+    renew_deadline: Duration,
+}
+
+impl LeaseCheck {
+    fn new(renew_deadline: Duration) -> LeaseCheck {
+        LeaseCheck {
+            inner: Arc::new(LeaseShared {
+                lost: AtomicBool::new(false),
+                renewed_at: std::sync::Mutex::new(Instant::now()),
+                renew_deadline,
+            }),
+        }
+    }
+
+    /// No lease (a dry run): always confirmed.
+    pub fn unleased() -> LeaseCheck {
+        LeaseCheck::new(Duration::MAX)
+    }
+
+    pub fn is_lost(&self) -> bool {
+        self.inner.lost.load(Ordering::SeqCst)
+    }
+
+    /// Whether this process may act now: not lost, and renewed within the
+    /// renew deadline. A process that was stopped (SIGSTOP, a long pause)
+    /// is unconfirmed the moment it continues.
+    pub fn is_confirmed(&self) -> bool {
+        !self.is_lost()
+            && self
+                .inner
+                .renewed_at
+                .lock()
+                .map(|t| t.elapsed() < self.inner.renew_deadline)
+                .unwrap_or(false)
+    }
+
+    fn renewed(&self) {
+        if let Ok(mut t) = self.inner.renewed_at.lock() {
+            *t = Instant::now();
+        }
+    }
+
+    fn lose(&self) {
+        self.inner.lost.store(true, Ordering::SeqCst);
+    }
 }
 
 /// A held lease; renewing stops and the lease is released on [`LeaseGuard::release`].
@@ -34,44 +98,42 @@ pub struct LeaseGuard {
     api: Api<Lease>,
     name: String,
     holder: String,
-    lost: Arc<AtomicBool>,
-    stale: Arc<AtomicBool>,
+    check: LeaseCheck,
     renew: tokio::task::JoinHandle<()>,
 }
 
 impl LeaseGuard {
-    /// True once another holder took the lease (renewal failed for longer
-    /// than its duration); the holder must stop acting.
+    /// True once another holder took the lease; the holder must stop
+    /// acting.
     pub fn is_lost(&self) -> bool {
-        self.lost.load(Ordering::SeqCst)
+        self.check.is_lost()
     }
 
-    /// The flag [`LeaseGuard::is_lost`] reads, for an executor to watch.
-    pub fn lost_flag(&self) -> Arc<AtomicBool> {
-        self.lost.clone()
-    }
-
-    /// Set while the lease could not be renewed for longer than its
-    /// duration (the API server unreachable): the holder must not act until
-    /// a renewal shows the lease still its own, or [`LeaseGuard::is_lost`].
-    pub fn stale_flag(&self) -> Arc<AtomicBool> {
-        self.stale.clone()
+    /// The holder's view of the lease, for an executor to consult before
+    /// every write.
+    pub fn check(&self) -> LeaseCheck {
+        self.check.clone()
     }
 
     /// Gives the lease up so that the next syncer need not wait for it to
-    /// expire.
+    /// expire (not when it was lost: the record is another's).
     pub async fn release(self) {
         self.renew.abort();
-        if let Ok(Some(mut l)) = self.api.get_opt(&self.name).await {
-            let spec = l.spec.get_or_insert_with(Default::default);
-            if spec.holder_identity.as_deref() == Some(self.holder.as_str()) {
-                spec.holder_identity = None;
-                let _ = self
-                    .api
-                    .replace(&self.name, &PostParams::default(), &l)
-                    .await;
-            }
+        if self.check.is_lost() {
+            return;
         }
+        let api = self.api.clone();
+        let give_up = async {
+            if let Ok(Some(mut l)) = api.get_opt(&self.name).await {
+                let spec = l.spec.get_or_insert_with(Default::default);
+                if spec.holder_identity.as_deref() == Some(self.holder.as_str()) {
+                    spec.holder_identity = None;
+                    // resourceVersion kept: a taker's write wins.
+                    let _ = api.replace(&self.name, &PostParams::default(), &l).await;
+                }
+            }
+        };
+        let _ = tokio::time::timeout(REQUEST_TIMEOUT, give_up).await;
     }
 }
 
@@ -81,6 +143,24 @@ impl Drop for LeaseGuard {
     }
 }
 
+/// Every lease request gives up after this long: a hanging request must
+/// not keep a holder believing it holds the lease.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+
+async fn bounded<T>(
+    limit: Duration,
+    request: impl std::future::Future<Output = Result<T, kube::Error>>,
+) -> Result<T, LeaseError> {
+    match tokio::time::timeout(limit, request).await {
+        Ok(r) => r.map_err(LeaseError::Kube),
+        Err(_) => Err(LeaseError::Timeout(limit)),
+    }
+}
+
+/// A hint only: whether the record's own clock says it expired (the
+/// holder's clock, not ours). It decides whether a syncer without
+/// `--wait-for-lease` watches the record for a lease duration before it
+/// takes it; the taking itself is judged by the local monotonic clock.
 fn expired(spec: &LeaseSpec, now: Timestamp) -> bool {
     let Some(renewed) = spec.renew_time.as_ref().or(spec.acquire_time.as_ref()) else {
         return true;
@@ -105,8 +185,16 @@ pub fn lease_name(stack: &str) -> String {
     format!("plimsoll-sync-{stack}")
 }
 
-/// Takes the stack's lease, or fails with who holds it. With `wait`, keeps
-/// trying until the holder releases it or lets it expire.
+/// The record as last seen, and since when (monotonic) it is unchanged.
+struct Observed {
+    version: Option<String>,
+    since: Instant,
+}
+
+/// Takes the stack's lease, or fails with who holds it. A lease held by
+/// another is taken only after this process saw its record unchanged for
+/// the record's own duration (its holder stopped renewing); that watch
+/// happens when `wait` allows it or when the record looks expired.
 pub async fn acquire(
     client: &kube::Client,
     namespace: &str,
@@ -118,7 +206,8 @@ pub async fn acquire(
     let api: Api<Lease> = Api::namespaced(client.clone(), namespace);
     let name = lease_name(stack);
     let seconds = duration.as_secs().clamp(1, i32::MAX as u64) as i32;
-    let deadline = wait.map(|w| std::time::Instant::now() + w);
+    let started = Instant::now();
+    let mut observed: Option<Observed> = None;
     loop {
         let now = Timestamp::now();
         let spec = LeaseSpec {
@@ -128,7 +217,7 @@ pub async fn acquire(
             renew_time: Some(MicroTime(now)),
             ..Default::default()
         };
-        let attempt = match api.get_opt(&name).await? {
+        let attempt = match bounded(REQUEST_TIMEOUT, api.get_opt(&name)).await? {
             None => {
                 let lease = Lease {
                     metadata: ObjectMeta {
@@ -137,36 +226,57 @@ pub async fn acquire(
                     },
                     spec: Some(spec),
                 };
-                api.create(&PostParams::default(), &lease).await.map(|_| ())
+                bounded(REQUEST_TIMEOUT, api.create(&PostParams::default(), &lease))
+                    .await
+                    .map(|_| ())
             }
             Some(mut current) => {
                 let cur = current.spec.clone().unwrap_or_default();
-                let free = cur.holder_identity.as_deref().is_none_or(str::is_empty)
-                    || cur.holder_identity.as_deref() == Some(holder)
-                    || expired(&cur, now)
-                    || cur
-                        .holder_identity
-                        .as_deref()
-                        .is_some_and(|h| dead_here(h, holder));
-                if !free {
-                    match deadline {
-                        Some(d) if std::time::Instant::now() < d => {
-                            tokio::time::sleep(Duration::from_millis(500)).await;
-                            continue;
-                        }
-                        _ => {
-                            return Err(LeaseError::Held {
-                                stack: stack.to_string(),
-                                holder: cur.holder_identity.unwrap_or_default(),
-                                namespace: namespace.to_string(),
-                                lease: name,
-                                renewed: cur
-                                    .renew_time
-                                    .map(|t| t.0.to_string())
-                                    .unwrap_or_default(),
-                            })
-                        }
+                let version = current.metadata.resource_version.clone();
+                let other = cur
+                    .holder_identity
+                    .as_deref()
+                    .filter(|h| !h.is_empty() && *h != holder);
+                let free = match other {
+                    None => true,
+                    Some(h) if dead_here(h, holder) => true,
+                    Some(_) => {
+                        // Unchanged since when, by our clock.
+                        let seen = match &mut observed {
+                            Some(o) if o.version == version => o.since,
+                            _ => {
+                                observed = Some(Observed {
+                                    version: version.clone(),
+                                    since: Instant::now(),
+                                });
+                                Instant::now()
+                            }
+                        };
+                        let record_duration = Duration::from_secs(
+                            cur.lease_duration_seconds.unwrap_or(seconds).max(1) as u64,
+                        );
+                        seen.elapsed() > record_duration
                     }
+                };
+                if !free {
+                    let watching = wait.is_some_and(|w| started.elapsed() < w)
+                        || (wait.is_none()
+                            && expired(&cur, now)
+                            && started.elapsed()
+                                < 3 * duration.max(Duration::from_secs(
+                                    cur.lease_duration_seconds.unwrap_or(seconds).max(1) as u64,
+                                )));
+                    if watching {
+                        tokio::time::sleep(Duration::from_millis(500)).await;
+                        continue;
+                    }
+                    return Err(LeaseError::Held {
+                        stack: stack.to_string(),
+                        holder: cur.holder_identity.unwrap_or_default(),
+                        namespace: namespace.to_string(),
+                        lease: name,
+                        renewed: cur.renew_time.map(|t| t.0.to_string()).unwrap_or_default(),
+                    });
                 }
                 let transitions = cur.lease_transitions.unwrap_or(0)
                     + i32::from(cur.holder_identity.as_deref() != Some(holder));
@@ -175,51 +285,47 @@ pub async fn acquire(
                     ..spec
                 });
                 // resourceVersion is kept: a concurrent taker gets a conflict.
-                api.replace(&name, &PostParams::default(), &current)
-                    .await
-                    .map(|_| ())
+                bounded(
+                    REQUEST_TIMEOUT,
+                    api.replace(&name, &PostParams::default(), &current),
+                )
+                .await
+                .map(|_| ())
             }
         };
         match attempt {
             Ok(()) => break,
             // Someone else created or took it first; look again.
-            Err(kube::Error::Api(s)) if s.code == 409 => continue,
-            Err(e) => return Err(e.into()),
+            Err(LeaseError::Kube(kube::Error::Api(s))) if s.code == 409 => continue,
+            Err(e) => return Err(e),
         }
     }
 
-    let lost = Arc::new(AtomicBool::new(false));
-    let stale = Arc::new(AtomicBool::new(false));
+    let check = LeaseCheck::new(duration * 2 / 3);
     let renew = {
         let (api, name, holder) = (api.clone(), name.clone(), holder.to_string());
-        let (lost, stale) = (lost.clone(), stale.clone());
+        let check = check.clone();
+        // Each renewal must finish well within the renew deadline.
+        let limit = (duration / 3).clamp(Duration::from_millis(500), REQUEST_TIMEOUT);
         tokio::spawn(async move {
-            let mut last_ok = std::time::Instant::now();
             loop {
-                let pause = if stale.load(Ordering::SeqCst) {
-                    Duration::from_millis(500)
-                } else {
+                let pause = if check.is_confirmed() {
                     duration / 3
+                } else {
+                    Duration::from_millis(500)
                 };
                 tokio::time::sleep(pause).await;
-                match renew_once(&api, &name, &holder).await {
-                    Ok(true) => {
-                        last_ok = std::time::Instant::now();
-                        stale.store(false, Ordering::SeqCst);
-                    }
+                match bounded(limit, renew_once(&api, &name, &holder)).await {
+                    Ok(true) => check.renewed(),
                     // Someone else holds it now: stop for good.
                     Ok(false) => {
-                        lost.store(true, Ordering::SeqCst);
+                        check.lose();
                         return;
                     }
-                    // The API server may be restarting: keep trying, but
-                    // past the lease's duration another syncer may take it,
-                    // so the holder pauses until a renewal succeeds.
-                    Err(_) => {
-                        if last_ok.elapsed() > duration {
-                            stale.store(true, Ordering::SeqCst);
-                        }
-                    }
+                    // The API server may be restarting or the request hung:
+                    // keep trying; past the renew deadline the holder is
+                    // unconfirmed and does not act.
+                    Err(_) => {}
                 }
             }
         })
@@ -228,8 +334,7 @@ pub async fn acquire(
         api,
         name,
         holder: holder.to_string(),
-        lost,
-        stale,
+        check,
         renew,
     })
 }
@@ -263,6 +368,19 @@ mod tests {
         assert!(!expired(&spec, t(1_030)));
         assert!(expired(&spec, t(1_031)));
         assert!(expired(&LeaseSpec::default(), t(0)), "never renewed");
+    }
+
+    #[test]
+    fn a_holder_is_unconfirmed_past_the_renew_deadline_and_when_lost() {
+        let c = LeaseCheck::new(Duration::from_millis(50));
+        assert!(c.is_confirmed());
+        std::thread::sleep(Duration::from_millis(80));
+        assert!(!c.is_confirmed(), "no renewal for longer than the deadline");
+        c.renewed();
+        assert!(c.is_confirmed());
+        c.lose();
+        assert!(!c.is_confirmed() && c.is_lost());
+        assert!(LeaseCheck::unleased().is_confirmed());
     }
 
     #[test]

@@ -21,7 +21,7 @@ use plimsoll_planner::plan::{self, Plan, PlanOptions};
 use crate::desired::DesiredState;
 use crate::execute::{Executor, Progress, Report, RunEnd, Settings};
 use crate::journal_store::{self, JournalLocation, StoreError};
-use crate::lease::{self, LeaseGuard};
+use crate::lease::{self, LeaseCheck, LeaseGuard};
 
 /// Settings of one sync besides the desired state.
 #[derive(Clone, Debug)]
@@ -446,8 +446,7 @@ impl Prepared {
             scrubber: desired.scrubber.clone(),
             journal_at: self.journal_at.clone(),
             stop,
-            lease_lost: lease.map(|l| l.lost_flag()).unwrap_or_default(),
-            lease_stale: lease.map(|l| l.stale_flag()).unwrap_or_default(),
+            lease: lease.map_or_else(LeaseCheck::unleased, |l| l.check()),
             progress,
         };
         let report = executor.run(&mut self.journal).await;

@@ -33,6 +33,8 @@ pub(crate) struct Composer {
     anchors: HashSet<String>,
     layer: u32,
     started: bool,
+    documents: usize,
+    nodes: usize,
 }
 
 fn text(b: &[u8]) -> String {
@@ -54,6 +56,8 @@ impl Composer {
             anchors: HashSet::new(),
             layer,
             started: false,
+            documents: 0,
+            nodes: 0,
         }
     }
 
@@ -80,6 +84,14 @@ impl Composer {
         match self.peek()? {
             EventKind::StreamEnd | EventKind::None => Ok(None),
             EventKind::DocumentStart => {
+                self.documents += 1;
+                if self.documents > crate::MAX_DOCUMENTS {
+                    return Err(SyntaxError::new(
+                        self.mark(),
+                        "",
+                        &format!("more than {} documents in one file", crate::MAX_DOCUMENTS),
+                    ));
+                }
                 let mut ev = self.take()?;
                 let mut doc = self.node(&mut ev, Kind::Document, "", "", String::new());
                 let child = self.parse()?;
@@ -136,6 +148,14 @@ impl Composer {
     }
 
     fn parse(&mut self) -> Result<Node> {
+        self.nodes += 1;
+        if self.nodes > crate::MAX_NODES {
+            return Err(SyntaxError::new(
+                self.mark(),
+                "",
+                &format!("more than {} nodes in one file", crate::MAX_NODES),
+            ));
+        }
         match self.peek()? {
             EventKind::Scalar => self.scalar(),
             EventKind::Alias => self.alias(),

@@ -5,115 +5,183 @@ use std::collections::HashMap;
 use crate::resolve::resolve;
 use crate::{Kind, Node};
 
-/// Aliases expanded beyond this many nodes are refused (alias bombs).
+/// The expansion budget: every path that expands aliases (JSON output,
+/// the planner's values, drift, patches) stops past any of these, so that a
+/// file within the input limit cannot cost more than a bounded amount of
+/// memory and time however its aliases nest.
+///
+/// - nodes written, aliases counted at every use;
 pub const MAX_EXPANDED_NODES: usize = 1_000_000;
+/// - bytes of output (four times the largest input file);
+pub const MAX_EXPANDED_BYTES: usize = 4 * crate::MAX_INPUT_BYTES;
+/// - nesting depth after expansion (chained aliases multiply depth).
+pub const MAX_EXPANDED_DEPTH: usize = 2_000;
 
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum JsonError {
-    #[error("alias expansion exceeds {MAX_EXPANDED_NODES} nodes (an alias bomb?)")]
-    TooLarge,
-    #[error("alias *{0} refers to an unknown or enclosing anchor")]
-    BadAlias(String),
+    /// The alias (or node) being expanded when the budget ran out.
+    #[error("{line}:{column}: expanding aliases exceeds {limit} (an alias bomb?)")]
+    TooLarge {
+        layer: u32,
+        line: u32,
+        column: u32,
+        limit: String,
+    },
+    #[error("{line}:{column}: alias *{name} refers to an unknown or enclosing anchor")]
+    BadAlias {
+        layer: u32,
+        line: u32,
+        column: u32,
+        name: String,
+    },
 }
 
-/// Renders a node tree as pretty JSON (2-space indent).
+impl JsonError {
+    /// The layer (merge input index) of the problem, `u32::MAX` unknown.
+    pub fn layer(&self) -> u32 {
+        match self {
+            JsonError::TooLarge { layer, .. } | JsonError::BadAlias { layer, .. } => *layer,
+        }
+    }
+}
+
+/// Renders a node tree as pretty JSON (2-space indent), within the
+/// expansion budget.
 pub fn to_json(root: &Node) -> Result<String, JsonError> {
     let mut anchors = HashMap::new();
     collect(root, &mut anchors);
-    let mut out = String::new();
-    let mut budget = MAX_EXPANDED_NODES;
-    let mut stack = Vec::new();
-    write(
-        root.unwrap_document(),
-        &anchors,
-        &mut out,
-        0,
-        &mut budget,
-        &mut stack,
-    )?;
-    out.push('\n');
-    Ok(out)
+    let mut w = Writer {
+        anchors,
+        out: String::new(),
+        nodes: 0,
+        stack: Vec::new(),
+        alias_at: None,
+    };
+    w.write(root.unwrap_document(), 0)?;
+    w.out.push('\n');
+    Ok(w.out)
 }
 
-fn collect<'n>(n: &'n Node, anchors: &mut HashMap<String, &'n Node>) {
+fn collect<'n>(n: &'n Node, anchors: &mut HashMap<&'n str, &'n Node>) {
     if !n.anchor.is_empty() {
-        anchors.insert(n.anchor.clone(), n);
+        anchors.insert(&n.anchor, n);
     }
     for c in &n.content {
         collect(c, anchors);
     }
 }
 
-fn write<'n>(
-    n: &'n Node,
-    anchors: &HashMap<String, &'n Node>,
-    out: &mut String,
-    depth: usize,
-    budget: &mut usize,
-    stack: &mut Vec<String>,
-) -> Result<(), JsonError> {
-    if *budget == 0 {
-        return Err(JsonError::TooLarge);
+struct Writer<'n> {
+    anchors: HashMap<&'n str, &'n Node>,
+    out: String,
+    nodes: usize,
+    /// Anchors being expanded (a cycle is refused).
+    stack: Vec<&'n str>,
+    /// The outermost alias being expanded: where a budget error points.
+    alias_at: Option<&'n Node>,
+}
+
+impl<'n> Writer<'n> {
+    fn too_large(&self, n: &Node, limit: String) -> JsonError {
+        let at = self.alias_at.unwrap_or(n);
+        JsonError::TooLarge {
+            layer: at.origin.layer,
+            line: at.origin.line,
+            column: at.origin.column,
+            limit,
+        }
     }
-    *budget -= 1;
-    let pad = |d: usize| "  ".repeat(d);
-    match n.kind {
-        Kind::Alias => {
-            if stack.contains(&n.value) {
-                return Err(JsonError::BadAlias(n.value.clone()));
-            }
-            let target = anchors
-                .get(&n.value)
-                .ok_or_else(|| JsonError::BadAlias(n.value.clone()))?;
-            stack.push(n.value.clone());
-            write(target, anchors, out, depth, budget, stack)?;
-            stack.pop();
+
+    fn pad(&mut self, depth: usize) {
+        for _ in 0..depth {
+            self.out.push_str("  ");
         }
-        Kind::Mapping => {
-            if n.content.is_empty() {
-                out.push_str("{}");
-                return Ok(());
-            }
-            out.push_str("{\n");
-            let mut first = true;
-            for (k, v) in n.pairs() {
-                if !first {
-                    out.push_str(",\n");
-                }
-                first = false;
-                out.push_str(&pad(depth + 1));
-                string(&k.value, out);
-                out.push_str(": ");
-                write(v, anchors, out, depth + 1, budget, stack)?;
-            }
-            out.push('\n');
-            out.push_str(&pad(depth));
-            out.push('}');
-        }
-        Kind::Sequence => {
-            if n.content.is_empty() {
-                out.push_str("[]");
-                return Ok(());
-            }
-            out.push_str("[\n");
-            for (i, c) in n.content.iter().enumerate() {
-                if i > 0 {
-                    out.push_str(",\n");
-                }
-                out.push_str(&pad(depth + 1));
-                write(c, anchors, out, depth + 1, budget, stack)?;
-            }
-            out.push('\n');
-            out.push_str(&pad(depth));
-            out.push(']');
-        }
-        Kind::Document => match n.content.first() {
-            Some(c) => write(c, anchors, out, depth, budget, stack)?,
-            None => out.push_str("null"),
-        },
-        Kind::Scalar => scalar(n, out),
     }
-    Ok(())
+
+    fn write(&mut self, n: &'n Node, depth: usize) -> Result<(), JsonError> {
+        self.nodes += 1;
+        if self.nodes > MAX_EXPANDED_NODES {
+            return Err(self.too_large(n, format!("{MAX_EXPANDED_NODES} nodes")));
+        }
+        if self.out.len() > MAX_EXPANDED_BYTES {
+            return Err(self.too_large(
+                n,
+                format!("{} MiB of output", MAX_EXPANDED_BYTES / (1024 * 1024)),
+            ));
+        }
+        if depth > MAX_EXPANDED_DEPTH {
+            return Err(self.too_large(n, format!("a depth of {MAX_EXPANDED_DEPTH}")));
+        }
+        match n.kind {
+            Kind::Alias => {
+                let bad = || JsonError::BadAlias {
+                    layer: n.origin.layer,
+                    line: n.origin.line,
+                    column: n.origin.column,
+                    name: n.value.clone(),
+                };
+                if self.stack.contains(&n.value.as_str()) {
+                    return Err(bad());
+                }
+                let target = *self.anchors.get(n.value.as_str()).ok_or_else(bad)?;
+                self.stack.push(&n.value);
+                let outermost = self.alias_at.is_none();
+                if outermost {
+                    self.alias_at = Some(n);
+                }
+                let r = self.write(target, depth);
+                if outermost {
+                    self.alias_at = None;
+                }
+                self.stack.pop();
+                r?;
+            }
+            Kind::Mapping => {
+                if n.content.is_empty() {
+                    self.out.push_str("{}");
+                    return Ok(());
+                }
+                self.out.push_str("{\n");
+                let mut first = true;
+                for (k, v) in n.pairs() {
+                    if !first {
+                        self.out.push_str(",\n");
+                    }
+                    first = false;
+                    self.pad(depth + 1);
+                    string(&k.value, &mut self.out);
+                    self.out.push_str(": ");
+                    self.write(v, depth + 1)?;
+                }
+                self.out.push('\n');
+                self.pad(depth);
+                self.out.push('}');
+            }
+            Kind::Sequence => {
+                if n.content.is_empty() {
+                    self.out.push_str("[]");
+                    return Ok(());
+                }
+                self.out.push_str("[\n");
+                for (i, c) in n.content.iter().enumerate() {
+                    if i > 0 {
+                        self.out.push_str(",\n");
+                    }
+                    self.pad(depth + 1);
+                    self.write(c, depth + 1)?;
+                }
+                self.out.push('\n');
+                self.pad(depth);
+                self.out.push(']');
+            }
+            Kind::Document => match n.content.first() {
+                Some(c) => self.write(c, depth)?,
+                None => self.out.push_str("null"),
+            },
+            Kind::Scalar => scalar(n, &mut self.out),
+        }
+        Ok(())
+    }
 }
 
 fn scalar(n: &Node, out: &mut String) {
@@ -220,6 +288,39 @@ mod tests {
             ));
         }
         let docs = parse_documents(doc.as_bytes(), 0).unwrap();
-        assert_eq!(to_json(&docs[0]), Err(JsonError::TooLarge));
+        let e = to_json(&docs[0]).unwrap_err();
+        assert!(matches!(e, JsonError::TooLarge { .. }), "{e}");
+    }
+
+    #[test]
+    fn refuses_one_large_string_aliased_many_times() {
+        let mut doc = format!("s: &s {}\nl:\n", "x".repeat(1 << 20));
+        for _ in 0..1000 {
+            doc.push_str("  - *s\n");
+        }
+        let docs = parse_documents(doc.as_bytes(), 0).unwrap();
+        let e = to_json(&docs[0]).unwrap_err();
+        assert!(e.to_string().contains("MiB of output"), "{e}");
+    }
+
+    #[test]
+    fn refuses_chained_deep_anchors() {
+        let depth = 900;
+        let mut doc = String::new();
+        for i in 0..4 {
+            let inner = if i == 0 {
+                "x".to_string()
+            } else {
+                format!("*a{}", i - 1)
+            };
+            doc.push_str(&format!(
+                "a{i}: &a{i} {}{inner}{}\n",
+                "[".repeat(depth),
+                "]".repeat(depth)
+            ));
+        }
+        let docs = parse_documents(doc.as_bytes(), 0).unwrap();
+        let e = to_json(&docs[0]).unwrap_err();
+        assert!(e.to_string().contains("depth"), "{e}");
     }
 }

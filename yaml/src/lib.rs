@@ -8,9 +8,10 @@
 //! renderer's output must be byte-identical to yq's.
 //!
 //! Limits (see ARCHITECTURE.md): inputs larger than [`MAX_INPUT_BYTES`],
+//! more than [`MAX_DOCUMENTS`] documents or [`MAX_NODES`] nodes in a file,
 //! nesting deeper than [`scanner::MAX_DEPTH`], invalid UTF-8 and control
-//! characters are refused. Aliases are never expanded, so alias bombs cost
-//! nothing.
+//! characters are refused. Aliases are never expanded while parsing or
+//! merging; [`json`] expands them within its budget.
 
 mod chars;
 pub mod compose;
@@ -27,6 +28,24 @@ pub use token::Mark;
 
 /// Largest accepted input file.
 pub const MAX_INPUT_BYTES: usize = 16 * 1024 * 1024;
+
+/// Most documents one file may hold (16 MiB of `---\na: 1\n` would be
+/// 1.6 million).
+pub const MAX_DOCUMENTS: usize = 10_000;
+
+/// Most nodes (scalars, collections, aliases) one file may hold: a map of
+/// a million keys (two million nodes) fits, and the tree stays under about
+/// 600 MB. Real values files hold thousands; a chart's rendered manifests
+/// with its CRDs, a few hundred thousand.
+pub const MAX_NODES: usize = 2_500_000;
+
+/// The stack a thread needs to parse, merge, emit, convert and drop the
+/// deepest input the limits allow ([`scanner::MAX_DEPTH`] and
+/// [`json::MAX_EXPANDED_DEPTH`]); the tree walks recurse. Every thread
+/// that handles YAML from a repository (the binary's main work, its
+/// runtimes and pools) is given this much; a default 2 MiB thread
+/// overflows at about 900 levels in a debug build.
+pub const STACK_BYTES: usize = 64 * 1024 * 1024;
 
 /// A malformed or refused input, with the one-based position of the problem.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
