@@ -937,6 +937,102 @@ async fn the_daemon_syncs_new_commits_reports_drift_and_heals_it() {
 }
 
 on_both_versions! {
+/// A commit whose content cannot be used (an alias bomb in a layer, a
+/// release name that would be a helm flag) is reported once (log, metric,
+/// Event, /readyz), not retried until the branch moves; the daemon stays
+/// up and syncs the next good commit.
+async fn the_daemon_survives_hostile_commits_and_waits_for_the_branch_to_move() {
+    let Some(site) = site(StorageBehaviour::default(), false).await else {
+        return;
+    };
+    let git = git2::Repository::init(site.repo.path()).unwrap();
+    git.set_head("refs/heads/main").unwrap();
+    let first = commit_all(&git, "segment m");
+    let mut d = DaemonProcess::start(&site, &[]);
+    d.wait_for("the first commit to be synced", |d| {
+        metric(&d.addr, "plimsoll_synced_revision_info").is_some_and(|l| l.contains(&first))
+    })
+    .await;
+
+    // An alias bomb within the size limit: one 1 MiB string, 1,000 uses.
+    let good_site = std::fs::read_to_string(site.repo.path().join("site/data-stack.yaml")).unwrap();
+    let mut bomb = format!("{good_site}\nbig: &big {}\nuses:\n", "x".repeat(1 << 20));
+    for _ in 0..1000 {
+        bomb.push_str("  - *big\n");
+    }
+    std::fs::write(site.repo.path().join("site/data-stack.yaml"), &bomb).unwrap();
+    let bad = commit_all(&git, "alias bomb");
+    d.wait_for("the bomb to be rejected", |d| {
+        d.log().contains("the commit cannot be used")
+    })
+    .await;
+    let (code, body) = http(&d.addr, "GET", "/readyz");
+    assert_eq!(code, 503, "{body}");
+    assert!(
+        body.contains(&bad[..12]) && body.contains("expanding aliases exceeds"),
+        "{body}"
+    );
+    assert!(
+        body.contains("site/data-stack.yaml:"),
+        "names the file: {body}"
+    );
+    let events: Api<k8s_openapi::api::core::v1::Event> =
+        Api::namespaced(site.client(), "plimsoll");
+    let rejected = events
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter(|e| e.reason.as_deref() == Some("CommitRejected"))
+        .count();
+    assert_eq!(rejected, 1, "one Warning Event");
+    // More triggers: the same commit is not loaded again.
+    for _ in 0..3 {
+        assert_eq!(http(&d.addr, "POST", "/hook").0, 202);
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let log = d.log();
+    assert_eq!(
+        log.matches("the commit cannot be used").count(),
+        1,
+        "not retried: {log}"
+    );
+    assert!(d.child.try_wait().unwrap().is_none(), "still running");
+
+    // The branch moves to another hostile commit: a release name that
+    // would reach helm as a flag.
+    std::fs::write(site.repo.path().join("site/data-stack.yaml"), &good_site).unwrap();
+    let stack = std::fs::read_to_string(site.repo.path().join("plimsoll.yaml")).unwrap();
+    std::fs::write(
+        site.repo.path().join("plimsoll.yaml"),
+        stack.replace("name: thingpark-enterprise", "name: --post-renderer=./evil.sh"),
+    )
+    .unwrap();
+    let flag = commit_all(&git, "a release name that is a flag");
+    d.wait_for("the second rejection", |d| {
+        d.log().matches("the commit cannot be used").count() == 2
+    })
+    .await;
+    let (code, body) = http(&d.addr, "GET", "/readyz");
+    assert_eq!(code, 503, "{body}");
+    assert!(body.contains(&flag[..12]) && body.contains("plimsoll.yaml:"), "{body}");
+
+    // A good commit: synced, ready again.
+    std::fs::write(site.repo.path().join("plimsoll.yaml"), &stack).unwrap();
+    let l = std::fs::read_to_string(site.repo.path().join("profiles/l.yaml")).unwrap();
+    std::fs::write(site.repo.path().join("profiles/m.yaml"), l).unwrap();
+    let good = commit_all(&git, "grow");
+    d.wait_for("the good commit to be synced", |d| {
+        metric(&d.addr, "plimsoll_synced_revision_info").is_some_and(|l| l.contains(&good))
+    })
+    .await;
+    assert_eq!(http(&d.addr, "GET", "/readyz").0, 200);
+    assert_eq!(site.pvc_uids().await["data-mariadb-galera-0"].1, "15Gi");
+}
+}
+
+on_both_versions! {
 async fn the_daemon_manifest_is_accepted_by_the_api_server() {
     let Some(site) = site(StorageBehaviour::default(), false).await else {
         return;

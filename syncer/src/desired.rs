@@ -79,14 +79,41 @@ struct Prepared {
     chart_digest: Option<String>,
 }
 
+/// The context of an error in the repository's content (the stack file,
+/// a layer, a budget exceeded): the same revision fails the same way every
+/// time, so the daemon does not retry it until the branch moves.
+#[derive(Clone, Copy, Debug)]
+pub struct UnusableContent;
+
+impl std::fmt::Display for UnusableContent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("the repository's content cannot be used")
+    }
+}
+
+/// Whether `e` is about the repository's content ([`UnusableContent`]).
+pub fn is_unusable_content(e: &anyhow::Error) -> bool {
+    e.downcast_ref::<UnusableContent>().is_some()
+}
+
 /// Reads and renders the desired state: of `rev` from the object
 /// database, or of the working tree.
 pub fn load(source: &StackSource, rev: Option<&str>, helm: &Path) -> anyhow::Result<DesiredState> {
     let revision = rev.map(|r| Revision::open(&source.repo, r)).transpose()?;
     let (stack, rendered) = match &revision {
-        Some(rv) => source.render_revision(rv)?,
-        None => source.render_working_tree()?,
-    };
+        Some(rv) => source.render_revision(rv),
+        None => source.render_working_tree(),
+    }
+    .map_err(|e| e.context(UnusableContent))?;
+    // Values as JSON first, within the expansion budget: an alias bomb is
+    // refused here, before helm reads the file.
+    let mut values = rendered
+        .releases
+        .iter()
+        .map(values_of)
+        .collect::<anyhow::Result<Vec<_>>>()
+        .map_err(|e| e.context(UnusableContent))?
+        .into_iter();
     let workdir = tempfile::Builder::new()
         .prefix("plimsoll-desired-")
         .tempdir()
@@ -140,7 +167,7 @@ pub fn load(source: &StackSource, rev: Option<&str>, helm: &Path) -> anyhow::Res
     let mut digest_input = String::new();
     for ((r, p), w) in rendered.releases.iter().zip(prepared).zip(workloads) {
         let name = &r.release.name;
-        let values = values_of(r)?;
+        let values = values.next().unwrap_or_default();
         let (statefulsets, deployments) = w?;
         let patches = r
             .release

@@ -102,3 +102,39 @@ async fn event(client: &kube::Client, release: &DesiredRelease, message: &str) {
         tracing::warn!(release = %release.name, "cannot record the drift event: {e}");
     }
 }
+
+/// A Warning Event about a commit that cannot be used, on the journal
+/// namespace (there is no release object to attach it to).
+pub async fn commit_event(client: &kube::Client, namespace: &str, commit: &str, message: &str) {
+    let short = &commit[..12.min(commit.len())];
+    let now = k8s_openapi::jiff::Timestamp::now();
+    let event: Event = match serde_json::from_value(serde_json::json!({
+        "metadata": {"generateName": "plimsoll-commit-", "namespace": namespace},
+        "involvedObject": {"apiVersion": "v1", "kind": "Namespace", "name": namespace},
+        "type": "Warning", "reason": "CommitRejected",
+        "message": format!("commit {short} cannot be used: {}", truncate(message, 900)),
+        "source": {"component": "plimsoll"},
+        "firstTimestamp": now.to_string(), "lastTimestamp": now.to_string(), "count": 1,
+    })) {
+        Ok(e) => e,
+        Err(_) => return,
+    };
+    if let Err(e) = Api::<Event>::namespaced(client.clone(), namespace)
+        .create(&PostParams::default(), &event)
+        .await
+    {
+        tracing::warn!("cannot record the rejected commit as an Event: {e}");
+    }
+}
+
+/// At most `max` bytes of `s`, cut at a character boundary.
+fn truncate(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}

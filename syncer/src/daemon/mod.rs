@@ -119,6 +119,10 @@ struct Daemon {
     /// Why the last sync failed (a step or the cluster), if it did: the
     /// next pass retries it, with backoff.
     last_failure: Option<String>,
+    /// A commit whose content cannot be used (a hostile or broken stack
+    /// file or layer), and why: reported once, not retried until the
+    /// branch moves.
+    rejected: Option<(String, String)>,
 }
 
 /// The first retry after a failure; each further one waits twice as long,
@@ -245,9 +249,23 @@ impl Daemon {
             tokio::task::spawn_blocking(move || head_of(&upstream, &branch)).await??
         };
         let new_commit = self.synced.as_ref().is_none_or(|(c, _)| *c != head);
-        if new_commit {
+        let rejected = self.rejected.as_ref().is_some_and(|(c, _)| *c == head);
+        if new_commit && rejected {
+            // Reported already; the same commit fails the same way.
+            if self.synced.is_some() {
+                self.check_drift().await?;
+            }
+        } else if new_commit {
             tracing::info!(revision = %head, trigger = why.as_str(), "new commit on {}", self.opts.branch);
-            let desired = self.desired(&head).await?;
+            self.rejected = None;
+            let desired = match self.desired(&head).await {
+                Ok(d) => d,
+                Err(e) if crate::desired::is_unusable_content(&e) => {
+                    self.reject(&head, &e).await;
+                    return Ok(());
+                }
+                Err(e) => return Err(e),
+            };
             self.metrics.set_stack(&desired.stack_name);
             if self.sync(&desired, why.as_str()).await {
                 self.metrics.synced(&head);
@@ -256,16 +274,43 @@ impl Daemon {
         } else {
             self.check_drift().await?;
         }
-        if let Ok(mut w) = self.not_ready.write() {
-            *w = self
-                .last_failure
-                .as_ref()
-                .map(|f| format!("the last sync failed: {f}"));
-        }
+        self.publish_readiness();
         let spent = metrics::cpu_seconds() - cpu;
         self.metrics.reconcile_cpu(spent);
         tracing::debug!(cpu_seconds = spent, "reconcile pass done");
         Ok(())
+    }
+}
+
+impl Daemon {
+    /// Not ready while the last sync failed or the branch's commit cannot
+    /// be used.
+    fn publish_readiness(&self) {
+        if let Ok(mut w) = self.not_ready.write() {
+            *w = match (&self.rejected, &self.last_failure) {
+                (Some((commit, why)), _) => Some(format!(
+                    "commit {} cannot be used: {why}",
+                    &commit[..12.min(commit.len())]
+                )),
+                (None, Some(f)) => Some(format!("the last sync failed: {f}")),
+                (None, None) => None,
+            };
+        }
+    }
+
+    /// Reports a commit whose content cannot be used (log, metric, a
+    /// Warning Event) and remembers it, so that it is not retried until
+    /// the branch moves; the daemon stays up and keeps watching drift of
+    /// the last good commit.
+    async fn reject(&mut self, commit: &str, e: &anyhow::Error) {
+        // No desired state to scrub with: credentials in the text go.
+        let why = plimsoll_planner::redact::redact_text(&format!("{e:#}")).into_owned();
+        tracing::error!(revision = %commit, "the commit cannot be used; waiting for the branch to move: {why}");
+        self.metrics.error(&why);
+        self.metrics.sync_result("rejected");
+        drift::commit_event(&self.client, &self.sync.journal_namespace, commit, &why).await;
+        self.rejected = Some((commit.to_string(), why));
+        self.publish_readiness();
     }
 }
 
@@ -324,6 +369,7 @@ pub async fn run(
         stop: stop.clone(),
         synced: None,
         last_failure: None,
+        rejected: None,
     };
     let mut why = Trigger::Start;
     let mut failures = 0u32;
