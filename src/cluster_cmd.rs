@@ -63,10 +63,13 @@ pub fn snapshot(
     let observed = observe_cluster(common, cluster, &targets)?;
     let text = serde_json::to_string_pretty(&observed)? + "\n";
     match out {
-        Some(path) => output::write_all_atomically(&[Output {
-            path: path.to_path_buf(),
-            text,
-        }])?,
+        Some(path) => output::write_all_atomically(
+            &[Output {
+                path: path.to_path_buf(),
+                text,
+            }],
+            None,
+        )?,
         None => std::io::stdout().write_all(text.as_bytes())?,
     }
     Ok(ExitCode::SUCCESS)

@@ -135,33 +135,109 @@ pub fn render(
     }
 
     let outputs = planned_outputs(&rendered, &common.repo, out, format)?;
-    if check {
-        let mut stale = 0;
-        for o in &outputs {
-            match std::fs::read(&o.path) {
-                Ok(disk) if disk == o.text.as_bytes() => {}
-                Ok(_) => {
-                    println!("stale: {}", o.path.display());
-                    stale += 1;
-                }
-                Err(_) => {
-                    println!("missing: {}", o.path.display());
-                    stale += 1;
-                }
-            }
+    let mut targets = std::collections::HashSet::new();
+    for o in &outputs {
+        if !targets.insert(o.path.clone()) {
+            bail!(
+                "two outputs go to {} (with --out, outputs keep only their file names); nothing is written",
+                o.path.display()
+            );
         }
-        if stale > 0 {
-            eprintln!("{stale} output(s) out of date: run `plimsoll render` and commit the result");
-            return Ok(ExitCode::from(1));
-        }
-        println!("up to date: {} file(s)", outputs.len());
-        return Ok(ExitCode::SUCCESS);
     }
-    output::write_all_atomically(&outputs)?;
+    let within = out.is_none().then_some(common.repo.as_path());
+    if check {
+        return check_outputs(&outputs, &common.repo, out, &rendered);
+    }
+    output::write_all_atomically(&outputs, within)?;
     for o in &outputs {
         println!("wrote {}", o.path.display());
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `render --check`: every output as rendered, none a symlink (never
+/// followed), and no output left from a release that was removed (named
+/// by the lock file on disk).
+fn check_outputs(
+    outputs: &[output::Output],
+    repo: &Path,
+    out: Option<&Path>,
+    rendered: &Rendered,
+) -> anyhow::Result<ExitCode> {
+    let mut stale = 0;
+    for o in outputs {
+        let is_link = std::fs::symlink_metadata(&o.path)
+            .map(|m| m.file_type().is_symlink())
+            .unwrap_or(false);
+        if is_link {
+            println!("symlink (not followed): {}", o.path.display());
+            stale += 1;
+            continue;
+        }
+        match std::fs::read(&o.path) {
+            Ok(disk) if disk == o.text.as_bytes() => {}
+            Ok(_) => {
+                println!("stale: {}", o.path.display());
+                stale += 1;
+            }
+            Err(_) => {
+                println!("missing: {}", o.path.display());
+                stale += 1;
+            }
+        }
+    }
+    let lock = place(repo, out, &rendered.lock_path);
+    for (release, path) in leftovers(&lock, rendered) {
+        let at = place(repo, out, &path);
+        if std::fs::symlink_metadata(&at).is_ok() {
+            println!(
+                "left over: {} (release {release} is no longer in the stack; remove it)",
+                at.display()
+            );
+            stale += 1;
+        }
+    }
+    if stale > 0 {
+        eprintln!("{stale} output(s) out of date: run `plimsoll render` and commit the result");
+        return Ok(ExitCode::from(1));
+    }
+    println!("up to date: {} file(s)", outputs.len());
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Outputs the lock file on disk records for releases that the render no
+/// longer has: `(release, output path)`. Nothing when there is no lock
+/// file, or it is a symlink, or it does not parse.
+fn leftovers(lock: &Path, rendered: &Rendered) -> Vec<(String, String)> {
+    let is_file = std::fs::symlink_metadata(lock).is_ok_and(|m| m.is_file());
+    let Some(bytes) = is_file
+        .then(|| plimsoll_syncer::source::read_input(lock).ok())
+        .flatten()
+    else {
+        return Vec::new();
+    };
+    let Ok(docs) = plimsoll_yaml::parse_documents(&bytes, 0) else {
+        return Vec::new();
+    };
+    let current: std::collections::HashSet<Option<String>> = rendered
+        .releases
+        .iter()
+        .map(|r| render::normalize(&r.output_path))
+        .collect();
+    let mut out = Vec::new();
+    let root = docs.first().map(plimsoll_yaml::Node::unwrap_document);
+    let releases = root.and_then(|r| r.get("releases"));
+    for r in releases.map(|r| r.content.as_slice()).unwrap_or_default() {
+        let (Some(name), Some(path)) = (r.get("name"), r.get("output")) else {
+            continue;
+        };
+        // Only paths inside the repository are ever looked at.
+        let normalized = render::normalize(&path.value);
+        if normalized.is_some() && !current.contains(&normalized) {
+            out.push((name.value.clone(), normalized.unwrap_or_default()));
+        }
+    }
+    out
 }
 
 pub fn explain(common: &Common, release: &str, path: &str) -> anyhow::Result<ExitCode> {

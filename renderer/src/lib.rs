@@ -16,3 +16,6 @@ pub mod merge;
 pub mod render;
 pub mod stack;
 pub mod yq;
+
+/// The stack file's name, at the repository root.
+pub const STACK_FILE: &str = "plimsoll.yaml";

@@ -110,15 +110,17 @@ pub struct Rendered {
 
 #[derive(Debug, thiserror::Error)]
 pub enum RenderError {
-    #[error("plimsoll.yaml:{line}: release {release:?}: cannot read layer {path}: {source}")]
+    // The causes are shown in the message, not chained as sources: a
+    // chain printed with `{:#}` would repeat them.
+    #[error("plimsoll.yaml:{line}: release {release:?}: cannot read layer {path}: {error}")]
     MissingLayer {
         release: String,
         path: String,
         line: u32,
-        source: std::io::Error,
+        error: std::io::Error,
     },
-    #[error("release {release:?}: {source}")]
-    Layer { release: String, source: LayerError },
+    #[error("release {release:?}: {error}")]
+    Layer { release: String, error: LayerError },
     #[error(
         "release {release:?}: the rendered values do not parse again ({error}); yq's merge \
          writes this too (for example an alias the merge placed before its anchor, or a tag \
@@ -128,6 +130,78 @@ pub enum RenderError {
         release: String,
         error: plimsoll_yaml::SyntaxError,
     },
+    /// Two outputs, or an output and an input, are one file.
+    #[error("{first} and {second} are the same file ({path}); nothing is written")]
+    OutputCollision {
+        path: String,
+        first: String,
+        second: String,
+    },
+}
+
+/// A repository-relative path in one spelling: `./a//b.yaml` is
+/// `a/b.yaml`. `None` for a path that leaves the repository.
+pub fn normalize(path: &str) -> Option<String> {
+    let mut parts: Vec<&str> = Vec::new();
+    for seg in path.split('/') {
+        match seg {
+            "" | "." => {}
+            ".." => return None,
+            s => parts.push(s),
+        }
+    }
+    if path.starts_with('/') || parts.is_empty() {
+        return None;
+    }
+    Some(parts.join("/"))
+}
+
+/// Every output is its own file: not another output (the lock file
+/// included), not a layer, not the stack file, after normalisation and
+/// variable substitution.
+fn check_outputs(rendered: &Rendered) -> Result<(), RenderError> {
+    let mut seen: std::collections::HashMap<String, String> = std::collections::HashMap::new();
+    seen.insert(crate::STACK_FILE.to_string(), "the stack file".into());
+    for r in &rendered.releases {
+        for i in &r.inputs {
+            if let Some(n) = normalize(&i.path) {
+                // A layer shared by releases is one input, not a collision.
+                seen.entry(n)
+                    .or_insert_with(|| format!("layer {} of release {}", i.path, r.release.name));
+            }
+        }
+    }
+    let outputs = rendered
+        .releases
+        .iter()
+        .map(|r| {
+            (
+                r.output_path.as_str(),
+                format!("the output {} of release {}", r.output_path, r.release.name),
+            )
+        })
+        .chain(std::iter::once((
+            rendered.lock_path.as_str(),
+            format!("the lock file {}", rendered.lock_path),
+        )));
+    for (path, what) in outputs {
+        let Some(n) = normalize(path) else {
+            return Err(RenderError::OutputCollision {
+                path: path.to_string(),
+                first: what,
+                second: "a path outside the repository".into(),
+            });
+        };
+        if let Some(first) = seen.get(&n) {
+            return Err(RenderError::OutputCollision {
+                path: n,
+                first: first.clone(),
+                second: what,
+            });
+        }
+        seen.insert(n, what);
+    }
+    Ok(())
 }
 
 pub fn sha256_hex(bytes: &[u8]) -> String {
@@ -151,11 +225,13 @@ pub fn render(
     for release in &stack.releases {
         releases.push(render_release(stack, release, vars, read, &mut cache)?);
     }
-    Ok(Rendered {
+    let rendered = Rendered {
         assignments: vars.clone(),
         releases,
         lock_path: join(&substitute(&stack.output, vars), "plimsoll.lock"),
-    })
+    };
+    check_outputs(&rendered)?;
+    Ok(rendered)
 }
 
 fn join(dir: &str, file: &str) -> String {
@@ -177,11 +253,11 @@ pub fn load_layers(
         .iter()
         .map(|spec| {
             let path = substitute(&spec.path, vars);
-            let bytes = read(&path).map_err(|source| RenderError::MissingLayer {
+            let bytes = read(&path).map_err(|error| RenderError::MissingLayer {
                 release: release.name.clone(),
                 path: path.clone(),
                 line: spec.line,
-                source,
+                error,
             })?;
             Ok((path, bytes, spec.mode))
         })
@@ -205,10 +281,10 @@ fn render_release(
         })
         .collect();
     let mut events = Vec::new();
-    let result = yq::merge_layers_cached(&layers, &mut events, cache).map_err(|source| {
+    let result = yq::merge_layers_cached(&layers, &mut events, cache).map_err(|error| {
         RenderError::Layer {
             release: release.name.clone(),
-            source,
+            error,
         }
     })?;
     let text = yq::print(&result);
@@ -440,10 +516,10 @@ pub fn explain(
             })
             .collect();
         let mut events = Vec::new();
-        let acc = yq::merge_layers_cached(&layers, &mut events, &mut cache).map_err(|source| {
+        let acc = yq::merge_layers_cached(&layers, &mut events, &mut cache).map_err(|error| {
             RenderError::Layer {
                 release: release.name.clone(),
-                source,
+                error,
             }
         })?;
         let node = lookup(&acc.node, path);

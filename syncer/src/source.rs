@@ -12,7 +12,7 @@ use plimsoll_renderer::stack::{self, Assignments, Stack};
 use crate::git::Revision;
 
 /// The stack file's name inside a repository.
-pub const STACK_FILE: &str = "plimsoll.yaml";
+pub use plimsoll_renderer::STACK_FILE;
 
 /// A deployment repository and the stack variables set for it.
 #[derive(Clone, Debug)]
