@@ -31,34 +31,45 @@ pub enum LayerError {
 
 const DOC_SEPARATOR_MARK: &str = "$yqDocSeperator$";
 
-/// Splits yq's leading content off the first file: lines starting (within
-/// their first three bytes) with `#`, and `---` lines, until anything else.
+/// Splits yq's leading content off a file, as yq v4.30.8's YAML decoder
+/// reads it (peeking four bytes at a time): blank lines, `---` lines (and
+/// the `--- ` before content on the same line), comment lines (`^\s*#`)
+/// and `%YAML` directive lines, until anything else.
 pub fn split_leading_content(input: &[u8]) -> (String, &[u8]) {
     let mut out = String::new();
     let mut pos = 0;
     loop {
-        if input.len() < pos + 3 {
+        if input.len() < pos + 4 {
             return (out, &input[pos..]);
         }
-        let peek = &input[pos..pos + 3];
+        let peek = &input[pos..pos + 4];
         let line_end = input[pos..]
             .iter()
             .position(|&b| b == b'\n')
-            .map(|p| pos + p + 1);
-        if peek == b"---" {
+            .map_or(input.len(), |p| pos + p + 1);
+        if peek[0] == b'\n' {
+            out.push('\n');
+            pos += 1;
+        } else if peek == b"--- " || peek == b"---\n" {
             out.push_str(DOC_SEPARATOR_MARK);
             out.push('\n');
-        } else if starts_with_comment(peek) {
-            let end = line_end.unwrap_or(input.len());
-            out.push_str(&String::from_utf8_lossy(&input[pos..end]));
+            pos += 4;
+        } else if starts_with_comment(peek) || starts_with_directive(peek) {
+            out.push_str(&String::from_utf8_lossy(&input[pos..line_end]));
+            pos = line_end;
         } else {
             return (out, &input[pos..]);
         }
-        match line_end {
-            Some(e) => pos = e,
-            None => return (out, &input[input.len()..]),
-        }
     }
+}
+
+/// `^\s*%YA`
+fn starts_with_directive(b: &[u8]) -> bool {
+    let start = b
+        .iter()
+        .position(|c| !matches!(c, b' ' | b'\t' | b'\n' | b'\r' | b'\x0c'))
+        .unwrap_or(b.len());
+    b[start..].starts_with(b"%YA")
 }
 
 /// `^\s*#`

@@ -50,15 +50,17 @@ fn describe(case: &str, got: &Result<String, String>, expected: &str) -> String 
     }
 }
 
-#[test]
-fn random_cases_match_yq() {
-    let dir = fixtures().join("conformance/random");
+/// Every case of a corpus `fixtures/conformance/NAME` (`CASE/1.yaml ..
+/// N.yaml`, `expected.yaml`, all exiting 0) matches yq byte for byte.
+fn corpus_matches_yq(name: &str, count: usize) {
+    let dir = fixtures().join("conformance").join(name);
     let mut cases: Vec<PathBuf> = std::fs::read_dir(&dir)
-        .expect("fixtures/conformance/random")
+        .unwrap_or_else(|e| panic!("fixtures/conformance/{name}: {e}"))
         .map(|e| e.expect("dir entry").path())
+        .filter(|p| p.is_dir())
         .collect();
     cases.sort();
-    assert_eq!(cases.len(), 400, "the random corpus has 400 cases");
+    assert_eq!(cases.len(), count, "the {name} corpus has {count} cases");
     let mut failures = Vec::new();
     for case in &cases {
         let mut layers: Vec<PathBuf> = (1..=9)
@@ -79,6 +81,31 @@ fn random_cases_match_yq() {
         cases.len(),
         failures.join("\n")
     );
+}
+
+#[test]
+fn random_cases_match_yq() {
+    corpus_matches_yq("random", 400);
+}
+
+/// Blank lines where real values files have them: leading, after a
+/// header comment block (`helm create`'s), between keys, trailing.
+#[test]
+fn random_cases_with_blank_lines_match_yq() {
+    corpus_matches_yq("random-blank", 400);
+}
+
+/// A byte order mark, a `%YAML 1.2` directive (see the corpus README).
+#[test]
+fn fidelity_cases_match_yq() {
+    corpus_matches_yq("fidelity", 2);
+}
+
+/// Every real values file of the shared fixtures, as first and as later
+/// layer.
+#[test]
+fn real_files_match_yq() {
+    corpus_matches_yq("real-files", 190);
 }
 
 #[test]

@@ -81,6 +81,10 @@ fn err(mark: Mark, context: &str, problem: &str) -> SyntaxError {
 
 impl Scanner {
     pub(crate) fn new(input: &[u8]) -> Scanner {
+        // The stream's byte order mark is the reader's, as in libyaml: it
+        // takes no column (a BOM counted as one put the first key of a
+        // mapping at column 1 and the next at 0).
+        let input = input.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(input);
         let mut buf = Vec::with_capacity(input.len() + 8);
         buf.extend_from_slice(input);
         buf.extend_from_slice(&[0u8; 8]);
