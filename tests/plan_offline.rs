@@ -133,3 +133,87 @@ fn helm_template_results_are_cached_by_chart_values_and_helm() {
     plan();
     assert_eq!(calls(), 3);
 }
+
+/// The values corpus with secrets in every position (new blocks, removed
+/// ones, lists, `name`/`value` items, credentials inside text, a stack
+/// `redact:` pattern, declared patch values), old and new sides: no secret
+/// appears in any plan format, with or without `--base`.
+#[test]
+fn no_secret_appears_in_any_plan_format() {
+    let Some(env) = Env::require() else { return };
+    let repo = repo("1.0.1");
+    let r = repo.path();
+    let helm = write_helm_command(&env, &r.join("helm"), None).unwrap();
+    let site = |v: &str| {
+        format!(
+            "twa:\n  replicaCount: 2\n\
+             database: {{password: db-pw-{v}, host: db}}\n\
+             tls: {{key: tls-key-{v}}}\n\
+             auth: {{rootPassword: root-pw-{v}}}\n\
+             env:\n  - {{name: DB_PASSWORD, value: env-pw-{v}}}\n  - {{name: MODE, value: fast}}\n\
+             kafka:\n  config:\n    sasl.jaas.config: 'ScramLoginModule required username=\"u\" password=\"jaas-pw-{v}\";'\n\
+             mongo: {{uri: 'mongodb://admin:url-pw-{v}@mongo:27017/db'}}\n\
+             my.cnf: |\n  [client]\n  password = cnf-pw-{v}\n  port = 3306\n\
+             bundle: |\n  -----BEGIN PRIVATE KEY-----\n  pem-{v}\n  -----END PRIVATE KEY-----\n\
+             custom: {{licence: licence-{v}}}\n"
+        )
+    };
+    let stack = std::fs::read_to_string(r.join("plimsoll.yaml")).unwrap();
+    let stack = stack.replace("    layers: [site.yaml]\n", "    layers: [site.yaml]\n    patches:\n      - {apiVersion: v1, kind: ConfigMap, name: app-config, patch: [{op: add, path: /data/password, value: patch-pw-new}, {op: add, path: /data/conn, value: 'https://u:patch-url-new@h/'}]}\n")
+        + "redact: [licence]\n";
+    std::fs::write(r.join("plimsoll.yaml"), stack).unwrap();
+    std::fs::write(r.join("site.yaml"), site("old")).unwrap();
+    let git = git2::Repository::init(r).unwrap();
+    support::commit_all(&git, "old secrets");
+    std::fs::write(r.join("site.yaml"), site("new")).unwrap();
+    // The cluster runs the old values; the patched ConfigMap exists.
+    let old: serde_json::Value = serde_json::json!({
+        "twa": {"replicaCount": 2},
+        "auth": {"rootPassword": "root-pw-old"},
+        "database": {"password": "db-pw-old", "host": "db"},
+        "env": [{"name": "DB_PASSWORD", "value": "env-pw-old"}],
+        "mongo": {"uri": "mongodb://admin:url-pw-old@mongo:27017/db"}
+    });
+    let live = serde_json::json!({
+        "releases": [{"name": "app", "namespace": "tp", "chart": "test-app", "version": "1.0.1",
+            "revision": 4, "status": "deployed", "values": old}],
+        "statefulsets": [], "pvcs": [], "storage_classes": [], "deployments": [],
+        "resources": [{"api_version": "v1", "kind": "ConfigMap", "namespace": "tp", "name": "app-config",
+            "object": {"apiVersion": "v1", "kind": "ConfigMap",
+                "metadata": {"name": "app-config", "namespace": "tp"}, "data": {"password": "patch-pw-old"}}}]
+    });
+    std::fs::write(r.join("live.json"), live.to_string()).unwrap();
+    let secrets: Vec<String> = [
+        "db-pw", "tls-key", "root-pw", "env-pw", "jaas-pw", "url-pw", "cnf-pw", "pem", "licence",
+    ]
+    .iter()
+    .flat_map(|s| [format!("{s}-old"), format!("{s}-new")])
+    .chain(["patch-pw-new", "patch-pw-old", "patch-url-new"].map(String::from))
+    .collect();
+    for format in ["text", "markdown", "json"] {
+        let o = plimsoll(
+            r,
+            &[
+                "plan",
+                "--live",
+                "live.json",
+                "--base",
+                "HEAD",
+                "--format",
+                format,
+                "--helm",
+                helm.to_str().unwrap(),
+            ],
+        );
+        let out = format!(
+            "{}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        );
+        assert_eq!(o.status.code(), Some(2), "{format}: {out}");
+        assert!(out.contains("(redacted"), "{format}: {out}");
+        for s in &secrets {
+            assert!(!out.contains(s.as_str()), "{format}: {s} shown:\n{out}");
+        }
+    }
+}
