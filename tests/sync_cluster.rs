@@ -1264,6 +1264,78 @@ async fn the_manifest_rbac_is_enough_to_sync_as_the_service_account() {
 }
 
 on_both_versions! {
+/// The journal is not a command channel: a step added by hand to an
+/// interrupted sync's journal is never executed (its digest no longer
+/// matches: a fresh plan replaces it), and a damaged journal is replaced by
+/// a fresh plan instead of failing every sync.
+async fn a_hand_edited_or_damaged_journal_is_replaced_by_a_fresh_plan() {
+    let Some(site) = installed_site(&[]).await else {
+        return;
+    };
+    let o = site.sync("l", &[], &[("PLIMSOLL_FAULT_ABORT_AFTER", "expand-pvc")]);
+    assert_eq!(o.status.code(), None, "killed: {}", text(&o));
+    let cms: Api<ConfigMap> = Api::namespaced(site.client(), "plimsoll");
+    let mut cm = cms.get("plimsoll-journal-example").await.unwrap();
+    let data = cm.data.as_mut().unwrap();
+    assert_eq!(data["status"], "running");
+    // A resize nobody planned, as the next step.
+    let mut steps: Vec<serde_json::Value> = serde_json::from_str(&data["steps"]).unwrap();
+    steps.insert(
+        0,
+        serde_json::json!({
+            "id": "thingpark-data/0/expand-pvc/data-mariadb-galera-0",
+            "release": "thingpark-data",
+            "step": {"kind": "expand-pvc", "namespace": NS, "pvc": "data-mariadb-galera-0",
+                     "from": "15Gi", "to": "900Gi", "storage_class": "thingpark-csi-gp3-xfs"}
+        }),
+    );
+    data.insert("steps".into(), serde_json::to_string_pretty(&steps).unwrap());
+    cms.replace("plimsoll-journal-example", &Default::default(), &cm)
+        .await
+        .unwrap();
+
+    let o = site.sync("l", &[], &[]);
+    assert!(o.status.success(), "{}", text(&o));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("does not match its digest") && err.contains("a fresh plan replaces it"),
+        "{}",
+        text(&o)
+    );
+    assert_eq!(
+        site.pvc_uids().await["data-mariadb-galera-0"].1,
+        "15Gi",
+        "the hand-written step did not run"
+    );
+    assert_eq!(site.release_revision("thingpark-enterprise").await, 2);
+
+    // A damaged journal (steps that do not parse): reported and replaced.
+    let mut cm = cms.get("plimsoll-journal-example").await.unwrap();
+    let data = cm.data.as_mut().unwrap();
+    data.insert("steps".into(), "{not json".into());
+    data.insert("status".into(), "running".into());
+    cms.replace("plimsoll-journal-example", &Default::default(), &cm)
+        .await
+        .unwrap();
+    let o = site.sync("m", &[], &[]);
+    // m after l: a shrink, refused; the damaged journal does not fail it.
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains("REFUSED"),
+        "refused for the plan, not the journal: {}",
+        text(&o)
+    );
+    let o = site.sync("l", &[], &[]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains("No changes"),
+        "{}",
+        text(&o)
+    );
+}
+}
+
+on_both_versions! {
 async fn sigterm_stops_at_a_safe_boundary_and_the_next_sync_finishes() {
     let Some(site) = installed_site(&["data-lrc-1"]).await else {
         return;

@@ -66,6 +66,17 @@ pub enum Refusal {
         to: u32,
         pvcs: Vec<String>,
     },
+    /// A claim template of a live StatefulSet is renamed or removed: the
+    /// re-created StatefulSet's pods would start on new, empty claims while
+    /// the old ones (and their data) sit unused.
+    ClaimTemplateRemoved {
+        release: String,
+        statefulset: String,
+        template: String,
+        /// The desired template that takes its place, when one is new.
+        renamed_to: Option<String>,
+        pvcs: Vec<String>,
+    },
 }
 
 impl Refusal {
@@ -80,7 +91,8 @@ impl Refusal {
             | Refusal::VersionBumpWithValueChanges { release, .. }
             | Refusal::PatchNotApplicable { release, .. }
             | Refusal::ScaleDownDeletesClaims { release, .. }
-            | Refusal::ScaleDownStrandsClaims { release, .. } => release,
+            | Refusal::ScaleDownStrandsClaims { release, .. }
+            | Refusal::ClaimTemplateRemoved { release, .. } => release,
         }
     }
 
@@ -131,6 +143,30 @@ impl Refusal {
                  or move their data first",
                 pvcs.join(", ")
             ),
+            Refusal::ClaimTemplateRemoved {
+                release,
+                statefulset,
+                template,
+                renamed_to,
+                pvcs,
+            } => {
+                let change = match renamed_to {
+                    Some(new) => format!("renames claim template {template} to {new}"),
+                    None => format!("removes claim template {template}"),
+                };
+                let migrate = match renamed_to {
+                    Some(new) => format!(
+                        "copy each claim's data into {new}-{statefulset}-N first (a backup and restore, \
+                         or a copy Job per ordinal), or keep the template named {template}"
+                    ),
+                    None => format!("back up their data first, or keep the template {template}"),
+                };
+                format!(
+                    "{release}: StatefulSet {statefulset} {change}: the new pods would start on empty \
+                     volumes while PVC(s) {} stay, unused, with the data; {migrate}",
+                    if pvcs.is_empty() { "(none yet)".to_string() } else { pvcs.join(", ") }
+                )
+            }
         }
     }
 }

@@ -120,6 +120,43 @@ fn check_scale_down(
     }
 }
 
+/// A live claim template the desired StatefulSet no longer has (renamed
+/// or removed) strands its claims: refused, naming them. A rename is
+/// recognised as one template gone and one new in its place.
+fn check_removed_templates(
+    d: &DesiredRelease,
+    dsts: &DesiredStatefulSet,
+    live: &StatefulSetState,
+    observed: &ObservedState,
+    out: &mut Plan,
+) {
+    let has = |list: &[ClaimTemplate], name: &str| list.iter().any(|t| t.name == name);
+    let new: Vec<&str> = dsts
+        .claim_templates
+        .iter()
+        .filter(|t| !has(&live.claim_templates, &t.name))
+        .map(|t| t.name.as_str())
+        .collect();
+    let gone: Vec<&ClaimTemplate> = live
+        .claim_templates
+        .iter()
+        .filter(|t| !has(&dsts.claim_templates, &t.name))
+        .collect();
+    for (i, t) in gone.iter().enumerate() {
+        let pvcs = claims_of(observed, &d.namespace, &t.name, &dsts.name)
+            .into_iter()
+            .map(|p| p.name.clone())
+            .collect();
+        out.refusals.push(Refusal::ClaimTemplateRemoved {
+            release: d.name.clone(),
+            statefulset: dsts.name.clone(),
+            template: t.name.clone(),
+            renamed_to: (gone.len() == new.len()).then(|| new[i].to_string()),
+            pvcs,
+        });
+    }
+}
+
 /// Plans expansions and their waits into `rp`, refusals into `out`.
 pub(super) fn plan_volumes(
     d: &DesiredRelease,
@@ -152,6 +189,7 @@ pub(super) fn plan_volumes(
             .find(|s| s.name == dsts.name && s.namespace == d.namespace);
         if let Some(l) = live_sts {
             check_scale_down(d, dsts, l, observed, strict, out);
+            check_removed_templates(d, dsts, l, observed, out);
             if !templates_equal(&l.claim_templates, &dsts.claim_templates) {
                 recreate.push((l.name.clone(), l.uid.clone()));
             }
