@@ -1103,6 +1103,17 @@ async fn downgrades_and_skipped_upgrade_paths_are_refused_before_any_change() {
     let o = site.sync("m", &[], &[]);
     assert!(o.status.success(), "{}", text(&o));
     let journal_before = site.journal().await;
+    let leases: Api<k8s_openapi::api::coordination::v1::Lease> =
+        Api::namespaced(site.client(), "plimsoll");
+    let lease_version = || async {
+        leases
+            .get("plimsoll-sync-example")
+            .await
+            .unwrap()
+            .metadata
+            .resource_version
+    };
+    let lease_before = lease_version().await;
 
     use_data_chart(&site, "test-data-1.0.0", "1.0.0", catalog);
     let o = site.plimsoll(&["plan"], &[]);
@@ -1136,6 +1147,11 @@ async fn downgrades_and_skipped_upgrade_paths_are_refused_before_any_change() {
         "nothing was changed"
     );
     assert_eq!(site.journal().await, journal_before, "no sync started");
+    assert_eq!(
+        lease_version().await,
+        lease_before,
+        "a refused sync writes nothing, not even the lease"
+    );
 
     // Following the path: 1.1.1 is allowed.
     use_data_chart(&site, "test-data-1.1.0", "1.1.1", catalog);
