@@ -1016,7 +1016,10 @@ async fn the_daemon_survives_hostile_commits_and_waits_for_the_branch_to_move() 
     .await;
     let (code, body) = http(&d.addr, "GET", "/readyz");
     assert_eq!(code, 503, "{body}");
-    assert!(body.contains(&flag[..12]) && body.contains("plimsoll.yaml:"), "{body}");
+    assert!(
+        body.contains(&flag[..12]) && body.contains("plimsoll.yaml@") && body.contains("release name"),
+        "names the file at the commit, the position and the problem: {body}"
+    );
 
     // A good commit: synced, ready again.
     std::fs::write(site.repo.path().join("plimsoll.yaml"), &stack).unwrap();

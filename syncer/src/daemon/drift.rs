@@ -104,13 +104,15 @@ async fn event(client: &kube::Client, release: &DesiredRelease, message: &str) {
 }
 
 /// A Warning Event about a commit that cannot be used, on the journal
-/// namespace (there is no release object to attach it to).
+/// namespace (there is no release object to attach it to). The API server
+/// requires an Event's namespace to be its object's, so the Namespace is
+/// named with its own name as namespace (`kubectl get events -n NS`).
 pub async fn commit_event(client: &kube::Client, namespace: &str, commit: &str, message: &str) {
     let short = &commit[..12.min(commit.len())];
     let now = k8s_openapi::jiff::Timestamp::now();
     let event: Event = match serde_json::from_value(serde_json::json!({
         "metadata": {"generateName": "plimsoll-commit-", "namespace": namespace},
-        "involvedObject": {"apiVersion": "v1", "kind": "Namespace", "name": namespace},
+        "involvedObject": {"apiVersion": "v1", "kind": "Namespace", "name": namespace, "namespace": namespace},
         "type": "Warning", "reason": "CommitRejected",
         "message": format!("commit {short} cannot be used: {}", truncate(message, 900)),
         "source": {"component": "plimsoll"},
