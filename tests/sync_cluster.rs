@@ -273,7 +273,10 @@ async fn create_operator_resource(client: &kube::Client) {
     let obj: kube::api::DynamicObject = serde_json::from_value(json!({
         "apiVersion": "psmdb.percona.com/v1", "kind": "PerconaServerMongoDB",
         "metadata": {"name": "mongo", "namespace": NS},
-        "spec": {"enableVolumeExpansion": false, "replsets": [{"name": "rs0", "size": 3}]}
+        "spec": {"enableVolumeExpansion": false, "replsets": [{"name": "rs0", "size": 3}]},
+        // As the operator reports a settled cluster (no status subresource
+        // here, so it is set on create).
+        "status": {"state": "ready"}
     }))
     .unwrap();
     // The CRD takes a moment to be served.

@@ -76,6 +76,7 @@ fn generate() -> (Vec<DesiredRelease>, ObservedState) {
             statefulsets: d_sts,
             deployments: vec![],
             patches: vec![],
+            custom_resources: vec![],
         });
     }
     assert_eq!(observed.pvcs.len(), 5000);

@@ -86,7 +86,9 @@ fn step_object(step: &Step) -> String {
         Step::ExpandPvc { pvc, .. } | Step::WaitForExpansion { pvc, .. } => pvc.clone(),
         Step::PatchResource { target, .. } => format!("{}/{}", target.kind, target.name),
         Step::RecreateStatefulSet { statefulset, .. } => statefulset.clone(),
-        Step::HelmUpgrade { release, .. } | Step::WaitForReady { release, .. } => release.clone(),
+        Step::HelmUpgrade { release, .. }
+        | Step::WaitForReady { release, .. }
+        | Step::WaitForHealthy { release, .. } => release.clone(),
     }
 }
 
@@ -99,6 +101,7 @@ pub fn step_kind(step: &Step) -> &'static str {
         Step::RecreateStatefulSet { .. } => "recreate-stateful-set",
         Step::HelmUpgrade { .. } => "helm-upgrade",
         Step::WaitForReady { .. } => "wait-for-ready",
+        Step::WaitForHealthy { .. } => "wait-for-healthy",
     }
 }
 
@@ -231,6 +234,7 @@ mod tests {
                         release: "data".into(),
                         statefulsets: vec!["db".into()],
                         deployments: vec![],
+                        resources: vec![],
                     },
                 ],
                 pvcs: vec![],

@@ -19,6 +19,7 @@
 //! kube, k8s-openapi, tokio, git2 or hyper; `tests/dependencies.rs`
 //! checks the dependency tree.
 
+pub mod health;
 pub mod journal;
 pub mod manifests;
 pub mod plan;

@@ -5,14 +5,49 @@
 
 use plimsoll_yaml::{self as yaml, Kind, Node};
 
-use crate::state::{ClaimTemplate, DesiredStatefulSet, PvcRetention};
+use serde::{Deserialize, Serialize};
 
-/// StatefulSets and Deployment names found in `helm template` output.
-pub fn workloads_from_manifests(
-    manifests: &str,
-) -> Result<(Vec<DesiredStatefulSet>, Vec<String>), yaml::SyntaxError> {
+use crate::state::{ClaimTemplate, DesiredResource, DesiredStatefulSet, PvcRetention, ResourceRef};
+
+/// What the planner needs of a chart rendered with a release's values.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Workloads {
+    /// StatefulSets, with their claim templates.
+    pub statefulsets: Vec<DesiredStatefulSet>,
+    /// Deployment names.
+    pub deployments: Vec<String>,
+    /// Custom resources (an operator's kinds), as rendered: waited on by
+    /// their health rules after the upgrade.
+    pub custom_resources: Vec<DesiredResource>,
+}
+
+/// A custom resource's apiVersion: a group with a dot that is not one of
+/// Kubernetes' own (`*.k8s.io`).
+fn is_custom(api_version: &str) -> bool {
+    api_version
+        .split_once('/')
+        .is_some_and(|(group, _)| group.contains('.') && !group.ends_with(".k8s.io"))
+}
+
+/// An error in a manifest that is not YAML syntax.
+#[derive(Debug, thiserror::Error)]
+pub enum ManifestError {
+    #[error("{0}")]
+    Syntax(#[from] yaml::SyntaxError),
+    #[error("{kind}/{name}: {error}")]
+    Json {
+        kind: String,
+        name: String,
+        error: yaml::json::JsonError,
+    },
+}
+
+/// StatefulSets, Deployments and custom resources found in `helm
+/// template` output.
+pub fn workloads_from_manifests(manifests: &str) -> Result<Workloads, ManifestError> {
     let mut statefulsets = Vec::new();
     let mut deployments = Vec::new();
+    let mut custom_resources = Vec::new();
     for doc in yaml::parse_documents(manifests.as_bytes(), 0)? {
         let obj = doc.unwrap_document();
         let text = |n: Option<&Node>| {
@@ -62,10 +97,35 @@ pub fn workloads_from_manifests(
                 });
             }
             Some("Deployment") => deployments.push(name),
-            _ => {}
+            Some(kind) => {
+                let api_version = text(obj.get("apiVersion")).unwrap_or_default();
+                if is_custom(&api_version) && !name.is_empty() {
+                    let json = yaml::json::to_json(obj).map_err(|error| ManifestError::Json {
+                        kind: kind.to_string(),
+                        name: name.clone(),
+                        error,
+                    })?;
+                    let object = serde_json::from_str(&json).unwrap_or_default();
+                    custom_resources.push(DesiredResource {
+                        target: ResourceRef {
+                            api_version,
+                            kind: kind.to_string(),
+                            namespace: text(obj.get("metadata").and_then(|m| m.get("namespace")))
+                                .unwrap_or_default(),
+                            name,
+                        },
+                        object,
+                    });
+                }
+            }
+            None => {}
         }
     }
-    Ok((statefulsets, deployments))
+    Ok(Workloads {
+        statefulsets,
+        deployments,
+        custom_resources,
+    })
 }
 
 #[cfg(test)]
@@ -75,7 +135,8 @@ mod tests {
     #[test]
     fn finds_statefulsets_and_their_claims() {
         let manifests = "---\n# Source: c/templates/db.yaml\napiVersion: apps/v1\nkind: StatefulSet\nmetadata:\n  name: db\nspec:\n  replicas: 3\n  volumeClaimTemplates:\n    - metadata:\n        name: data\n      spec:\n        storageClassName: \"fast\"\n        resources:\n          requests:\n            storage: 15Gi\n---\napiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: web\n";
-        let (sts, deps) = workloads_from_manifests(manifests).unwrap();
+        let w = workloads_from_manifests(manifests).unwrap();
+        let (sts, deps) = (w.statefulsets, w.deployments);
         assert_eq!(sts.len(), 1);
         assert_eq!(sts[0].name, "db");
         assert_eq!(sts[0].replicas, 3);
@@ -90,8 +151,18 @@ mod tests {
             "  replicas: 3\n",
             "  replicas: 3\n  persistentVolumeClaimRetentionPolicy:\n    whenDeleted: Retain\n    whenScaled: Delete\n",
         );
-        let (sts, _) = workloads_from_manifests(&with_policy).unwrap();
+        let sts = workloads_from_manifests(&with_policy).unwrap().statefulsets;
         assert!(sts[0].pvc_retention.deletes_when_scaled());
         assert!(!sts[0].pvc_retention.deletes_when_deleted());
+    }
+
+    #[test]
+    fn finds_custom_resources_but_not_kubernetes_own_kinds() {
+        let manifests = "apiVersion: pravega.pravega.io/v1beta1\nkind: PravegaCluster\nmetadata:\n  name: pravega\nspec:\n  version: 0.10.0\n---\napiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata:\n  name: web\n---\napiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: c\n";
+        let w = workloads_from_manifests(manifests).unwrap();
+        assert_eq!(w.custom_resources.len(), 1);
+        let cr = &w.custom_resources[0];
+        assert_eq!(cr.target.kind, "PravegaCluster");
+        assert_eq!(cr.object["spec"]["version"], "0.10.0");
     }
 }

@@ -126,6 +126,19 @@ pub struct DesiredRelease {
     /// Operator resource patches the stack file declares for the release.
     #[serde(default)]
     pub patches: Vec<DesiredPatch>,
+    /// Custom resources the chart renders: after the upgrade, the plan
+    /// waits until each is current by its health rule.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub custom_resources: Vec<DesiredResource>,
+}
+
+/// A resource a chart renders, as rendered (the desired object a health
+/// rule may compare with).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct DesiredResource {
+    #[serde(flatten)]
+    pub target: ResourceRef,
+    pub object: serde_json::Value,
 }
 
 /// A JSON patch (RFC 6902) a release declares for one resource.

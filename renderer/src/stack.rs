@@ -25,6 +25,11 @@
 //! catalog:                             # known versions: allowed upgrade paths
 //!   thingpark-data: [2.2.1, 2.2.2, 3.0.0]
 //! redact: ["*_dsn", licence]            # more secret keys (case-insensitive globs)
+//! health:                              # CEL health rules per group/kind (Flux's healthCheckExprs)
+//!   - apiVersion: example.com/v1
+//!     kind: Widget
+//!     current: status.phase == 'Ready' && status.version == desired.spec.version
+//!     failed: status.phase == 'Failed'
 //! ```
 
 use std::collections::{BTreeMap, HashMap};
@@ -102,6 +107,20 @@ pub struct Stack {
     /// Key patterns whose values are secret, beside the built-in ones
     /// (case-insensitive globs, `*` any run of characters).
     pub redact: Vec<String>,
+    /// Health rules for custom resources, by group and kind.
+    pub health: Vec<HealthDecl>,
+}
+
+/// A health rule as declared: CEL text, compiled (and its errors reported
+/// at `line:column`) by the planner's health module.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HealthDecl {
+    pub api_version: String,
+    pub kind: String,
+    pub current: String,
+    pub failed: Option<String>,
+    pub line: u32,
+    pub column: u32,
 }
 
 /// The variable values a render uses.
@@ -199,6 +218,7 @@ pub fn parse(file: &str, bytes: &[u8]) -> Result<Stack, StackError> {
             "releases",
             "catalog",
             "redact",
+            "health",
         ],
         "the stack file",
     )?;
@@ -231,6 +251,7 @@ pub fn parse(file: &str, bytes: &[u8]) -> Result<Stack, StackError> {
     }
     let catalog = parse_catalog(&r, &root)?;
     let redact = parse_redact(&r, &root)?;
+    let health = parse_health(&r, &root)?;
     let stages = order_stages(&r, &root, stage_decl, &releases)?;
     releases.sort_by_key(|rel| {
         stages
@@ -246,7 +267,58 @@ pub fn parse(file: &str, bytes: &[u8]) -> Result<Stack, StackError> {
         releases,
         catalog,
         redact,
+        health,
     })
+}
+
+/// `health:` rules: `apiVersion` (a group with a dot), `kind`, CEL
+/// `current` and optional `failed`.
+fn parse_health(r: &Reader<'_>, root: &Node) -> Result<Vec<HealthDecl>, StackError> {
+    let Some(list) = root.get("health") else {
+        return Ok(Vec::new());
+    };
+    let mut out: Vec<HealthDecl> = Vec::new();
+    for item in r.seq(list, "health")? {
+        let m = r.map(item, "a health rule")?;
+        r.check_keys(
+            m,
+            &["apiVersion", "kind", "current", "failed"],
+            "a health rule",
+        )?;
+        let field = |k: &str| -> Result<String, StackError> {
+            let n = m
+                .get(k)
+                .ok_or_else(|| r.err(m, format!("a health rule needs {k}")))?;
+            r.string(n, k)
+        };
+        let api_version = field("apiVersion")?;
+        let kind = field("kind")?;
+        let current = field("current")?;
+        let failed = m.get("failed").map(|n| r.string(n, "failed")).transpose()?;
+        let group = api_version.split('/').next().unwrap_or("");
+        if !group.contains('.') {
+            return Err(r.err(
+                m.get("apiVersion").unwrap_or(m),
+                format!("health rule apiVersion {api_version:?}: a custom resource's group (`example.com/v1`)"),
+            ));
+        }
+        if out
+            .iter()
+            .any(|h| h.kind == kind && h.api_version.split('/').next() == Some(group))
+        {
+            return Err(r.err(m, format!("a second health rule for {group} {kind}")));
+        }
+        let at = m.get("current").unwrap_or(m);
+        out.push(HealthDecl {
+            api_version,
+            kind,
+            current,
+            failed,
+            line: at.origin.line,
+            column: at.origin.column,
+        });
+    }
+    Ok(out)
 }
 
 /// `redact:` more secret key patterns: letters, digits, `_ - . *`.

@@ -8,10 +8,11 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
+use plimsoll_planner::health::{HealthRuleSpec, HealthRules};
 use plimsoll_planner::journal::digest;
 use plimsoll_planner::plan::{values_diff, AttributedChange, ValuesSinceBase};
 use plimsoll_planner::redact::{Redactor, Scrubber};
-use plimsoll_planner::state::{DesiredPatch, DesiredRelease, ResourceRef};
+use plimsoll_planner::state::{DesiredPatch, DesiredRelease, DesiredResource, ResourceRef};
 use plimsoll_planner::version::Catalog;
 use plimsoll_renderer::render::{self, Rendered, RenderedRelease};
 use rayon::prelude::*;
@@ -32,6 +33,8 @@ pub struct DesiredState {
     pub redactor: Redactor,
     /// The desired state's secret strings, removed from free text.
     pub scrubber: Scrubber,
+    /// The stack's health rules, compiled, and the built-ins.
+    pub health: std::sync::Arc<HealthRules>,
     pub rendered: Rendered,
     /// Sha-256 of everything a sync applies (values, charts, versions,
     /// patches): the journal resumes only a plan for the same digest.
@@ -168,7 +171,21 @@ pub fn load(source: &StackSource, rev: Option<&str>, helm: &Path) -> anyhow::Res
     for ((r, p), w) in rendered.releases.iter().zip(prepared).zip(workloads) {
         let name = &r.release.name;
         let values = values.next().unwrap_or_default();
-        let (statefulsets, deployments) = w?;
+        let Workloads {
+            statefulsets,
+            deployments,
+            custom_resources,
+        } = w?;
+        // A rendered resource without a namespace is in the release's.
+        let custom_resources: Vec<DesiredResource> = custom_resources
+            .into_iter()
+            .map(|mut c| {
+                if c.target.namespace.is_empty() {
+                    c.target.namespace = r.release.namespace.clone();
+                }
+                c
+            })
+            .collect();
         let patches = r
             .release
             .patches
@@ -213,14 +230,17 @@ pub fn load(source: &StackSource, rev: Option<&str>, helm: &Path) -> anyhow::Res
             statefulsets,
             deployments,
             patches,
+            custom_resources,
         });
     }
     let redactor = Redactor::with_patterns(&stack.redact);
+    let health = std::sync::Arc::new(health_rules(&stack).map_err(|e| e.context(UnusableContent))?);
     let scrubber = scrubber_for(&redactor, &releases);
     Ok(DesiredState {
         stack_name: stack.name.clone(),
         redactor,
         scrubber,
+        health,
         revision: revision.as_ref().map(|r| r.commit.clone()),
         releases,
         sources,
@@ -240,6 +260,23 @@ pub fn load(source: &StackSource, rev: Option<&str>, helm: &Path) -> anyhow::Res
         rendered,
         _workdir: workdir,
     })
+}
+
+/// The stack file's health rules, compiled (a rule that does not compile
+/// is an error at its position).
+fn health_rules(stack: &plimsoll_renderer::stack::Stack) -> anyhow::Result<HealthRules> {
+    let specs: Vec<HealthRuleSpec> = stack
+        .health
+        .iter()
+        .map(|h| HealthRuleSpec {
+            api_version: h.api_version.clone(),
+            kind: h.kind.clone(),
+            current: h.current.clone(),
+            failed: h.failed.clone(),
+            at: format!("{}:{}:{}", crate::source::STACK_FILE, h.line, h.column),
+        })
+        .collect();
+    Ok(HealthRules::compile(&specs)?)
 }
 
 /// Every secret string of the releases' values and declared patches.

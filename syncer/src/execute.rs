@@ -21,10 +21,11 @@ use std::time::{Duration, Instant};
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::PersistentVolumeClaim;
 use kube::api::{Api, DeleteParams, Patch, PatchParams};
+use plimsoll_planner::health::{Health, HealthRules};
 use plimsoll_planner::journal::{step_kind, Journal, JournalError, JournalStatus, JournalStep};
 use plimsoll_planner::plan::Step;
 use plimsoll_planner::redact::{Redactor, Scrubber};
-use plimsoll_planner::state::{quantity_bytes, DesiredPatch, ResourceRef};
+use plimsoll_planner::state::{quantity_bytes, DesiredPatch, DesiredResource, ResourceRef};
 
 use crate::journal_store::{self, JournalLocation, StoreError};
 use crate::lease::LeaseCheck;
@@ -89,6 +90,10 @@ pub enum StepError {
     Timeout(String),
     #[error("{0}")]
     Helm(String),
+    /// A resource waited on failed by its health rule (the operator's own
+    /// reason).
+    #[error("{0}")]
+    ResourceFailed(String),
     /// A step the cluster cannot perform as planned (a kind not served, a
     /// bad quantity, a release without rendered values).
     #[error("{0}")]
@@ -199,6 +204,10 @@ pub struct Executor {
     /// its journal carry them redacted.
     pub patches: Vec<DesiredPatch>,
     pub redactor: Redactor,
+    /// How resources waited on are judged.
+    pub health: Arc<HealthRules>,
+    /// The custom resources as rendered (what a health rule compares with).
+    pub custom_resources: Vec<DesiredResource>,
     /// Removes the desired state's secrets from every line and message.
     pub scrubber: Scrubber,
     pub journal_at: JournalLocation,
@@ -410,12 +419,39 @@ impl Executor {
                 namespace,
                 statefulsets,
                 deployments,
+                resources,
                 ..
             } => {
-                self.wait_for_ready(namespace, statefulsets, deployments)
+                self.wait_for_ready(namespace, statefulsets, deployments, resources)
                     .await
             }
+            Step::WaitForHealthy {
+                namespace,
+                resources,
+                ..
+            } => self.wait_for_ready(namespace, &[], &[], resources).await,
         }
+    }
+
+    /// The health of a resource by the stack's rules; `Err` with why it
+    /// cannot be read (missing, not served).
+    async fn resource_health(&self, target: &ResourceRef) -> Result<Health, String> {
+        let api = match crate::observe::api_for(&self.client, target).await {
+            Ok(Some(api)) => api,
+            Ok(None) => return Err("the kind is not served (is its CRD installed?)".into()),
+            Err(e) => return Err(e.to_string()),
+        };
+        let object = match api.get_opt(&target.name).await {
+            Ok(Some(o)) => serde_json::to_value(&o).map_err(|e| e.to_string())?,
+            Ok(None) => return Err("missing".into()),
+            Err(e) => return Err(e.to_string()),
+        };
+        let desired = self
+            .custom_resources
+            .iter()
+            .find(|c| c.target == *target)
+            .map(|c| &c.object);
+        Ok(self.health.health(&object, desired))
     }
 
     async fn expand_pvc(&self, ns: &str, name: &str, to: &str) -> Result<bool, StepError> {
@@ -679,11 +715,15 @@ impl Executor {
         Ok(true)
     }
 
+    /// Until the StatefulSets and Deployments are ready and every resource
+    /// is current by its health rule; a resource that *failed* stops the
+    /// wait at once with its own reason.
     async fn wait_for_ready(
         &self,
         ns: &str,
         statefulsets: &[String],
         deployments: &[String],
+        resources: &[ResourceRef],
     ) -> Result<bool, StepError> {
         let sts_api: Api<StatefulSet> = Api::namespaced(self.client.clone(), ns);
         let dep_api: Api<Deployment> = Api::namespaced(self.client.clone(), ns);
@@ -712,6 +752,17 @@ impl Executor {
                     }
                     Ok(None) => waiting.push(format!("deployment/{name}: missing")),
                     Err(e) => waiting.push(format!("deployment/{name}: {e}")),
+                }
+            }
+            for r in resources {
+                let what = format!("{}/{}", r.kind, r.name);
+                match self.resource_health(r).await {
+                    Ok(Health::Current) => {}
+                    Ok(Health::InProgress(why)) => waiting.push(format!("{what}: {why}")),
+                    Ok(Health::Failed(why)) => {
+                        return Err(StepError::ResourceFailed(format!("{what} failed: {why}")))
+                    }
+                    Err(why) => waiting.push(format!("{what}: {why}")),
                 }
             }
             if waiting.is_empty() {

@@ -5,7 +5,6 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
 use plimsoll_planner::journal::digest;
-use plimsoll_planner::state::DesiredStatefulSet;
 use plimsoll_renderer::stack::Release;
 
 /// The helm executable: the flag, then `$PLIMSOLL_HELM`, then `helm`.
@@ -15,9 +14,7 @@ pub fn helm_executable(flag: Option<&Path>) -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("helm"))
 }
 
-/// What the planner needs of a chart rendered with a release's values:
-/// its StatefulSets (with claim templates) and Deployments.
-pub type Workloads = (Vec<DesiredStatefulSet>, Vec<String>);
+pub use plimsoll_planner::manifests::Workloads;
 
 /// Renders the chart with the release's values (`helm template`) to learn
 /// its workloads.

@@ -443,6 +443,12 @@ impl Prepared {
                 .flat_map(|r| r.patches.iter().cloned())
                 .collect(),
             redactor: desired.redactor.clone(),
+            health: desired.health.clone(),
+            custom_resources: desired
+                .releases
+                .iter()
+                .flat_map(|r| r.custom_resources.iter().cloned())
+                .collect(),
             scrubber: desired.scrubber.clone(),
             journal_at: self.journal_at.clone(),
             stop,

@@ -135,6 +135,7 @@ async fn observes_a_helm_installed_data_stack_and_plans_its_scale_up() {
         ],
         deployments: vec![],
         patches: vec![],
+        custom_resources: vec![],
     }];
     let p = plan(&desired, &observed, &PlanOptions::default());
     assert!(p.refusals.is_empty(), "{:?}", p.refusals);
@@ -153,6 +154,7 @@ async fn observes_a_helm_installed_data_stack_and_plans_its_scale_up() {
             Step::HelmUpgrade { .. } => "upgrade".into(),
             Step::WaitForReady { .. } => "ready".into(),
             Step::PatchResource { target, .. } => format!("patch {}", target.name),
+            Step::WaitForHealthy { resources, .. } => format!("healthy {}", resources.len()),
         })
         .collect();
     assert_eq!(

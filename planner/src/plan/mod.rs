@@ -72,6 +72,17 @@ pub enum Step {
         release: String,
         statefulsets: Vec<String>,
         deployments: Vec<String>,
+        /// Custom resources the chart renders, current by their health
+        /// rules.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        resources: Vec<ResourceRef>,
+    },
+    /// After declared patches: until each patched resource is current by
+    /// its health rule (the operator acted on the patch).
+    WaitForHealthy {
+        namespace: String,
+        release: String,
+        resources: Vec<ResourceRef>,
     },
 }
 
@@ -231,6 +242,7 @@ impl Step {
             Step::WaitForReady {
                 statefulsets,
                 deployments,
+                resources,
                 ..
             } => format!(
                 "wait until ready: {}",
@@ -238,6 +250,15 @@ impl Step {
                     .iter()
                     .map(|s| format!("statefulset/{s}"))
                     .chain(deployments.iter().map(|d| format!("deployment/{d}")))
+                    .chain(resources.iter().map(|r| format!("{}/{}", r.kind, r.name)))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+            Step::WaitForHealthy { resources, .. } => format!(
+                "wait until current by their health rules: {}",
+                resources
+                    .iter()
+                    .map(|r| format!("{}/{}", r.kind, r.name))
                     .collect::<Vec<_>>()
                     .join(", ")
             ),
@@ -269,6 +290,21 @@ pub fn plan(desired: &[DesiredRelease], observed: &ObservedState, options: &Plan
         upgrades::check_version(d, live, options, &mut out);
         let volumes = volumes::plan_volumes(d, observed, options.strict, &mut rp, &mut out);
         patches::plan_patches(d, observed, &options.redactor, &mut rp, &mut out);
+        let patched: Vec<ResourceRef> = rp
+            .steps
+            .iter()
+            .filter_map(|s| match s {
+                Step::PatchResource { target, .. } => Some(target.clone()),
+                _ => None,
+            })
+            .collect();
+        if !patched.is_empty() {
+            rp.steps.push(Step::WaitForHealthy {
+                namespace: d.namespace.clone(),
+                release: d.name.clone(),
+                resources: patched,
+            });
+        }
         volumes.push_recreates(d, &mut rp);
         upgrades::plan_upgrade(
             d,
@@ -284,6 +320,11 @@ pub fn plan(desired: &[DesiredRelease], observed: &ObservedState, options: &Plan
                 release: d.name.clone(),
                 statefulsets: d.statefulsets.iter().map(|s| s.name.clone()).collect(),
                 deployments: d.deployments.clone(),
+                resources: d
+                    .custom_resources
+                    .iter()
+                    .map(|c| c.target.clone())
+                    .collect(),
             });
             out.releases.push(rp);
         }
