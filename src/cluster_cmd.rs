@@ -94,7 +94,13 @@ pub fn plan(
             serde_json::from_str(&text)
                 .with_context(|| format!("{} is not a Plimsoll snapshot", path.display()))?
         }
-        None => observe_cluster(common, cluster, &desired.patch_targets())?,
+        None => {
+            let ns = namespaces(common, cluster)?;
+            runtime()?.block_on(async {
+                let client = plimsoll_syncer::client::connect(&cluster.options()).await?;
+                sync::observe_desired(&client, &desired, &ns).await
+            })?
+        }
     };
     let options = plan::PlanOptions {
         strict,

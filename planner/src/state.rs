@@ -15,6 +15,11 @@ pub struct ObservedState {
     /// Resources the stack file declares patches for (operator resources).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub resources: Vec<ObservedResource>,
+    /// The health of the custom resources the desired releases render, by
+    /// the stack's rules (read with the desired state; absent from
+    /// snapshots taken without it).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub health: Vec<ObservedHealth>,
 }
 
 /// A resource addressed by API version, kind, namespace and name.
@@ -130,6 +135,15 @@ pub struct DesiredRelease {
     /// waits until each is current by its health rule.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub custom_resources: Vec<DesiredResource>,
+}
+
+/// A resource's health as read.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ObservedHealth {
+    #[serde(flatten)]
+    pub target: ResourceRef,
+    #[serde(flatten)]
+    pub health: crate::health::Health,
 }
 
 /// A resource a chart renders, as rendered (the desired object a health

@@ -729,7 +729,9 @@ impl Executor {
         let dep_api: Api<Deployment> = Api::namespaced(self.client.clone(), ns);
         let start = Instant::now();
         let mut first = true;
-        let mut last_report = Instant::now();
+        // What is waited on is said when it changes (the condition now),
+        // and every 5 s.
+        let mut last_report: Option<(Instant, String)> = None;
         loop {
             let mut waiting = Vec::new();
             for name in statefulsets {
@@ -780,9 +782,13 @@ impl Executor {
                     waiting.join("; ")
                 )));
             }
-            if last_report.elapsed() > Duration::from_secs(5) {
-                self.say(&format!("  waiting: {}", waiting.join("; ")));
-                last_report = Instant::now();
+            let now = waiting.join("; ");
+            let due = last_report
+                .as_ref()
+                .is_none_or(|(at, said)| *said != now || at.elapsed() > Duration::from_secs(5));
+            if due {
+                self.say(&format!("  waiting: {now}"));
+                last_report = Some((Instant::now(), now));
             }
             tokio::time::sleep(self.settings.poll).await;
         }

@@ -259,3 +259,32 @@ pub async fn observe_resources(
     }
     Ok(out)
 }
+
+/// The health of each custom resource the desired releases render, by the
+/// stack's rules (a resource not there yet, or whose kind is not served,
+/// is in progress).
+pub async fn observe_health(
+    client: &kube::Client,
+    rules: &plimsoll_planner::health::HealthRules,
+    resources: &[plimsoll_planner::state::DesiredResource],
+) -> Result<Vec<plimsoll_planner::state::ObservedHealth>, ObserveError> {
+    use plimsoll_planner::health::Health;
+    let mut out = Vec::new();
+    for r in resources {
+        let health = match api_for(client, &r.target).await? {
+            None => Health::InProgress("the kind is not served (is its CRD installed?)".into()),
+            Some(api) => match api.get_opt(&r.target.name).await? {
+                None => Health::InProgress("not created yet".into()),
+                Some(o) => {
+                    let object = serde_json::to_value(&o).unwrap_or_default();
+                    rules.health(&object, Some(&r.object))
+                }
+            },
+        };
+        out.push(plimsoll_planner::state::ObservedHealth {
+            target: r.target.clone(),
+            health,
+        });
+    }
+    Ok(out)
+}

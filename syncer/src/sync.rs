@@ -177,23 +177,38 @@ async fn ensure_namespace(client: &kube::Client, name: &str) -> anyhow::Result<(
     }
 }
 
-/// Observes what the desired state touches and plans against it.
+/// Observes what the desired state touches (its custom resources' health
+/// included) and plans against it.
 pub async fn observe_and_plan(
     client: &kube::Client,
     desired: &DesiredState,
     opts: &SyncOptions,
 ) -> anyhow::Result<Plan> {
-    let observed = crate::observe::observe(
-        client,
-        &opts.namespaces_for(desired),
-        &desired.patch_targets(),
-    )
-    .await?;
+    let observed = observe_desired(client, desired, &opts.namespaces_for(desired)).await?;
     Ok(plan::plan(
         &desired.releases,
         &observed,
         &opts.plan_options(desired),
     ))
+}
+
+/// The observed state for `desired`: the namespaces' releases and
+/// workloads, the declared patch targets, and the health of the custom
+/// resources the releases render.
+pub async fn observe_desired(
+    client: &kube::Client,
+    desired: &DesiredState,
+    namespaces: &[String],
+) -> anyhow::Result<plimsoll_planner::state::ObservedState> {
+    let mut observed =
+        crate::observe::observe(client, namespaces, &desired.patch_targets()).await?;
+    let resources: Vec<_> = desired
+        .releases
+        .iter()
+        .flat_map(|r| r.custom_resources.iter().cloned())
+        .collect();
+    observed.health = crate::observe::observe_health(client, &desired.health, &resources).await?;
+    Ok(observed)
 }
 
 /// What [`prepare`] decided (one value per sync: its size does not matter).

@@ -314,7 +314,25 @@ pub fn plan(desired: &[DesiredRelease], observed: &ObservedState, options: &Plan
             &mut rp,
             &mut out,
         );
-        if !rp.steps.is_empty() {
+        // A custom resource that is not current (an operator still at work,
+        // or failed) is waited on even when nothing else changes, so that
+        // a later stage never starts before it settles.
+        let unsettled: Vec<&crate::state::ObservedHealth> = d
+            .custom_resources
+            .iter()
+            .filter_map(|c| observed.health.iter().find(|h| h.target == c.target))
+            .filter(|h| !h.health.is_current())
+            .collect();
+        for h in &unsettled {
+            out.warnings.push(format!(
+                "{}: {}/{} is {}",
+                d.name,
+                h.target.kind,
+                h.target.name,
+                h.health.describe()
+            ));
+        }
+        if !rp.steps.is_empty() || !unsettled.is_empty() {
             rp.steps.push(Step::WaitForReady {
                 namespace: d.namespace.clone(),
                 release: d.name.clone(),

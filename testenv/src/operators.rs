@@ -1,0 +1,241 @@
+//! Stand-ins for operators: background tasks that act on real custom
+//! resources (their CRDs installed in the real API server) as the
+//! upstream documentation says the operator does. Dropping the handle
+//! stops it.
+//!
+//! - [`PravegaOperator`]: on a `spec.version` change, `Upgrading=True`
+//!   with reason `Updating Segmentstore` and the number of upgraded
+//!   segment stores as its message, one pod at a time; then
+//!   `currentVersion` set and `Upgrading=False` (pravega-operator
+//!   doc/upgrade-cluster.md, api/v1beta1/status.go). Told to fail, it
+//!   reports `Error=True` with reason `UpgradeFailed` as the operator does.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{Api, ApiResource, DynamicObject, ListParams, Patch, PatchParams, PostParams};
+use serde_json::{json, Value};
+
+/// The PravegaCluster CRD, trimmed to what is used: a structural schema
+/// with `spec.version` and the status subresource.
+pub async fn install_pravega_crd(client: &kube::Client) -> Result<(), kube::Error> {
+    let crd: CustomResourceDefinition = serde_json::from_value(json!({
+        "apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+        "metadata": {"name": "pravegaclusters.pravega.pravega.io"},
+        "spec": {"group": "pravega.pravega.io", "scope": "Namespaced",
+            "names": {"plural": "pravegaclusters", "singular": "pravegacluster",
+                      "kind": "PravegaCluster", "shortNames": ["pk"]},
+            "versions": [{"name": "v1beta1", "served": true, "storage": true,
+                "subresources": {"status": {}},
+                "schema": {"openAPIV3Schema": {"type": "object", "properties": {
+                    "spec": {"type": "object", "x-kubernetes-preserve-unknown-fields": true,
+                             "properties": {"version": {"type": "string"}}},
+                    "status": {"type": "object", "x-kubernetes-preserve-unknown-fields": true}}}}}]}
+    }))
+    .expect("CRD object");
+    match Api::<CustomResourceDefinition>::all(client.clone())
+        .create(&PostParams::default(), &crd)
+        .await
+    {
+        Ok(_) => {}
+        Err(kube::Error::Api(s)) if s.code == 409 => {}
+        Err(e) => return Err(e),
+    }
+    // Served once established.
+    let api = pravega_api(client, "default");
+    for _ in 0..100 {
+        if api.list(&ListParams::default()).await.is_ok() {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Ok(())
+}
+
+pub fn pravega_api(client: &kube::Client, namespace: &str) -> Api<DynamicObject> {
+    let ar = ApiResource {
+        group: "pravega.pravega.io".into(),
+        version: "v1beta1".into(),
+        api_version: "pravega.pravega.io/v1beta1".into(),
+        kind: "PravegaCluster".into(),
+        plural: "pravegaclusters".into(),
+    };
+    Api::namespaced_with(client.clone(), namespace, &ar)
+}
+
+/// What the Pravega operator stand-in does.
+#[derive(Clone, Debug)]
+pub struct PravegaBehaviour {
+    /// Time per upgraded segment store pod.
+    pub pod_delay: Duration,
+    /// Upgrades to this version fail (`UpgradeFailed`) after the first pod.
+    pub fail_upgrade_to: Option<String>,
+}
+
+impl Default for PravegaBehaviour {
+    fn default() -> PravegaBehaviour {
+        PravegaBehaviour {
+            pod_delay: Duration::from_millis(700),
+            fail_upgrade_to: None,
+        }
+    }
+}
+
+pub struct PravegaOperator {
+    pub behaviour: Arc<Mutex<PravegaBehaviour>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for PravegaOperator {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// An upgrade in progress: how many pods are done, since when.
+struct Upgrade {
+    target: String,
+    done: i64,
+    since: Instant,
+}
+
+impl PravegaOperator {
+    pub async fn start(
+        client: kube::Client,
+        namespace: &str,
+        behaviour: PravegaBehaviour,
+    ) -> PravegaOperator {
+        let behaviour = Arc::new(Mutex::new(behaviour));
+        let b = behaviour.clone();
+        let api = pravega_api(&client, namespace);
+        let task = tokio::spawn(async move {
+            let mut upgrades: HashMap<String, Upgrade> = HashMap::new();
+            loop {
+                if let Ok(list) = api.list(&ListParams::default()).await {
+                    let b = b.lock().map(|b| b.clone()).unwrap_or_default();
+                    for cr in list {
+                        let _ = reconcile(&api, &cr, &b, &mut upgrades).await;
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(150)).await;
+            }
+        });
+        PravegaOperator { behaviour, task }
+    }
+}
+
+fn condition(t: &str, status: bool, reason: &str, message: &str) -> Value {
+    json!({"type": t, "status": if status { "True" } else { "False" },
+           "reason": reason, "message": message,
+           "lastTransitionTime": k8s_openapi::jiff::Timestamp::now().to_string()})
+}
+
+async fn set_status(api: &Api<DynamicObject>, name: &str, status: Value) -> Result<(), kube::Error> {
+    api.patch_status(
+        name,
+        &PatchParams::default(),
+        &Patch::Merge(&json!({"status": status})),
+    )
+    .await
+    .map(|_| ())
+}
+
+async fn reconcile(
+    api: &Api<DynamicObject>,
+    cr: &DynamicObject,
+    b: &PravegaBehaviour,
+    upgrades: &mut HashMap<String, Upgrade>,
+) -> Result<(), kube::Error> {
+    let name = cr.metadata.name.clone().unwrap_or_default();
+    let want = cr.data["spec"]["version"].as_str().unwrap_or("").to_string();
+    let replicas = cr.data["spec"]["pravega"]["segmentStoreReplicas"]
+        .as_i64()
+        .unwrap_or(3);
+    let status = &cr.data["status"];
+    let current = status["currentVersion"].as_str().unwrap_or("").to_string();
+    let failed = status["conditions"]
+        .as_array()
+        .is_some_and(|c| c.iter().any(|c| c["type"] == "Error" && c["status"] == "True"));
+    if current.is_empty() {
+        // A new cluster: created at its version.
+        return set_status(
+            api,
+            &name,
+            json!({"currentVersion": want, "conditions": [
+                condition("PodsReady", true, "", ""),
+                condition("Upgrading", false, "", ""),
+                condition("Error", false, "", "")]}),
+        )
+        .await;
+    }
+    if want == current {
+        upgrades.remove(&name);
+        return Ok(());
+    }
+    if failed && b.fail_upgrade_to.as_deref() == Some(want.as_str()) {
+        return Ok(());
+    }
+    let up = upgrades.entry(name.clone()).or_insert_with(|| Upgrade {
+        target: want.clone(),
+        done: 0,
+        since: Instant::now(),
+    });
+    if up.target != want {
+        *up = Upgrade {
+            target: want.clone(),
+            done: 0,
+            since: Instant::now(),
+        };
+    }
+    if up.since.elapsed() < b.pod_delay {
+        if up.done == 0 {
+            return set_status(
+                api,
+                &name,
+                json!({"targetVersion": want, "conditions": [
+                    condition("PodsReady", false, "", ""),
+                    condition("Upgrading", true, "Updating Segmentstore", "0"),
+                    condition("Error", false, "", "")]}),
+            )
+            .await;
+        }
+        return Ok(());
+    }
+    if b.fail_upgrade_to.as_deref() == Some(want.as_str()) {
+        return set_status(
+            api,
+            &name,
+            json!({"conditions": [
+                condition("PodsReady", false, "", ""),
+                condition("Upgrading", false, "", ""),
+                condition("Error", true, "UpgradeFailed",
+                    &format!("failed to sync segmentstore version. pod {name}-pravega-segmentstore-0 is restarting"))]}),
+        )
+        .await;
+    }
+    up.done += 1;
+    up.since = Instant::now();
+    if up.done < replicas {
+        return set_status(
+            api,
+            &name,
+            json!({"conditions": [
+                condition("PodsReady", false, "", ""),
+                condition("Upgrading", true, "Updating Segmentstore", &up.done.to_string()),
+                condition("Error", false, "", "")]}),
+        )
+        .await;
+    }
+    upgrades.remove(&name);
+    set_status(
+        api,
+        &name,
+        json!({"currentVersion": want, "conditions": [
+            condition("PodsReady", true, "", ""),
+            condition("Upgrading", false, "", ""),
+            condition("Error", false, "", "")]}),
+    )
+    .await
+}

@@ -1,0 +1,196 @@
+//! Operator-aware transitions on the real control plane: the custom
+//! resources a chart renders are waited on by their health rules, with
+//! operator stand-ins acting on real CRDs (`testenv/src/operators.rs`).
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+use plimsoll_testenv::operators::{install_pravega_crd, pravega_api, PravegaBehaviour, PravegaOperator};
+use plimsoll_testenv::{on_both_versions, Cluster, Env};
+
+mod support;
+use support::copy_dir;
+
+const NS: &str = "streaming";
+
+struct Site {
+    cluster: Cluster,
+    operator: PravegaOperator,
+    repo: tempfile::TempDir,
+}
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).to_path_buf()
+}
+
+impl Site {
+    async fn start(behaviour: PravegaBehaviour) -> Option<Site> {
+        let env = Env::require()?;
+        let cluster = Cluster::start(&env, NS).await.expect("cluster");
+        install_pravega_crd(&cluster.client).await.expect("CRD");
+        let operator = PravegaOperator::start(cluster.client.clone(), NS, behaviour).await;
+        let repo = tempfile::tempdir().unwrap();
+        copy_dir(
+            &root().join("fixtures/charts/test-pravega-1.0.0"),
+            &repo.path().join("charts/test-pravega"),
+        );
+        copy_dir(
+            &root().join("fixtures/charts/test-app-1.0.0"),
+            &repo.path().join("charts/test-app"),
+        );
+        std::fs::write(
+            repo.path().join("plimsoll.yaml"),
+            format!(
+                "name: streaming\nvariables:\n  pravega: {{values: ['0.9.0', '0.10.0'], default: '0.9.0'}}\n\
+                 stages: [data, application]\nreleases:\n\
+                 \x20 - name: pravega\n    chart: charts/test-pravega\n    version: 1.0.0\n    namespace: {NS}\n    stage: data\n    layers: [pravega-${{pravega}}.yaml]\n\
+                 \x20 - name: app\n    chart: charts/test-app\n    version: 1.0.0\n    namespace: {NS}\n    stage: application\n    layers: [app-${{pravega}}.yaml]\n"
+            ),
+        )
+        .unwrap();
+        for v in ["0.9.0", "0.10.0"] {
+            std::fs::write(repo.path().join(format!("pravega-{v}.yaml")), format!("version: {v}\n")).unwrap();
+            // The application follows the platform: its values change too.
+            std::fs::write(
+                repo.path().join(format!("app-{v}.yaml")),
+                format!("twa:\n  replicaCount: 1\n  streamVersion: {v}\nlrc:\n  replicaCount: 1\n"),
+            )
+            .unwrap();
+        }
+        Some(Site {
+            cluster,
+            operator,
+            repo,
+        })
+    }
+
+    fn sync(&self, version: &str, extra: &[&str]) -> Output {
+        Command::new(env!("CARGO_BIN_EXE_plimsoll"))
+            .current_dir(self.repo.path())
+            .args(["sync", "--yes", "--set", &format!("pravega={version}")])
+            .args(extra)
+            .args(["--kubeconfig", &self.cluster.cp.kubeconfig.display().to_string()])
+            .args(["--helm", &self.cluster.cp.helm.display().to_string()])
+            .output()
+            .unwrap()
+    }
+
+    async fn current_version(&self) -> String {
+        pravega_api(&self.cluster.client, NS)
+            .get("pravega")
+            .await
+            .unwrap()
+            .data["status"]["currentVersion"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
+    }
+
+    async fn app_revisions(&self) -> usize {
+        let api: kube::Api<k8s_openapi::api::core::v1::Secret> =
+            kube::Api::namespaced(self.cluster.client.clone(), NS);
+        api.list(&kube::api::ListParams::default().labels("owner=helm,name=app"))
+            .await
+            .unwrap()
+            .items
+            .len()
+    }
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "exit {:?}\n--- stdout\n{}\n--- stderr\n{}",
+        o.status.code(),
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+on_both_versions! {
+/// The upgrade of a PravegaCluster completes only when the operator says
+/// so (`currentVersion`, `Upgrading=False`), and the application stage
+/// starts after it.
+async fn a_pravega_upgrade_waits_for_the_operator_before_the_next_stage() {
+    let Some(site) = Site::start(PravegaBehaviour::default()).await else {
+        return;
+    };
+    let o = site.sync("0.9.0", &[]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert_eq!(site.current_version().await, "0.9.0");
+    assert_eq!(site.app_revisions().await, 1);
+
+    let plan = Command::new(env!("CARGO_BIN_EXE_plimsoll"))
+        .current_dir(site.repo.path())
+        .args(["plan", "--set", "pravega=0.10.0"])
+        .args(["--kubeconfig", &site.cluster.cp.kubeconfig.display().to_string()])
+        .args(["--helm", &site.cluster.cp.helm.display().to_string()])
+        .output()
+        .unwrap();
+    let plan_text = String::from_utf8_lossy(&plan.stdout);
+    assert!(
+        plan_text.contains("wait until ready: PravegaCluster/pravega"),
+        "the plan waits on the custom resource: {}",
+        text(&plan)
+    );
+
+    let started = Instant::now();
+    let o = site.sync("0.10.0", &[]);
+    assert!(o.status.success(), "{}", text(&o));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("PravegaCluster/pravega: Upgrading: Updating Segmentstore"),
+        "progress shows the condition now: {}",
+        text(&o)
+    );
+    // Three segment stores, one at a time: the sync waited for them.
+    assert!(started.elapsed() >= Duration::from_secs(2), "{:?}", started.elapsed());
+    assert_eq!(site.current_version().await, "0.10.0", "the operator finished first");
+    assert_eq!(site.app_revisions().await, 2, "then the application stage ran");
+    drop(site.operator);
+}
+}
+
+on_both_versions! {
+/// A failing operator upgrade stops the sync with the operator's own
+/// reason; the application stage is untouched; once the operator
+/// recovers, the next sync waits for it and finishes.
+async fn a_failing_operator_upgrade_stops_the_sync_with_its_reason() {
+    let behaviour = PravegaBehaviour {
+        fail_upgrade_to: Some("0.10.0".into()),
+        ..PravegaBehaviour::default()
+    };
+    let Some(site) = Site::start(behaviour).await else {
+        return;
+    };
+    let o = site.sync("0.9.0", &[]);
+    assert!(o.status.success(), "{}", text(&o));
+    let o = site.sync("0.10.0", &[]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("PravegaCluster/pravega failed: UpgradeFailed: failed to sync segmentstore version. pod pravega-pravega-segmentstore-0 is restarting"),
+        "{}",
+        text(&o)
+    );
+    assert_eq!(site.app_revisions().await, 1, "the application stage is untouched");
+
+    // The operator recovers (the failure is fixed): the next sync sees the
+    // cluster not current, waits for it, then runs the application stage.
+    site.operator.behaviour.lock().unwrap().fail_upgrade_to = None;
+    let api = pravega_api(&site.cluster.client, NS);
+    api.patch_status(
+        "pravega",
+        &kube::api::PatchParams::default(),
+        &kube::api::Patch::Merge(&serde_json::json!({"status": {"conditions": [
+            {"type": "Error", "status": "False"}, {"type": "Upgrading", "status": "False"},
+            {"type": "PodsReady", "status": "False"}]}})),
+    )
+    .await
+    .unwrap();
+    let o = site.sync("0.10.0", &[]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert_eq!(site.current_version().await, "0.10.0");
+    assert_eq!(site.app_revisions().await, 2);
+}
+}
