@@ -6,7 +6,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-use plimsoll_testenv::operators::{install_pravega_crd, pravega_api, PravegaBehaviour, PravegaOperator};
+use plimsoll_testenv::operators::{
+    install_pravega_crd, pravega_api, PravegaBehaviour, PravegaOperator,
+};
 use plimsoll_testenv::{on_both_versions, Cluster, Env};
 
 mod support;
@@ -50,7 +52,11 @@ impl Site {
         )
         .unwrap();
         for v in ["0.9.0", "0.10.0"] {
-            std::fs::write(repo.path().join(format!("pravega-{v}.yaml")), format!("version: {v}\n")).unwrap();
+            std::fs::write(
+                repo.path().join(format!("pravega-{v}.yaml")),
+                format!("version: {v}\n"),
+            )
+            .unwrap();
             // The application follows the platform: its values change too.
             std::fs::write(
                 repo.path().join(format!("app-{v}.yaml")),
@@ -70,7 +76,10 @@ impl Site {
             .current_dir(self.repo.path())
             .args(["sync", "--yes", "--set", &format!("pravega={version}")])
             .args(extra)
-            .args(["--kubeconfig", &self.cluster.cp.kubeconfig.display().to_string()])
+            .args([
+                "--kubeconfig",
+                &self.cluster.cp.kubeconfig.display().to_string(),
+            ])
             .args(["--helm", &self.cluster.cp.helm.display().to_string()])
             .output()
             .unwrap()

@@ -132,7 +132,11 @@ fn condition(t: &str, status: bool, reason: &str, message: &str) -> Value {
            "lastTransitionTime": k8s_openapi::jiff::Timestamp::now().to_string()})
 }
 
-async fn set_status(api: &Api<DynamicObject>, name: &str, status: Value) -> Result<(), kube::Error> {
+async fn set_status(
+    api: &Api<DynamicObject>,
+    name: &str,
+    status: Value,
+) -> Result<(), kube::Error> {
     api.patch_status(
         name,
         &PatchParams::default(),
@@ -149,15 +153,19 @@ async fn reconcile(
     upgrades: &mut HashMap<String, Upgrade>,
 ) -> Result<(), kube::Error> {
     let name = cr.metadata.name.clone().unwrap_or_default();
-    let want = cr.data["spec"]["version"].as_str().unwrap_or("").to_string();
+    let want = cr.data["spec"]["version"]
+        .as_str()
+        .unwrap_or("")
+        .to_string();
     let replicas = cr.data["spec"]["pravega"]["segmentStoreReplicas"]
         .as_i64()
         .unwrap_or(3);
     let status = &cr.data["status"];
     let current = status["currentVersion"].as_str().unwrap_or("").to_string();
-    let failed = status["conditions"]
-        .as_array()
-        .is_some_and(|c| c.iter().any(|c| c["type"] == "Error" && c["status"] == "True"));
+    let failed = status["conditions"].as_array().is_some_and(|c| {
+        c.iter()
+            .any(|c| c["type"] == "Error" && c["status"] == "True")
+    });
     if current.is_empty() {
         // A new cluster: created at its version.
         return set_status(

@@ -305,12 +305,13 @@ impl Daemon {
     async fn reject(&mut self, commit: &str, e: &anyhow::Error) {
         // No desired state to scrub with: credentials in the text go.
         let why = plimsoll_planner::redact::redact_text(&format!("{e:#}")).into_owned();
-        tracing::error!(revision = %commit, "the commit cannot be used; waiting for the branch to move: {why}");
+        // Readiness first: whoever reads the log line then sees it.
+        self.rejected = Some((commit.to_string(), why.clone()));
+        self.publish_readiness();
         self.metrics.error(&why);
         self.metrics.sync_result("rejected");
         drift::commit_event(&self.client, &self.sync.journal_namespace, commit, &why).await;
-        self.rejected = Some((commit.to_string(), why));
-        self.publish_readiness();
+        tracing::error!(revision = %commit, "the commit cannot be used; waiting for the branch to move: {why}");
     }
 }
 
