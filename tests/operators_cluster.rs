@@ -46,8 +46,8 @@ impl Site {
             format!(
                 "name: streaming\nvariables:\n  pravega: {{values: ['0.9.0', '0.10.0'], default: '0.9.0'}}\n\
                  stages: [data, application]\nreleases:\n\
-                 \x20 - name: pravega\n    chart: charts/test-pravega\n    version: 1.0.0\n    namespace: {NS}\n    stage: data\n    layers: [pravega-${{pravega}}.yaml]\n\
-                 \x20 - name: app\n    chart: charts/test-app\n    version: 1.0.0\n    namespace: {NS}\n    stage: application\n    layers: [app-${{pravega}}.yaml]\n"
+                 \x20 - name: pravega\n    chart: charts/test-pravega\n    version: 1.0.0\n    namespace: {NS}\n    stage: data\n    layers:\n      - pravega-${{pravega}}.yaml\n\
+                 \x20 - name: app\n    chart: charts/test-app\n    version: 1.0.0\n    namespace: {NS}\n    stage: application\n    layers:\n      - app-${{pravega}}.yaml\n"
             ),
         )
         .unwrap();
