@@ -161,6 +161,31 @@ async fn a_pravega_upgrade_waits_for_the_operator_before_the_next_stage() {
 }
 
 on_both_versions! {
+/// A PravegaCluster's `spec.version` is a version: going back is refused
+/// before any change (the chart's own version did not move).
+async fn a_pravega_downgrade_is_refused_before_any_change() {
+    let Some(site) = Site::start(PravegaBehaviour::default()).await else {
+        return;
+    };
+    let o = site.sync("0.10.0", &[]);
+    assert!(o.status.success(), "{}", text(&o));
+    let revisions = site.app_revisions().await;
+    let o = site.sync("0.9.0", &[]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains(
+            "REFUSED: pravega: PravegaCluster/pravega would be downgraded from 0.10.0 to 0.9.0"
+        ),
+        "{}",
+        text(&o)
+    );
+    let cr = pravega_api(&site.cluster.client, NS).get("pravega").await.unwrap();
+    assert_eq!(cr.data["spec"]["version"], "0.10.0", "the resource is untouched");
+    assert_eq!(site.app_revisions().await, revisions, "nothing ran");
+}
+}
+
+on_both_versions! {
 /// A failing operator upgrade stops the sync with the operator's own
 /// reason; the application stage is untouched; once the operator
 /// recovers, the next sync waits for it and finishes.

@@ -464,6 +464,18 @@ fn kstatus(v: &Value) -> Health {
     }
 }
 
+/// The field that carries a custom resource's version, for the kinds whose
+/// operator upgrades on a change of it (a JSON pointer): downgrades are
+/// refused and the catalog's upgrade paths apply, as for charts.
+pub fn version_field(api_version: &str, kind: &str) -> Option<&'static str> {
+    match (group_of(api_version), kind) {
+        // pravega-operator doc/upgrade-cluster.md: `spec.version` starts
+        // the upgrade; its webhook refuses downgrades.
+        ("pravega.pravega.io", "PravegaCluster") => Some("/spec/version"),
+        _ => None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

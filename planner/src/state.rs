@@ -144,6 +144,10 @@ pub struct ObservedHealth {
     pub target: ResourceRef,
     #[serde(flatten)]
     pub health: crate::health::Health,
+    /// The live value of the kind's version field
+    /// ([`crate::health::version_field`]), when it has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
 }
 
 /// A resource a chart renders, as rendered (the desired object a health

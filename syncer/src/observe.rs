@@ -268,22 +268,31 @@ pub async fn observe_health(
     rules: &plimsoll_planner::health::HealthRules,
     resources: &[plimsoll_planner::state::DesiredResource],
 ) -> Result<Vec<plimsoll_planner::state::ObservedHealth>, ObserveError> {
-    use plimsoll_planner::health::Health;
+    use plimsoll_planner::health::{version_field, Health};
     let mut out = Vec::new();
     for r in resources {
-        let health = match api_for(client, &r.target).await? {
-            None => Health::InProgress("the kind is not served (is its CRD installed?)".into()),
+        let field = version_field(&r.target.api_version, &r.target.kind);
+        let (health, version) = match api_for(client, &r.target).await? {
+            None => (
+                Health::InProgress("the kind is not served (is its CRD installed?)".into()),
+                None,
+            ),
             Some(api) => match api.get_opt(&r.target.name).await? {
-                None => Health::InProgress("not created yet".into()),
+                None => (Health::InProgress("not created yet".into()), None),
                 Some(o) => {
                     let object = serde_json::to_value(&o).unwrap_or_default();
-                    rules.health(&object, Some(&r.object))
+                    let version = field
+                        .and_then(|f| object.pointer(f))
+                        .and_then(|v| v.as_str())
+                        .map(str::to_string);
+                    (rules.health(&object, Some(&r.object)), version)
                 }
             },
         };
         out.push(plimsoll_planner::state::ObservedHealth {
             target: r.target.clone(),
             health,
+            version,
         });
     }
     Ok(out)

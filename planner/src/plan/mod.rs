@@ -288,6 +288,7 @@ pub fn plan(desired: &[DesiredRelease], observed: &ObservedState, options: &Plan
             pvcs: Vec::new(),
         };
         upgrades::check_version(d, live, options, &mut out);
+        upgrades::check_resource_versions(d, observed, options, &mut out);
         let volumes = volumes::plan_volumes(d, observed, options.strict, &mut rp, &mut out);
         patches::plan_patches(d, observed, &options.redactor, &mut rp, &mut out);
         let patched: Vec<ResourceRef> = rp

@@ -30,6 +30,22 @@ pub enum Refusal {
         from: String,
         to: String,
     },
+    /// A custom resource's version field would go down (the operator's own
+    /// webhook refuses it too, after the chart was upgraded).
+    ResourceDowngrade {
+        release: String,
+        resource: String,
+        from: String,
+        to: String,
+    },
+    /// A custom resource's version would skip its catalog's upgrade path.
+    ResourceSkippedUpgradePath {
+        release: String,
+        resource: String,
+        from: String,
+        to: String,
+        required: String,
+    },
     SkippedUpgradePath {
         release: String,
         from: String,
@@ -87,6 +103,8 @@ impl Refusal {
             | Refusal::StorageClassChange { release, .. }
             | Refusal::NotExpandable { release, .. }
             | Refusal::Downgrade { release, .. }
+            | Refusal::ResourceDowngrade { release, .. }
+            | Refusal::ResourceSkippedUpgradePath { release, .. }
             | Refusal::SkippedUpgradePath { release, .. }
             | Refusal::VersionBumpWithValueChanges { release, .. }
             | Refusal::PatchNotApplicable { release, .. }
@@ -118,6 +136,12 @@ impl Refusal {
             Refusal::Downgrade { release, from, to } => {
                 format!("{release}: chart would be downgraded from {from} to {to}")
             }
+            Refusal::ResourceDowngrade { release, resource, from, to } => format!(
+                "{release}: {resource} would be downgraded from {from} to {to}; its operator upgrades forward only"
+            ),
+            Refusal::ResourceSkippedUpgradePath { release, resource, from, to, required } => format!(
+                "{release}: {resource} {from} -> {to} skips the release path; upgrade to {required} first"
+            ),
             Refusal::SkippedUpgradePath {
                 release,
                 from,

@@ -85,3 +85,95 @@ pub(super) fn plan_upgrade(
         });
     }
 }
+
+/// A custom resource's version (its kind's version field) checked as a
+/// chart's: no downgrade, and the catalog for the kind (`catalog:` keyed by
+/// the kind, e.g. `PravegaCluster`) decides the upgrade path.
+pub(super) fn check_resource_versions(
+    d: &DesiredRelease,
+    observed: &crate::state::ObservedState,
+    options: &PlanOptions,
+    out: &mut Plan,
+) {
+    // Rendered by the chart: the live value read with its health.
+    for c in &d.custom_resources {
+        let Some(field) = crate::health::version_field(&c.target.api_version, &c.target.kind)
+        else {
+            continue;
+        };
+        let to = c.object.pointer(field).and_then(|v| v.as_str());
+        let from = observed
+            .health
+            .iter()
+            .find(|h| h.target == c.target)
+            .and_then(|h| h.version.as_deref());
+        if let (Some(from), Some(to)) = (from, to) {
+            check_one(d, &c.target, from, to, options, out);
+        }
+    }
+    // Set by a declared patch: the live object before and after it.
+    for p in &d.patches {
+        let Some(field) = crate::health::version_field(&p.target.api_version, &p.target.kind)
+        else {
+            continue;
+        };
+        let Some(live) = observed
+            .resources
+            .iter()
+            .find(|r| r.target == p.target)
+            .and_then(|r| r.object.as_ref())
+        else {
+            continue;
+        };
+        let Ok(ops) = serde_json::from_value::<json_patch::Patch>(p.operations.clone()) else {
+            continue;
+        };
+        let mut patched = live.clone();
+        if json_patch::patch(&mut patched, &ops).is_err() {
+            continue;
+        }
+        let from = live.pointer(field).and_then(|v| v.as_str());
+        let to = patched.pointer(field).and_then(|v| v.as_str());
+        if let (Some(from), Some(to)) = (from, to) {
+            check_one(d, &p.target, from, to, options, out);
+        }
+    }
+}
+
+fn check_one(
+    d: &DesiredRelease,
+    target: &crate::state::ResourceRef,
+    from: &str,
+    to: &str,
+    options: &PlanOptions,
+    out: &mut Plan,
+) {
+    if from == to {
+        return;
+    }
+    let resource = format!("{}/{}", target.kind, target.name);
+    match (Version::parse(from), Version::parse(to)) {
+        (Some(f), Some(t)) if t < f => out.refusals.push(Refusal::ResourceDowngrade {
+            release: d.name.clone(),
+            resource,
+            from: from.to_string(),
+            to: to.to_string(),
+        }),
+        _ => {
+            let catalog = options
+                .catalogs
+                .get(&target.kind)
+                .cloned()
+                .unwrap_or_default();
+            if let Err(PathProblem::SkipsPath { required }) = catalog.check(from, to) {
+                out.refusals.push(Refusal::ResourceSkippedUpgradePath {
+                    release: d.name.clone(),
+                    resource,
+                    from: from.to_string(),
+                    to: to.to_string(),
+                    required,
+                });
+            }
+        }
+    }
+}
