@@ -161,6 +161,38 @@ async fn a_pravega_upgrade_waits_for_the_operator_before_the_next_stage() {
 }
 
 on_both_versions! {
+/// A release's own `readyTimeout` bounds its waits: an operator slower
+/// than that stops the sync, saying what it was waiting for.
+async fn a_release_wait_is_bounded_by_its_ready_timeout() {
+    let behaviour = PravegaBehaviour {
+        pod_delay: Duration::from_secs(30),
+        ..PravegaBehaviour::default()
+    };
+    let Some(site) = Site::start(behaviour).await else {
+        return;
+    };
+    let o = site.sync("0.9.0", &[]);
+    assert!(o.status.success(), "{}", text(&o));
+    let stack = std::fs::read_to_string(site.repo.path().join("plimsoll.yaml")).unwrap();
+    std::fs::write(
+        site.repo.path().join("plimsoll.yaml"),
+        stack.replace("    stage: data\n", "    stage: data\n    readyTimeout: 2s\n"),
+    )
+    .unwrap();
+    let o = site.sync("0.10.0", &[]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains(
+            "not ready within 2s: PravegaCluster/pravega: Upgrading: Updating Segmentstore (0)"
+        ),
+        "{}",
+        text(&o)
+    );
+    assert_eq!(site.app_revisions().await, 1, "the next stage did not start");
+}
+}
+
+on_both_versions! {
 /// A PravegaCluster's `spec.version` is a version: going back is refused
 /// before any change (the chart's own version did not move).
 async fn a_pravega_downgrade_is_refused_before_any_change() {

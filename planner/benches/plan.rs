@@ -77,6 +77,7 @@ fn generate() -> (Vec<DesiredRelease>, ObservedState) {
             deployments: vec![],
             patches: vec![],
             custom_resources: vec![],
+            ready_timeout: None,
         });
     }
     assert_eq!(observed.pvcs.len(), 5000);

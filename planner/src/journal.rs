@@ -235,6 +235,7 @@ mod tests {
                         statefulsets: vec!["db".into()],
                         deployments: vec![],
                         resources: vec![],
+                        timeout_seconds: None,
                     },
                 ],
                 pvcs: vec![],

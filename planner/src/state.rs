@@ -135,6 +135,9 @@ pub struct DesiredRelease {
     /// waits until each is current by its health rule.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub custom_resources: Vec<DesiredResource>,
+    /// The stack file's `readyTimeout` for this release's waits (seconds).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ready_timeout: Option<u64>,
 }
 
 /// A resource's health as read.

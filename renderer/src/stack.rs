@@ -76,6 +76,9 @@ pub struct Release {
     /// Operator resources patched before the release's StatefulSets are
     /// re-created (plan step 3).
     pub patches: Vec<ResourcePatch>,
+    /// How long the waits of this release may take (seconds); the sync's
+    /// `--ready-timeout` otherwise.
+    pub ready_timeout: Option<u64>,
     pub line: u32,
 }
 
@@ -508,6 +511,7 @@ fn parse_release(
             "output",
             "layers",
             "patches",
+            "readyTimeout",
         ],
         "a release",
     )?;
@@ -543,7 +547,23 @@ fn parse_release(
         Some(p) => resource_patches(r, p, &namespace)?,
         None => Vec::new(),
     };
+    let ready_timeout = match rel.get("readyTimeout") {
+        None => None,
+        Some(n) => {
+            let text = r.string(n, "readyTimeout")?;
+            match text.trim_end_matches('s').parse::<u64>() {
+                Ok(secs) if (1..=86_400).contains(&secs) => Some(secs),
+                _ => {
+                    return Err(r.err(
+                        n,
+                        format!("readyTimeout {text:?}: seconds from 1 to 86400 (`900` or `900s`)"),
+                    ))
+                }
+            }
+        }
+    };
     Ok(Release {
+        ready_timeout,
         name,
         chart,
         version,

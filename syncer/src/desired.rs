@@ -231,6 +231,7 @@ pub fn load(source: &StackSource, rev: Option<&str>, helm: &Path) -> anyhow::Res
             deployments,
             patches,
             custom_resources,
+            ready_timeout: r.release.ready_timeout,
         });
     }
     let redactor = Redactor::with_patterns(&stack.redact);

@@ -420,17 +420,29 @@ impl Executor {
                 statefulsets,
                 deployments,
                 resources,
+                timeout_seconds,
                 ..
             } => {
-                self.wait_for_ready(namespace, statefulsets, deployments, resources)
+                let limit = self.ready_limit(*timeout_seconds);
+                self.wait_for_ready(namespace, statefulsets, deployments, resources, limit)
                     .await
             }
             Step::WaitForHealthy {
                 namespace,
                 resources,
+                timeout_seconds,
                 ..
-            } => self.wait_for_ready(namespace, &[], &[], resources).await,
+            } => {
+                let limit = self.ready_limit(*timeout_seconds);
+                self.wait_for_ready(namespace, &[], &[], resources, limit)
+                    .await
+            }
         }
+    }
+
+    /// A release's own wait limit, else the sync's `--ready-timeout`.
+    fn ready_limit(&self, seconds: Option<u64>) -> Duration {
+        seconds.map_or(self.settings.ready_timeout, Duration::from_secs)
     }
 
     /// The health of a resource by the stack's rules; `Err` with why it
@@ -724,6 +736,7 @@ impl Executor {
         statefulsets: &[String],
         deployments: &[String],
         resources: &[ResourceRef],
+        limit: Duration,
     ) -> Result<bool, StepError> {
         let sts_api: Api<StatefulSet> = Api::namespaced(self.client.clone(), ns);
         let dep_api: Api<Deployment> = Api::namespaced(self.client.clone(), ns);
@@ -775,10 +788,10 @@ impl Executor {
             if self.stop.load(Ordering::SeqCst) {
                 return Err(StepError::Stopped);
             }
-            if start.elapsed() > self.settings.ready_timeout {
+            if start.elapsed() > limit {
                 return Err(StepError::Timeout(format!(
                     "not ready within {}s: {}",
-                    self.settings.ready_timeout.as_secs(),
+                    limit.as_secs(),
                     waiting.join("; ")
                 )));
             }

@@ -76,6 +76,9 @@ pub enum Step {
         /// rules.
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
         resources: Vec<ResourceRef>,
+        /// The release's own limit (seconds), else the sync's.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        timeout_seconds: Option<u64>,
     },
     /// After declared patches: until each patched resource is current by
     /// its health rule (the operator acted on the patch).
@@ -83,6 +86,8 @@ pub enum Step {
         namespace: String,
         release: String,
         resources: Vec<ResourceRef>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        timeout_seconds: Option<u64>,
     },
 }
 
@@ -304,6 +309,7 @@ pub fn plan(desired: &[DesiredRelease], observed: &ObservedState, options: &Plan
                 namespace: d.namespace.clone(),
                 release: d.name.clone(),
                 resources: patched,
+                timeout_seconds: d.ready_timeout,
             });
         }
         volumes.push_recreates(d, &mut rp);
@@ -344,6 +350,7 @@ pub fn plan(desired: &[DesiredRelease], observed: &ObservedState, options: &Plan
                     .iter()
                     .map(|c| c.target.clone())
                     .collect(),
+                timeout_seconds: d.ready_timeout,
             });
             out.releases.push(rp);
         }
