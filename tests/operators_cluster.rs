@@ -161,6 +161,53 @@ async fn a_pravega_upgrade_waits_for_the_operator_before_the_next_stage() {
 }
 
 on_both_versions! {
+/// A precondition (`requires:`): the application release starts only while
+/// the PravegaCluster is current; a failed one stops the sync before the
+/// release's first step, with the operator's reason.
+async fn a_release_waits_for_its_preconditions() {
+    let Some(site) = Site::start(PravegaBehaviour::default()).await else {
+        return;
+    };
+    let stack = std::fs::read_to_string(site.repo.path().join("plimsoll.yaml")).unwrap();
+    std::fs::write(
+        site.repo.path().join("plimsoll.yaml"),
+        stack.replace(
+            "    stage: application\n",
+            "    stage: application\n    requires:\n      - {apiVersion: pravega.pravega.io/v1beta1, kind: PravegaCluster, name: pravega}\n",
+        ),
+    )
+    .unwrap();
+    let o = site.sync("0.9.0", &[]);
+    assert!(o.status.success(), "{}", text(&o));
+    let api = pravega_api(&site.cluster.client, NS);
+    api.patch_status(
+        "pravega",
+        &kube::api::PatchParams::default(),
+        &kube::api::Patch::Merge(&serde_json::json!({"status": {"conditions": [
+            {"type": "Error", "status": "True", "reason": "ClusterError", "message": "bookkeeper quorum lost"}]}})),
+    )
+    .await
+    .unwrap();
+    // Only the application's values change.
+    std::fs::write(
+        site.repo.path().join("app-0.9.0.yaml"),
+        "twa:\n  replicaCount: 1\n  streamVersion: 0.9.0\n  extra: x\nlrc:\n  replicaCount: 1\n",
+    )
+    .unwrap();
+    let before = site.app_revisions().await;
+    let o = site.sync("0.9.0", &[]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    let out = format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+    assert!(
+        out.contains("PravegaCluster/pravega failed: ClusterError: bookkeeper quorum lost"),
+        "{}",
+        text(&o)
+    );
+    assert_eq!(site.app_revisions().await, before, "the release did not start");
+}
+}
+
+on_both_versions! {
 /// A release's own `readyTimeout` bounds its waits: an operator slower
 /// than that stops the sync, saying what it was waiting for.
 async fn a_release_wait_is_bounded_by_its_ready_timeout() {

@@ -78,6 +78,7 @@ fn generate() -> (Vec<DesiredRelease>, ObservedState) {
             patches: vec![],
             custom_resources: vec![],
             ready_timeout: None,
+            requires: vec![],
         });
     }
     assert_eq!(observed.pvcs.len(), 5000);

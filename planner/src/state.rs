@@ -138,6 +138,10 @@ pub struct DesiredRelease {
     /// The stack file's `readyTimeout` for this release's waits (seconds).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ready_timeout: Option<u64>,
+    /// Preconditions: resources that must be current before the release's
+    /// first step.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub requires: Vec<ResourceRef>,
 }
 
 /// A resource's health as read.

@@ -79,6 +79,8 @@ pub struct Release {
     /// How long the waits of this release may take (seconds); the sync's
     /// `--ready-timeout` otherwise.
     pub ready_timeout: Option<u64>,
+    /// Resources that must be current before the release's first step.
+    pub requires: Vec<ResourceTarget>,
     pub line: u32,
 }
 
@@ -512,6 +514,7 @@ fn parse_release(
             "layers",
             "patches",
             "readyTimeout",
+            "requires",
         ],
         "a release",
     )?;
@@ -547,6 +550,10 @@ fn parse_release(
         Some(p) => resource_patches(r, p, &namespace)?,
         None => Vec::new(),
     };
+    let requires = match rel.get("requires") {
+        Some(n) => parse_requires(r, n, &namespace)?,
+        None => Vec::new(),
+    };
     let ready_timeout = match rel.get("readyTimeout") {
         None => None,
         Some(n) => {
@@ -564,6 +571,7 @@ fn parse_release(
     };
     Ok(Release {
         ready_timeout,
+        requires,
         name,
         chart,
         version,
@@ -657,12 +665,6 @@ fn resource_patches(
             &["apiVersion", "kind", "name", "namespace", "patch"],
             "a patch",
         )?;
-        let field = |name: &str| -> Result<String, StackError> {
-            let n = p
-                .get(name)
-                .ok_or_else(|| r.err(p, format!("patch is missing `{name}`")))?;
-            r.string(n, name)
-        };
         let ops_node = p
             .get("patch")
             .ok_or_else(|| r.err(p, "patch is missing `patch` (RFC 6902 operations)"))?;
@@ -703,43 +705,12 @@ fn resource_patches(
         }
         let operations = plimsoll_yaml::json::to_json(r.deref(ops_node))
             .map_err(|e| r.err(ops_node, e.to_string()))?;
-        // They become the path of API requests: no '/', no '..'.
-        let at = |key: &str| p.get(key).unwrap_or(p);
-        let (api_version, kind, name) = (field("apiVersion")?, field("kind")?, field("name")?);
-        let ok_api = !api_version.is_empty()
-            && api_version.split('/').count() <= 2
-            && api_version.split('/').all(|s| {
-                !s.is_empty()
-                    && s.bytes()
-                        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-'))
-            });
-        if !ok_api {
-            return Err(r.err(
-                at("apiVersion"),
-                format!("apiVersion {api_version:?} is not GROUP/VERSION or VERSION"),
-            ));
-        }
-        if kind.is_empty() || !kind.bytes().all(|b| b.is_ascii_alphanumeric()) {
-            return Err(r.err(
-                at("kind"),
-                format!("kind {kind:?} is not a Kubernetes kind"),
-            ));
-        }
-        let ok_name = name.len() <= 253 && name.split('.').all(|label| is_dns_label(label, 63));
-        if !ok_name {
-            return Err(r.err(
-                at("name"),
-                format!("name {name:?} is not a Kubernetes object name (a DNS-1123 subdomain)"),
-            ));
-        }
-        let namespace = match p.get("namespace") {
-            Some(n) => {
-                let ns = r.string(n, "namespace")?;
-                check_dns_label(r, n, &ns, "namespace")?;
-                ns
-            }
-            None => namespace.to_string(),
-        };
+        let ResourceTarget {
+            api_version,
+            kind,
+            name,
+            namespace,
+        } = resource_target(r, p, namespace)?;
         out.push(ResourcePatch {
             api_version,
             kind,
@@ -748,6 +719,88 @@ fn resource_patches(
             operations,
             line: p.origin.line,
         });
+    }
+    Ok(out)
+}
+
+/// A resource named in the stack file (a patch target, a precondition).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ResourceTarget {
+    pub api_version: String,
+    pub kind: String,
+    pub name: String,
+    pub namespace: String,
+}
+
+/// `apiVersion`, `kind`, `name` and optional `namespace` of map `p`,
+/// validated: they become the path of API requests (no '/', no '..').
+fn resource_target(r: &Reader, p: &Node, namespace: &str) -> Result<ResourceTarget, StackError> {
+    let field = |name: &str| -> Result<String, StackError> {
+        let n = p
+            .get(name)
+            .ok_or_else(|| r.err(p, format!("missing `{name}`")))?;
+        r.string(n, name)
+    };
+    let at = |key: &str| p.get(key).unwrap_or(p);
+    let (api_version, kind, name) = (field("apiVersion")?, field("kind")?, field("name")?);
+    let ok_api = !api_version.is_empty()
+        && api_version.split('/').count() <= 2
+        && api_version.split('/').all(|s| {
+            !s.is_empty()
+                && s.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-'))
+        });
+    if !ok_api {
+        return Err(r.err(
+            at("apiVersion"),
+            format!("apiVersion {api_version:?} is not GROUP/VERSION or VERSION"),
+        ));
+    }
+    if kind.is_empty() || !kind.bytes().all(|b| b.is_ascii_alphanumeric()) {
+        return Err(r.err(
+            at("kind"),
+            format!("kind {kind:?} is not a Kubernetes kind"),
+        ));
+    }
+    let ok_name = name.len() <= 253 && name.split('.').all(|label| is_dns_label(label, 63));
+    if !ok_name {
+        return Err(r.err(
+            at("name"),
+            format!("name {name:?} is not a Kubernetes object name (a DNS-1123 subdomain)"),
+        ));
+    }
+    let namespace = match p.get("namespace") {
+        Some(n) => {
+            let ns = r.string(n, "namespace")?;
+            check_dns_label(r, n, &ns, "namespace")?;
+            ns
+        }
+        None => namespace.to_string(),
+    };
+    Ok(ResourceTarget {
+        api_version,
+        kind,
+        name,
+        namespace,
+    })
+}
+
+/// A release's `requires:`: resources that must be current before its
+/// first step (the plan waits for them; failed stops the sync).
+fn parse_requires(
+    r: &Reader,
+    node: &Node,
+    namespace: &str,
+) -> Result<Vec<ResourceTarget>, StackError> {
+    let mut out = Vec::new();
+    for item in r.seq(node, "requires")? {
+        let m = r.map(item, "a required resource")?;
+        r.check_keys(
+            m,
+            &["apiVersion", "kind", "name", "namespace"],
+            "a required resource",
+        )?;
+        out.push(resource_target(r, m, namespace)?);
     }
     Ok(out)
 }

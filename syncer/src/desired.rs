@@ -232,6 +232,17 @@ pub fn load(source: &StackSource, rev: Option<&str>, helm: &Path) -> anyhow::Res
             patches,
             custom_resources,
             ready_timeout: r.release.ready_timeout,
+            requires: r
+                .release
+                .requires
+                .iter()
+                .map(|t| ResourceRef {
+                    api_version: t.api_version.clone(),
+                    kind: t.kind.clone(),
+                    namespace: t.namespace.clone(),
+                    name: t.name.clone(),
+                })
+                .collect(),
         });
     }
     let redactor = Redactor::with_patterns(&stack.redact);

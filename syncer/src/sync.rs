@@ -202,11 +202,20 @@ pub async fn observe_desired(
 ) -> anyhow::Result<plimsoll_planner::state::ObservedState> {
     let mut observed =
         crate::observe::observe(client, namespaces, &desired.patch_targets()).await?;
-    let resources: Vec<_> = desired
+    let mut resources: Vec<plimsoll_planner::state::DesiredResource> = desired
         .releases
         .iter()
         .flat_map(|r| r.custom_resources.iter().cloned())
         .collect();
+    // Preconditions: read as they are (no rendered object to compare).
+    for r in desired.releases.iter().flat_map(|r| &r.requires) {
+        if !resources.iter().any(|c| c.target == *r) {
+            resources.push(plimsoll_planner::state::DesiredResource {
+                target: r.clone(),
+                object: serde_json::Value::Null,
+            });
+        }
+    }
     observed.health = crate::observe::observe_health(client, &desired.health, &resources).await?;
     Ok(observed)
 }

@@ -137,6 +137,7 @@ async fn observes_a_helm_installed_data_stack_and_plans_its_scale_up() {
         patches: vec![],
         custom_resources: vec![],
         ready_timeout: None,
+        requires: vec![],
     }];
     let p = plan(&desired, &observed, &PlanOptions::default());
     assert!(p.refusals.is_empty(), "{:?}", p.refusals);

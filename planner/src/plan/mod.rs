@@ -339,6 +339,30 @@ pub fn plan(desired: &[DesiredRelease], observed: &ObservedState, options: &Plan
                 h.health.describe()
             ));
         }
+        if !rp.steps.is_empty() && !d.requires.is_empty() {
+            for r in &d.requires {
+                match observed.health.iter().find(|h| h.target == *r) {
+                    Some(h) if h.health.is_current() => {}
+                    Some(h) => out.warnings.push(format!(
+                        "{}: precondition {}/{} is {}; the sync waits for it before the release's first step",
+                        d.name,
+                        r.kind,
+                        r.name,
+                        h.health.describe()
+                    )),
+                    None => {}
+                }
+            }
+            rp.steps.insert(
+                0,
+                Step::WaitForHealthy {
+                    namespace: d.namespace.clone(),
+                    release: d.name.clone(),
+                    resources: d.requires.clone(),
+                    timeout_seconds: d.ready_timeout,
+                },
+            );
+        }
         if !rp.steps.is_empty() || !unsettled.is_empty() {
             rp.steps.push(Step::WaitForReady {
                 namespace: d.namespace.clone(),
