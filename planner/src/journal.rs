@@ -83,7 +83,9 @@ pub fn digest(bytes: &[u8]) -> String {
 
 fn step_object(step: &Step) -> String {
     match step {
-        Step::ExpandPvc { pvc, .. } | Step::WaitForExpansion { pvc, .. } => pvc.clone(),
+        Step::ExpandPvc { pvc, .. }
+        | Step::WaitForExpansion { pvc, .. }
+        | Step::WaitForOperatorExpansion { pvc, .. } => pvc.clone(),
         Step::PatchResource { target, .. } => format!("{}/{}", target.kind, target.name),
         Step::RecreateStatefulSet { statefulset, .. } => statefulset.clone(),
         Step::HelmUpgrade { release, .. }
@@ -102,6 +104,7 @@ pub fn step_kind(step: &Step) -> &'static str {
         Step::HelmUpgrade { .. } => "helm-upgrade",
         Step::WaitForReady { .. } => "wait-for-ready",
         Step::WaitForHealthy { .. } => "wait-for-healthy",
+        Step::WaitForOperatorExpansion { .. } => "wait-for-operator-expansion",
     }
 }
 

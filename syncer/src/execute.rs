@@ -427,6 +427,23 @@ impl Executor {
                 self.wait_for_ready(namespace, statefulsets, deployments, resources, limit)
                     .await
             }
+            Step::WaitForOperatorExpansion {
+                namespace,
+                pvc,
+                to,
+                resource,
+            } => {
+                self.wait_for_expansion(namespace, pvc, to)
+                    .await
+                    .map_err(|e| match e {
+                        // Name the operator: it is the one to act.
+                        StepError::Timeout(m) | StepError::ResizeFailed(m) => StepError::Timeout(format!(
+                            "{m}; the operator of {}/{} resizes this claim: check that it allows volume expansion (Percona: spec.enableVolumeExpansion) and its logs",
+                            resource.kind, resource.name
+                        )),
+                        other => other,
+                    })
+            }
             Step::WaitForHealthy {
                 namespace,
                 resources,

@@ -9,6 +9,7 @@
 
 mod diff;
 mod format;
+mod operator_volumes;
 mod patches;
 mod refusal;
 mod upgrades;
@@ -23,6 +24,7 @@ use crate::version::Catalog;
 
 pub use diff::{secret_diff, values_diff};
 pub use format::{to_json, to_markdown, to_text};
+pub use operator_volumes::{operator_claims, OperatorClaim};
 pub use refusal::Refusal;
 
 /// Version of the plan's JSON form.
@@ -79,6 +81,14 @@ pub enum Step {
         /// The release's own limit (seconds), else the sync's.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         timeout_seconds: Option<u64>,
+    },
+    /// After the upgrade: until the operator of `resource` has grown a PVC
+    /// it keeps (Percona's `mongod-data-*`, Strimzi's `data-*-kafka-*`).
+    WaitForOperatorExpansion {
+        namespace: String,
+        pvc: String,
+        to: String,
+        resource: ResourceRef,
     },
     /// After declared patches: until each patched resource is current by
     /// its health rule (the operator acted on the patch).
@@ -259,6 +269,12 @@ impl Step {
                     .collect::<Vec<_>>()
                     .join(", ")
             ),
+            Step::WaitForOperatorExpansion {
+                pvc, to, resource, ..
+            } => format!(
+                "wait until {}/{} has grown PVC {pvc} to {to} (its operator resizes it)",
+                resource.kind, resource.name
+            ),
             Step::WaitForHealthy { resources, .. } => format!(
                 "wait until current by their health rules: {}",
                 resources
@@ -295,6 +311,8 @@ pub fn plan(desired: &[DesiredRelease], observed: &ObservedState, options: &Plan
         upgrades::check_version(d, live, options, &mut out);
         upgrades::check_resource_versions(d, observed, options, &mut out);
         let volumes = volumes::plan_volumes(d, observed, options.strict, &mut rp, &mut out);
+        let operator_growth =
+            operator_volumes::plan_operator_volumes(d, observed, &mut rp, &mut out);
         patches::plan_patches(d, observed, &options.redactor, &mut rp, &mut out);
         let patched: Vec<ResourceRef> = rp
             .steps
@@ -321,6 +339,14 @@ pub fn plan(desired: &[DesiredRelease], observed: &ObservedState, options: &Plan
             &mut rp,
             &mut out,
         );
+        for (pvc, to, resource) in operator_growth {
+            rp.steps.push(Step::WaitForOperatorExpansion {
+                namespace: d.namespace.clone(),
+                pvc,
+                to,
+                resource,
+            });
+        }
         // A custom resource that is not current (an operator still at work,
         // or failed) is waited on even when nothing else changes, so that
         // a later stage never starts before it settles.
