@@ -307,3 +307,152 @@ async fn a_failing_operator_upgrade_stops_the_sync_with_its_reason() {
     assert_eq!(site.app_revisions().await, 2);
 }
 }
+
+/// A stack with one release whose chart renders a PerconaServerMongoDB; its
+/// operator stand-in keeps the `mongod-data-*` claims.
+struct PerconaSite {
+    cluster: Cluster,
+    operator: plimsoll_testenv::operators::PerconaOperator,
+    repo: tempfile::TempDir,
+}
+
+impl PerconaSite {
+    async fn start() -> Option<PerconaSite> {
+        use plimsoll_testenv::operators::{install_percona_crd, PerconaBehaviour, PerconaOperator};
+        let env = Env::require()?;
+        let cluster = Cluster::start(&env, NS).await.expect("cluster");
+        install_percona_crd(&cluster.client).await.expect("CRD");
+        let operator =
+            PerconaOperator::start(cluster.client.clone(), NS, PerconaBehaviour::default()).await;
+        let repo = tempfile::tempdir().unwrap();
+        copy_dir(
+            &root().join("fixtures/charts/test-percona-1.0.0"),
+            &repo.path().join("charts/test-percona"),
+        );
+        std::fs::write(
+            repo.path().join("plimsoll.yaml"),
+            format!(
+                "name: mongo\nvariables:\n  size: {{values: [25Gi, 45Gi, 60Gi, 20Gi], default: 25Gi}}\n\
+                 stages: [data]\nreleases:\n\
+                 \x20 - name: mongo\n    chart: charts/test-percona\n    version: 1.0.0\n    namespace: {NS}\n    stage: data\n    layers:\n      - size-${{size}}.yaml\n\
+                 \x20   patches:\n      - apiVersion: psmdb.percona.com/v1\n        kind: PerconaServerMongoDB\n        name: mongo\n        patch:\n          - {{op: add, path: /spec/enableVolumeExpansion, value: true}}\n"
+            ),
+        )
+        .unwrap();
+        for size in ["25Gi", "45Gi", "60Gi", "20Gi"] {
+            std::fs::write(
+                repo.path().join(format!("size-{size}.yaml")),
+                format!("mongo:\n  size: {size}\n"),
+            )
+            .unwrap();
+        }
+        Some(PerconaSite {
+            cluster,
+            operator,
+            repo,
+        })
+    }
+
+    fn plimsoll(&self, args: &[&str]) -> Output {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_plimsoll"));
+        cmd.current_dir(self.repo.path()).args(args);
+        if matches!(args.first(), Some(&"sync") | Some(&"plan")) {
+            cmd.args([
+                "--kubeconfig",
+                &self.cluster.cp.kubeconfig.display().to_string(),
+            ])
+            .args(["--helm", &self.cluster.cp.helm.display().to_string()]);
+        }
+        cmd.output().unwrap()
+    }
+
+    async fn sizes(&self) -> Vec<String> {
+        let api: kube::Api<k8s_openapi::api::core::v1::PersistentVolumeClaim> =
+            kube::Api::namespaced(self.cluster.client.clone(), NS);
+        let mut v: Vec<String> = api
+            .list(&kube::api::ListParams::default())
+            .await
+            .unwrap()
+            .into_iter()
+            .filter(|p| {
+                p.metadata
+                    .name
+                    .as_deref()
+                    .is_some_and(|n| n.starts_with("mongod-data-"))
+            })
+            .map(|p| {
+                format!(
+                    "{}={}",
+                    p.metadata.name.clone().unwrap_or_default(),
+                    p.status
+                        .and_then(|s| s.capacity)
+                        .and_then(|c| c.get("storage").map(|q| q.0.clone()))
+                        .unwrap_or_default()
+                )
+            })
+            .collect();
+        v.sort();
+        v
+    }
+}
+
+on_both_versions! {
+/// Seed 000 step 5: the PVCs the Percona operator keeps are part of the
+/// plan (shown, grown by the operator after the upgrade and waited for),
+/// a shrink is refused, and an operator that does not grow them stops the
+/// sync naming it.
+async fn percona_claims_are_planned_grown_by_the_operator_and_verified() {
+    let Some(site) = PerconaSite::start().await else {
+        return;
+    };
+    let o = site.plimsoll(&["sync", "--yes", "--set", "size=25Gi"]);
+    assert!(o.status.success(), "{}", text(&o));
+    // The operator created its claims at 25Gi.
+    for _ in 0..100 {
+        if site.sizes().await.iter().filter(|s| s.ends_with("=25Gi")).count() == 3 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(
+        site.sizes().await,
+        ["mongod-data-mongo-rs0-0=25Gi", "mongod-data-mongo-rs0-1=25Gi", "mongod-data-mongo-rs0-2=25Gi"]
+    );
+
+    let o = site.plimsoll(&["plan", "--set", "size=45Gi", "--format", "markdown"]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    let md = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        md.contains("mongod-data-mongo-rs0-0 (PerconaServerMongoDB/mongo)")
+            && md.contains("wait until PerconaServerMongoDB/mongo has grown PVC mongod-data-mongo-rs0-2 to 45Gi"),
+        "{}",
+        text(&o)
+    );
+    let o = site.plimsoll(&["sync", "--yes", "--set", "size=45Gi"]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert_eq!(
+        site.sizes().await,
+        ["mongod-data-mongo-rs0-0=45Gi", "mongod-data-mongo-rs0-1=45Gi", "mongod-data-mongo-rs0-2=45Gi"],
+        "verified at the new size when the sync returns"
+    );
+
+    let o = site.plimsoll(&["plan", "--set", "size=20Gi"]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stdout)
+            .contains("PVC mongod-data-mongo-rs0-0 would shrink from 45Gi to 20Gi"),
+        "{}",
+        text(&o)
+    );
+
+    site.operator.behaviour.lock().unwrap().stall_resize = true;
+    let o = site.plimsoll(&["sync", "--yes", "--set", "size=60Gi", "--expansion-timeout", "3"]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stderr)
+            .contains("the operator of PerconaServerMongoDB/mongo resizes this claim"),
+        "{}",
+        text(&o)
+    );
+}
+}

@@ -247,3 +247,174 @@ async fn reconcile(
     )
     .await
 }
+
+/// The PerconaServerMongoDB CRD, trimmed: spec preserved, status
+/// subresource.
+pub async fn install_percona_crd(client: &kube::Client) -> Result<(), kube::Error> {
+    let crd: CustomResourceDefinition = serde_json::from_value(json!({
+        "apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+        "metadata": {"name": "perconaservermongodbs.psmdb.percona.com"},
+        "spec": {"group": "psmdb.percona.com", "scope": "Namespaced",
+            "names": {"plural": "perconaservermongodbs", "singular": "perconaservermongodb",
+                      "kind": "PerconaServerMongoDB", "shortNames": ["psmdb"]},
+            "versions": [{"name": "v1", "served": true, "storage": true,
+                "subresources": {"status": {}},
+                "schema": {"openAPIV3Schema": {"type": "object", "properties": {
+                    "spec": {"type": "object", "x-kubernetes-preserve-unknown-fields": true},
+                    "status": {"type": "object", "x-kubernetes-preserve-unknown-fields": true}}}}}]}
+    }))
+    .expect("CRD object");
+    match Api::<CustomResourceDefinition>::all(client.clone())
+        .create(&PostParams::default(), &crd)
+        .await
+    {
+        Ok(_) => {}
+        Err(kube::Error::Api(s)) if s.code == 409 => {}
+        Err(e) => return Err(e),
+    }
+    let api = percona_api(client, "default");
+    for _ in 0..100 {
+        if api.list(&ListParams::default()).await.is_ok() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Ok(())
+}
+
+pub fn percona_api(client: &kube::Client, namespace: &str) -> Api<DynamicObject> {
+    let ar = ApiResource {
+        group: "psmdb.percona.com".into(),
+        version: "v1".into(),
+        api_version: "psmdb.percona.com/v1".into(),
+        kind: "PerconaServerMongoDB".into(),
+        plural: "perconaservermongodbs".into(),
+    };
+    Api::namespaced_with(client.clone(), namespace, &ar)
+}
+
+/// What the Percona operator stand-in does.
+#[derive(Clone, Debug, Default)]
+pub struct PerconaBehaviour {
+    /// Never grows the claims (an operator that stalls).
+    pub stall_resize: bool,
+}
+
+/// The Percona Server for MongoDB operator, as far as volumes go: it keeps
+/// `mongod-data-CR-REPLSET-N` claims at the size the resource asks, grows
+/// them when the size grows and `spec.enableVolumeExpansion` is true
+/// (percona k8spsmdb docs, scaling-storage-resize), never shrinks them,
+/// and reports `status.state` `ready` once every claim has its size
+/// (`initializing` before).
+pub struct PerconaOperator {
+    pub behaviour: Arc<Mutex<PerconaBehaviour>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for PerconaOperator {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl PerconaOperator {
+    pub async fn start(
+        client: kube::Client,
+        namespace: &str,
+        behaviour: PerconaBehaviour,
+    ) -> PerconaOperator {
+        let behaviour = Arc::new(Mutex::new(behaviour));
+        let b = behaviour.clone();
+        let api = percona_api(&client, namespace);
+        let ns = namespace.to_string();
+        let task = tokio::spawn(async move {
+            loop {
+                if let Ok(list) = api.list(&ListParams::default()).await {
+                    let b = b.lock().map(|b| b.clone()).unwrap_or_default();
+                    for cr in list {
+                        let _ = percona_reconcile(&client, &api, &ns, &cr, &b).await;
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(150)).await;
+            }
+        });
+        PerconaOperator { behaviour, task }
+    }
+}
+
+async fn percona_reconcile(
+    client: &kube::Client,
+    api: &Api<DynamicObject>,
+    ns: &str,
+    cr: &DynamicObject,
+    b: &PerconaBehaviour,
+) -> Result<(), kube::Error> {
+    use k8s_openapi::api::core::v1::PersistentVolumeClaim;
+    let name = cr.metadata.name.clone().unwrap_or_default();
+    let expansion = cr.data["spec"]["enableVolumeExpansion"].as_bool() == Some(true);
+    let pvcs: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), ns);
+    let mut settled = true;
+    for rs in cr.data["spec"]["replsets"].as_array().into_iter().flatten() {
+        let rs_name = rs["name"].as_str().unwrap_or("rs0");
+        let pvc_spec = &rs["volumeSpec"]["persistentVolumeClaim"];
+        let size = pvc_spec["resources"]["requests"]["storage"]
+            .as_str()
+            .unwrap_or("1Gi");
+        let class = pvc_spec["storageClassName"].as_str().unwrap_or("");
+        for i in 0..rs["size"].as_i64().unwrap_or(3) {
+            let pvc_name = format!("mongod-data-{name}-{rs_name}-{i}");
+            match pvcs.get_opt(&pvc_name).await? {
+                None => {
+                    let pvc: PersistentVolumeClaim = serde_json::from_value(json!({
+                        "metadata": {"name": pvc_name, "namespace": ns,
+                                     "labels": {"app.kubernetes.io/instance": name}},
+                        "spec": {"accessModes": ["ReadWriteOnce"], "storageClassName": class,
+                                 "resources": {"requests": {"storage": size}}}
+                    }))
+                    .expect("pvc");
+                    pvcs.create(&PostParams::default(), &pvc).await?;
+                    settled = false;
+                }
+                Some(p) => {
+                    let request = p
+                        .spec
+                        .as_ref()
+                        .and_then(|s| s.resources.as_ref())
+                        .and_then(|r| r.requests.as_ref())
+                        .and_then(|r| r.get("storage"))
+                        .map(|q| q.0.clone())
+                        .unwrap_or_default();
+                    let capacity = p
+                        .status
+                        .as_ref()
+                        .and_then(|s| s.capacity.as_ref())
+                        .and_then(|c| c.get("storage"))
+                        .map(|q| q.0.clone())
+                        .unwrap_or_default();
+                    let (want, have) = (
+                        plimsoll_planner::state::quantity_bytes(size),
+                        plimsoll_planner::state::quantity_bytes(&request),
+                    );
+                    if want > have && expansion && !b.stall_resize {
+                        pvcs.patch(
+                            &pvc_name,
+                            &PatchParams::default(),
+                            &Patch::Merge(
+                                &json!({"spec": {"resources": {"requests": {"storage": size}}}}),
+                            ),
+                        )
+                        .await?;
+                    }
+                    if plimsoll_planner::state::quantity_bytes(&capacity) < want {
+                        settled = false;
+                    }
+                }
+            }
+        }
+    }
+    let state = if settled { "ready" } else { "initializing" };
+    if cr.data["status"]["state"].as_str() != Some(state) {
+        set_status(api, &name, json!({"state": state})).await?;
+    }
+    Ok(())
+}
