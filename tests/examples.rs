@@ -1,0 +1,85 @@
+//! The worked examples in `examples/`: each renders (its committed outputs
+//! are current) and plans against its snapshot through the real Helm
+//! engine; the plans are golden files in `fixtures/examples/`
+//! (`UPDATE_EXPECT=1` rewrites them after review).
+
+use std::path::Path;
+
+use plimsoll_testenv::{write_helm_command, Env};
+
+mod support;
+use support::plimsoll;
+
+fn golden(name: &str, actual: &str) {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("fixtures/examples")
+        .join(name);
+    if std::env::var_os("UPDATE_EXPECT").is_some() {
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, actual).unwrap();
+    }
+    let expected = std::fs::read_to_string(&path)
+        .unwrap_or_else(|_| panic!("{} missing; run with UPDATE_EXPECT=1", path.display()));
+    assert_eq!(actual, expected, "differs from {}", path.display());
+}
+
+#[test]
+fn the_pravega_example_renders_and_plans_its_upgrade() {
+    let Some(env) = Env::require() else { return };
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let example = root.join("examples/pravega");
+    let o = plimsoll(root, &["render", "--repo", "examples/pravega", "--check"]);
+    assert!(
+        o.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let helm = write_helm_command(&env, &dir.path().join("helm"), None).unwrap();
+    let plan = |version: &str, format: &str| {
+        let set = format!("pravega={version}");
+        let o = plimsoll(
+            &example,
+            &[
+                "plan",
+                "--set",
+                &set,
+                "--live",
+                "snapshot.json",
+                "--format",
+                format,
+                "--helm",
+                helm.to_str().unwrap(),
+            ],
+        );
+        let err = String::from_utf8_lossy(&o.stderr).into_owned();
+        (
+            o.status.code(),
+            String::from_utf8_lossy(&o.stdout).into_owned(),
+            err,
+        )
+    };
+    // The upgrade: the chart's values change, then the plan waits for the
+    // operator (the application release, unchanged, has nothing to do).
+    let (code, text, err) = plan("0.10.0", "text");
+    assert_eq!(code, Some(2), "{text}{err}");
+    assert!(
+        text.contains("wait until ready: PravegaCluster/pravega"),
+        "{text}"
+    );
+    golden("pravega-0.10.0.plan.txt", &text);
+    let (_, md, _) = plan("0.10.0", "markdown");
+    golden("pravega-0.10.0.plan.md", &md);
+    // Back to 0.9.0: refused before any change.
+    let (code, text, err) = plan("0.9.0", "text");
+    assert_eq!(code, Some(1), "{text}{err}");
+    assert!(
+        text.contains(
+            "REFUSED: pravega: PravegaCluster/pravega would be downgraded from 0.9.1 to 0.9.0"
+        ),
+        "{text}"
+    );
+    golden("pravega-0.9.0.plan.txt", &text);
+}
