@@ -11,16 +11,7 @@ mod support;
 use support::plimsoll;
 
 fn golden(name: &str, actual: &str) {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("fixtures/examples")
-        .join(name);
-    if std::env::var_os("UPDATE_EXPECT").is_some() {
-        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-        std::fs::write(&path, actual).unwrap();
-    }
-    let expected = std::fs::read_to_string(&path)
-        .unwrap_or_else(|_| panic!("{} missing; run with UPDATE_EXPECT=1", path.display()));
-    assert_eq!(actual, expected, "differs from {}", path.display());
+    support::golden("examples", name, actual)
 }
 
 #[test]

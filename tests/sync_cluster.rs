@@ -208,14 +208,7 @@ fn text(o: &Output) -> String {
 
 /// Compares with a golden file; `UPDATE_EXPECT=1` rewrites it.
 fn golden(name: &str, actual: &str) {
-    let path = root().join("fixtures/sync").join(name);
-    if std::env::var_os("UPDATE_EXPECT").is_some() {
-        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-        std::fs::write(&path, actual).unwrap();
-    }
-    let expected = std::fs::read_to_string(&path)
-        .unwrap_or_else(|_| panic!("{} missing; run with UPDATE_EXPECT=1", path.display()));
-    assert_eq!(actual, expected, "differs from {}", path.display());
+    support::golden("sync", name, actual)
 }
 
 /// Creates every object of `deploy/plimsoll-daemon.yaml`; returns their kinds.

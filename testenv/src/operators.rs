@@ -18,20 +18,54 @@ use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomRe
 use kube::api::{Api, ApiResource, DynamicObject, ListParams, Patch, PatchParams, PostParams};
 use serde_json::{json, Value};
 
-/// The PravegaCluster CRD, trimmed to what is used: a structural schema
-/// with `spec.version` and the status subresource.
-pub async fn install_pravega_crd(client: &kube::Client) -> Result<(), kube::Error> {
+/// A custom resource kind, for [`install_crd`] and its `Api`.
+struct Kind {
+    group: &'static str,
+    version: &'static str,
+    kind: &'static str,
+    plural: &'static str,
+}
+
+impl Kind {
+    fn api(&self, client: &kube::Client, namespace: &str) -> Api<DynamicObject> {
+        let ar = ApiResource {
+            group: self.group.into(),
+            version: self.version.into(),
+            api_version: format!("{}/{}", self.group, self.version),
+            kind: self.kind.into(),
+            plural: self.plural.into(),
+        };
+        Api::namespaced_with(client.clone(), namespace, &ar)
+    }
+}
+
+const PRAVEGA: Kind = Kind {
+    group: "pravega.pravega.io",
+    version: "v1beta1",
+    kind: "PravegaCluster",
+    plural: "pravegaclusters",
+};
+
+const PERCONA: Kind = Kind {
+    group: "psmdb.percona.com",
+    version: "v1",
+    kind: "PerconaServerMongoDB",
+    plural: "perconaservermongodbs",
+};
+
+/// Installs a CRD trimmed to what the stand-ins use (a structural schema
+/// preserving `spec` and `status`, the status subresource) and waits until
+/// it is served.
+async fn install_crd(client: &kube::Client, k: &Kind) -> Result<(), kube::Error> {
     let crd: CustomResourceDefinition = serde_json::from_value(json!({
         "apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
-        "metadata": {"name": "pravegaclusters.pravega.pravega.io"},
-        "spec": {"group": "pravega.pravega.io", "scope": "Namespaced",
-            "names": {"plural": "pravegaclusters", "singular": "pravegacluster",
-                      "kind": "PravegaCluster", "shortNames": ["pk"]},
-            "versions": [{"name": "v1beta1", "served": true, "storage": true,
+        "metadata": {"name": format!("{}.{}", k.plural, k.group)},
+        "spec": {"group": k.group, "scope": "Namespaced",
+            "names": {"plural": k.plural, "singular": k.kind.to_lowercase(), "kind": k.kind},
+            "versions": [{"name": k.version, "served": true, "storage": true,
                 "subresources": {"status": {}},
                 "schema": {"openAPIV3Schema": {"type": "object", "properties": {
-                    "spec": {"type": "object", "x-kubernetes-preserve-unknown-fields": true,
-                             "properties": {"version": {"type": "string"}}},
+                    "spec": {"type": "object", "x-kubernetes-preserve-unknown-fields": true},
                     "status": {"type": "object", "x-kubernetes-preserve-unknown-fields": true}}}}}]}
     }))
     .expect("CRD object");
@@ -43,26 +77,23 @@ pub async fn install_pravega_crd(client: &kube::Client) -> Result<(), kube::Erro
         Err(kube::Error::Api(s)) if s.code == 409 => {}
         Err(e) => return Err(e),
     }
-    // Served once established.
-    let api = pravega_api(client, "default");
+    let api = k.api(client, "default");
     for _ in 0..100 {
         if api.list(&ListParams::default()).await.is_ok() {
-            return Ok(());
+            break;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     Ok(())
 }
 
+/// The PravegaCluster CRD (`spec.version` and the status subresource).
+pub async fn install_pravega_crd(client: &kube::Client) -> Result<(), kube::Error> {
+    install_crd(client, &PRAVEGA).await
+}
+
 pub fn pravega_api(client: &kube::Client, namespace: &str) -> Api<DynamicObject> {
-    let ar = ApiResource {
-        group: "pravega.pravega.io".into(),
-        version: "v1beta1".into(),
-        api_version: "pravega.pravega.io/v1beta1".into(),
-        kind: "PravegaCluster".into(),
-        plural: "pravegaclusters".into(),
-    };
-    Api::namespaced_with(client.clone(), namespace, &ar)
+    PRAVEGA.api(client, namespace)
 }
 
 /// What the Pravega operator stand-in does.
@@ -248,49 +279,13 @@ async fn reconcile(
     .await
 }
 
-/// The PerconaServerMongoDB CRD, trimmed: spec preserved, status
-/// subresource.
+/// The PerconaServerMongoDB CRD.
 pub async fn install_percona_crd(client: &kube::Client) -> Result<(), kube::Error> {
-    let crd: CustomResourceDefinition = serde_json::from_value(json!({
-        "apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
-        "metadata": {"name": "perconaservermongodbs.psmdb.percona.com"},
-        "spec": {"group": "psmdb.percona.com", "scope": "Namespaced",
-            "names": {"plural": "perconaservermongodbs", "singular": "perconaservermongodb",
-                      "kind": "PerconaServerMongoDB", "shortNames": ["psmdb"]},
-            "versions": [{"name": "v1", "served": true, "storage": true,
-                "subresources": {"status": {}},
-                "schema": {"openAPIV3Schema": {"type": "object", "properties": {
-                    "spec": {"type": "object", "x-kubernetes-preserve-unknown-fields": true},
-                    "status": {"type": "object", "x-kubernetes-preserve-unknown-fields": true}}}}}]}
-    }))
-    .expect("CRD object");
-    match Api::<CustomResourceDefinition>::all(client.clone())
-        .create(&PostParams::default(), &crd)
-        .await
-    {
-        Ok(_) => {}
-        Err(kube::Error::Api(s)) if s.code == 409 => {}
-        Err(e) => return Err(e),
-    }
-    let api = percona_api(client, "default");
-    for _ in 0..100 {
-        if api.list(&ListParams::default()).await.is_ok() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    Ok(())
+    install_crd(client, &PERCONA).await
 }
 
 pub fn percona_api(client: &kube::Client, namespace: &str) -> Api<DynamicObject> {
-    let ar = ApiResource {
-        group: "psmdb.percona.com".into(),
-        version: "v1".into(),
-        api_version: "psmdb.percona.com/v1".into(),
-        kind: "PerconaServerMongoDB".into(),
-        plural: "perconaservermongodbs".into(),
-    };
-    Api::namespaced_with(client.clone(), namespace, &ar)
+    PERCONA.api(client, namespace)
 }
 
 /// What the Percona operator stand-in does.

@@ -48,3 +48,19 @@ pub fn commit_all(repo: &git2::Repository, message: &str) -> String {
         .unwrap()
         .to_string()
 }
+
+/// Compares `actual` with the golden file `fixtures/DIR/NAME`;
+/// `UPDATE_EXPECT=1` rewrites it (review the diff).
+pub fn golden(dir: &str, name: &str, actual: &str) {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("fixtures")
+        .join(dir)
+        .join(name);
+    if std::env::var_os("UPDATE_EXPECT").is_some() {
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, actual).unwrap();
+    }
+    let expected = std::fs::read_to_string(&path)
+        .unwrap_or_else(|_| panic!("{} missing; run with UPDATE_EXPECT=1", path.display()));
+    assert_eq!(actual, expected, "differs from {}", path.display());
+}

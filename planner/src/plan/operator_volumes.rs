@@ -17,9 +17,10 @@
 
 use serde_json::Value;
 
-use crate::state::{quantity_bytes, DesiredRelease, DesiredResource, ObservedState, ResourceRef};
+use crate::state::{DesiredRelease, DesiredResource, ObservedState, ResourceRef};
 
-use super::{Plan, PvcRow, Refusal, ReleasePlan};
+use super::volumes::{judge_claim, Asked, ClaimChange};
+use super::{Plan, ReleasePlan};
 
 /// One PVC an operator keeps for a resource, at the size the resource asks.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -136,49 +137,16 @@ pub(super) fn plan_operator_volumes(
             // Not created yet: the operator makes it at the asked size.
             continue;
         };
-        let class = pvc.storage_class.clone().unwrap_or_default();
-        let expandable = observed
-            .storage_classes
-            .iter()
-            .find(|s| s.name == class)
-            .is_some_and(|s| s.allow_volume_expansion);
-        rp.pvcs.push(PvcRow {
-            pvc: format!("{} ({}/{})", c.pvc, c.resource.kind, c.resource.name),
-            current: pvc.request.clone(),
-            desired: c.size.clone(),
-            storage_class: class.clone(),
-            expandable,
-        });
-        if let Some(want) = &c.storage_class {
-            if *want != class {
-                out.refusals.push(Refusal::StorageClassChange {
-                    release: d.name.clone(),
-                    pvc: c.pvc.clone(),
-                    from: class,
-                    to: want.clone(),
-                });
-                continue;
+        let asked = Asked {
+            shown: format!("{} ({}/{})", c.pvc, c.resource.kind, c.resource.name),
+            size: &c.size,
+            class: c.storage_class.as_deref(),
+        };
+        match judge_claim(d, observed, pvc, asked, rp, out) {
+            ClaimChange::None => {}
+            ClaimChange::Grow(..) | ClaimChange::Resizing => {
+                waits.push((c.pvc.clone(), c.size.clone(), c.resource.clone()))
             }
-        }
-        let (have, want) = (quantity_bytes(&pvc.request), quantity_bytes(&c.size));
-        let capacity = pvc.capacity.as_deref().and_then(quantity_bytes);
-        if want < have {
-            out.refusals.push(Refusal::PvcShrink {
-                release: d.name.clone(),
-                pvc: c.pvc.clone(),
-                from: pvc.request.clone(),
-                to: c.size.clone(),
-            });
-        } else if want > have && !expandable {
-            out.refusals.push(Refusal::NotExpandable {
-                release: d.name.clone(),
-                pvc: c.pvc.clone(),
-                storage_class: class,
-                from: pvc.request.clone(),
-                to: c.size.clone(),
-            });
-        } else if want > have || capacity.is_some_and(|cap| Some(cap) < want) {
-            waits.push((c.pvc.clone(), c.size.clone(), c.resource.clone()));
         }
     }
     waits

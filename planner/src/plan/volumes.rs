@@ -218,8 +218,102 @@ pub(super) fn plan_volumes(
     Volumes { recreate }
 }
 
-/// One live claim against its template: a row for review, and an
-/// expansion, a wait for one in progress, or a refusal.
+/// What a live claim needs to reach the size asked of it.
+pub(super) enum ClaimChange {
+    /// Refused (a refusal was recorded), or already at the size.
+    None,
+    /// Grow it: (from, to, class).
+    Grow(String, String, String),
+    /// Requested already but not grown yet: wait.
+    Resizing,
+}
+
+/// A live claim against the size and class asked of it (by a claim
+/// template or an operator's resource): the review row (`shown` as its
+/// name), and a change, or a refusal (shrink, class change, growth on a
+/// class that cannot expand).
+/// What is asked of a claim, and the name its review row shows.
+pub(super) struct Asked<'a> {
+    pub shown: String,
+    pub size: &'a str,
+    pub class: Option<&'a str>,
+}
+
+pub(super) fn judge_claim(
+    d: &DesiredRelease,
+    observed: &ObservedState,
+    pvc: &PvcState,
+    asked: Asked<'_>,
+    rp: &mut ReleasePlan,
+    out: &mut Plan,
+) -> ClaimChange {
+    let Asked {
+        shown,
+        size,
+        class: wanted_class,
+    } = asked;
+    let class = pvc.storage_class.clone().unwrap_or_default();
+    let expandable = observed
+        .storage_classes
+        .iter()
+        .find(|s| s.name == class)
+        .is_some_and(|s| s.allow_volume_expansion);
+    rp.pvcs.push(PvcRow {
+        pvc: shown,
+        current: pvc.request.clone(),
+        desired: size.to_string(),
+        storage_class: class.clone(),
+        expandable,
+    });
+    if let Some(want) = wanted_class {
+        if want != class {
+            out.refusals.push(Refusal::StorageClassChange {
+                release: d.name.clone(),
+                pvc: pvc.name.clone(),
+                from: class,
+                to: want.to_string(),
+            });
+            return ClaimChange::None;
+        }
+    }
+    let (have, want) = (quantity_bytes(&pvc.request), quantity_bytes(size));
+    if want < have {
+        out.refusals.push(Refusal::PvcShrink {
+            release: d.name.clone(),
+            pvc: pvc.name.clone(),
+            from: pvc.request.clone(),
+            to: size.to_string(),
+        });
+        ClaimChange::None
+    } else if want > have {
+        if expandable {
+            ClaimChange::Grow(pvc.request.clone(), size.to_string(), class)
+        } else {
+            out.refusals.push(Refusal::NotExpandable {
+                release: d.name.clone(),
+                pvc: pvc.name.clone(),
+                storage_class: class,
+                from: pvc.request.clone(),
+                to: size.to_string(),
+            });
+            ClaimChange::None
+        }
+    } else if pvc
+        .capacity
+        .as_deref()
+        .and_then(quantity_bytes)
+        .is_some_and(|c| Some(c) < have)
+    {
+        ClaimChange::Resizing
+    } else {
+        ClaimChange::None
+    }
+}
+
+/// One live claim against its template: an expansion, a wait for one in
+/// progress (requested already, by an interrupted sync or by hand, but not
+/// yet grown: wait before anything re-creates the StatefulSet), or a
+/// refusal.
 #[allow(clippy::too_many_arguments)]
 fn check_claim(
     d: &DesiredRelease,
@@ -231,63 +325,14 @@ fn check_claim(
     expansions: &mut Vec<Expansion>,
     resizing: &mut Vec<(String, String)>,
 ) {
-    let class = pvc.storage_class.clone().unwrap_or_default();
-    let expandable = observed
-        .storage_classes
-        .iter()
-        .find(|s| s.name == class)
-        .is_some_and(|s| s.allow_volume_expansion);
-    rp.pvcs.push(PvcRow {
-        pvc: pvc.name.clone(),
-        current: pvc.request.clone(),
-        desired: tmpl.size.clone(),
-        storage_class: class.clone(),
-        expandable,
-    });
-    if let Some(want) = &tmpl.storage_class {
-        if *want != class {
-            out.refusals.push(Refusal::StorageClassChange {
-                release: d.name.clone(),
-                pvc: pvc.name.clone(),
-                from: class,
-                to: want.clone(),
-            });
-            return;
-        }
-    }
-    let (have, want) = (quantity_bytes(&pvc.request), quantity_bytes(&tmpl.size));
-    if want < have {
-        out.refusals.push(Refusal::PvcShrink {
-            release: d.name.clone(),
-            pvc: pvc.name.clone(),
-            from: pvc.request.clone(),
-            to: tmpl.size.clone(),
-        });
-    } else if want > have {
-        if !expandable {
-            out.refusals.push(Refusal::NotExpandable {
-                release: d.name.clone(),
-                pvc: pvc.name.clone(),
-                storage_class: class,
-                from: pvc.request.clone(),
-                to: tmpl.size.clone(),
-            });
-        } else {
-            expansions.push((
-                pvc.name.clone(),
-                pvc.request.clone(),
-                tmpl.size.clone(),
-                class,
-            ));
-        }
-    } else if pvc
-        .capacity
-        .as_deref()
-        .and_then(quantity_bytes)
-        .is_some_and(|c| Some(c) < have)
-    {
-        // Requested already (an interrupted sync, or by hand) but not yet
-        // grown: wait before anything re-creates the StatefulSet.
-        resizing.push((pvc.name.clone(), pvc.request.clone()));
+    let asked = Asked {
+        shown: pvc.name.clone(),
+        size: &tmpl.size,
+        class: tmpl.storage_class.as_deref(),
+    };
+    match judge_claim(d, observed, pvc, asked, rp, out) {
+        ClaimChange::None => {}
+        ClaimChange::Grow(from, to, class) => expansions.push((pvc.name.clone(), from, to, class)),
+        ClaimChange::Resizing => resizing.push((pvc.name.clone(), pvc.request.clone())),
     }
 }

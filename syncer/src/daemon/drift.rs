@@ -84,23 +84,45 @@ async fn event(client: &kube::Client, release: &DesiredRelease, message: &str) {
             .flatten()
             .and_then(|o| o.metadata.uid),
     };
+    let involved = serde_json::json!({"apiVersion": "apps/v1", "kind": kind, "namespace": namespace, "name": name, "uid": uid});
+    if let Err(e) = warning_event(
+        client,
+        namespace,
+        &format!("{name}.plimsoll-drift-"),
+        involved,
+        "Drift",
+        message,
+    )
+    .await
+    {
+        tracing::warn!(release = %release.name, "cannot record the drift event: {e}");
+    }
+}
+
+/// Creates a Warning Event from Plimsoll about `involved`.
+async fn warning_event(
+    client: &kube::Client,
+    namespace: &str,
+    generate_name: &str,
+    involved: serde_json::Value,
+    reason: &str,
+    message: &str,
+) -> Result<(), kube::Error> {
     let now = k8s_openapi::jiff::Timestamp::now();
     let event: Event = match serde_json::from_value(serde_json::json!({
-        "metadata": {"generateName": format!("{name}.plimsoll-drift-"), "namespace": namespace},
-        "involvedObject": {"apiVersion": "apps/v1", "kind": kind, "namespace": namespace, "name": name, "uid": uid},
-        "type": "Warning", "reason": "Drift", "message": message,
+        "metadata": {"generateName": generate_name, "namespace": namespace},
+        "involvedObject": involved,
+        "type": "Warning", "reason": reason, "message": message,
         "source": {"component": "plimsoll"},
         "firstTimestamp": now.to_string(), "lastTimestamp": now.to_string(), "count": 1,
     })) {
         Ok(e) => e,
-        Err(_) => return,
+        Err(_) => return Ok(()),
     };
-    if let Err(e) = Api::<Event>::namespaced(client.clone(), namespace)
+    Api::<Event>::namespaced(client.clone(), namespace)
         .create(&PostParams::default(), &event)
         .await
-    {
-        tracing::warn!(release = %release.name, "cannot record the drift event: {e}");
-    }
+        .map(drop)
 }
 
 /// A Warning Event about a commit that cannot be used, on the journal
@@ -109,21 +131,17 @@ async fn event(client: &kube::Client, release: &DesiredRelease, message: &str) {
 /// named with its own name as namespace (`kubectl get events -n NS`).
 pub async fn commit_event(client: &kube::Client, namespace: &str, commit: &str, message: &str) {
     let short = &commit[..12.min(commit.len())];
-    let now = k8s_openapi::jiff::Timestamp::now();
-    let event: Event = match serde_json::from_value(serde_json::json!({
-        "metadata": {"generateName": "plimsoll-commit-", "namespace": namespace},
-        "involvedObject": {"apiVersion": "v1", "kind": "Namespace", "name": namespace, "namespace": namespace},
-        "type": "Warning", "reason": "CommitRejected",
-        "message": format!("commit {short} cannot be used: {}", truncate(message, 900)),
-        "source": {"component": "plimsoll"},
-        "firstTimestamp": now.to_string(), "lastTimestamp": now.to_string(), "count": 1,
-    })) {
-        Ok(e) => e,
-        Err(_) => return,
-    };
-    if let Err(e) = Api::<Event>::namespaced(client.clone(), namespace)
-        .create(&PostParams::default(), &event)
-        .await
+    let involved = serde_json::json!({"apiVersion": "v1", "kind": "Namespace", "name": namespace, "namespace": namespace});
+    let message = format!("commit {short} cannot be used: {}", truncate(message, 900));
+    if let Err(e) = warning_event(
+        client,
+        namespace,
+        "plimsoll-commit-",
+        involved,
+        "CommitRejected",
+        &message,
+    )
+    .await
     {
         tracing::warn!("cannot record the rejected commit as an Event: {e}");
     }
