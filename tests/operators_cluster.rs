@@ -456,3 +456,94 @@ async fn percona_claims_are_planned_grown_by_the_operator_and_verified() {
     );
 }
 }
+
+on_both_versions! {
+/// Seed 000 with both operators: the scale-up from m to l grows the mongo
+/// claims (Percona, once its patch enables expansion) and the kafka claims
+/// (Strimzi), and the sync returns with every one verified at the new size.
+async fn a_scale_up_grows_the_percona_and_strimzi_claims_and_verifies_them() {
+    use plimsoll_testenv::operators::{
+        install_percona_crd, install_strimzi_crd, PerconaBehaviour, PerconaOperator, StrimziOperator,
+    };
+    let Some(env) = Env::require() else {
+        return;
+    };
+    let cluster = Cluster::start(&env, NS).await.expect("cluster");
+    install_percona_crd(&cluster.client).await.expect("CRD");
+    install_strimzi_crd(&cluster.client).await.expect("CRD");
+    let _percona = PerconaOperator::start(cluster.client.clone(), NS, PerconaBehaviour::default()).await;
+    let _strimzi = StrimziOperator::start(cluster.client.clone(), NS).await;
+    let repo = tempfile::tempdir().unwrap();
+    copy_dir(
+        &root().join("fixtures/charts/test-operators-1.0.0"),
+        &repo.path().join("charts/test-operators"),
+    );
+    std::fs::write(
+        repo.path().join("plimsoll.yaml"),
+        format!(
+            "name: data\nvariables:\n  segment: {{values: [m, l], default: m}}\nstages: [data]\nreleases:\n\
+             \x20 - name: data\n    chart: charts/test-operators\n    version: 1.0.0\n    namespace: {NS}\n    stage: data\n    layers:\n      - ${{segment}}.yaml\n\
+             \x20   patches:\n      - apiVersion: psmdb.percona.com/v1\n        kind: PerconaServerMongoDB\n        name: mongo-replicaset\n        patch:\n          - {{op: add, path: /spec/enableVolumeExpansion, value: true}}\n"
+        ),
+    )
+    .unwrap();
+    std::fs::write(repo.path().join("m.yaml"), "mongo:\n  size: 25Gi\nkafka:\n  size: 20Gi\n").unwrap();
+    std::fs::write(repo.path().join("l.yaml"), "mongo:\n  size: 45Gi\nkafka:\n  size: 40Gi\n").unwrap();
+    let sync = |segment: &str| {
+        Command::new(env!("CARGO_BIN_EXE_plimsoll"))
+            .current_dir(repo.path())
+            .args(["sync", "--yes", "--set", &format!("segment={segment}")])
+            .args(["--kubeconfig", &cluster.cp.kubeconfig.display().to_string()])
+            .args(["--helm", &cluster.cp.helm.display().to_string()])
+            .output()
+            .unwrap()
+    };
+    let sizes = || async {
+        let api: kube::Api<k8s_openapi::api::core::v1::PersistentVolumeClaim> =
+            kube::Api::namespaced(cluster.client.clone(), NS);
+        let mut v: Vec<String> = api
+            .list(&kube::api::ListParams::default())
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|p| {
+                format!(
+                    "{}={}",
+                    p.metadata.name.clone().unwrap_or_default(),
+                    p.status
+                        .and_then(|s| s.capacity)
+                        .and_then(|c| c.get("storage").map(|q| q.0.clone()))
+                        .unwrap_or_default()
+                )
+            })
+            .collect();
+        v.sort();
+        v
+    };
+    let o = sync("m");
+    assert!(o.status.success(), "{}", text(&o));
+    // Installed: the operators made their claims (the sync waited for the
+    // resources to be current, so they are there).
+    assert_eq!(
+        sizes().await,
+        [
+            "data-0-kafka-cluster-kafka-0=20Gi", "data-0-kafka-cluster-kafka-1=20Gi", "data-0-kafka-cluster-kafka-2=20Gi",
+            "mongod-data-mongo-replicaset-rs0-0=25Gi", "mongod-data-mongo-replicaset-rs0-1=25Gi", "mongod-data-mongo-replicaset-rs0-2=25Gi",
+        ]
+    );
+    let o = sync("l");
+    assert!(o.status.success(), "{}", text(&o));
+    let err = String::from_utf8_lossy(&o.stderr);
+    for pvc in ["mongod-data-mongo-replicaset-rs0-2", "data-0-kafka-cluster-kafka-2"] {
+        assert!(err.contains(&format!("has grown PVC {pvc}")), "waited for {pvc}: {}", text(&o));
+    }
+    assert_eq!(
+        sizes().await,
+        [
+            "data-0-kafka-cluster-kafka-0=40Gi", "data-0-kafka-cluster-kafka-1=40Gi", "data-0-kafka-cluster-kafka-2=40Gi",
+            "mongod-data-mongo-replicaset-rs0-0=45Gi", "mongod-data-mongo-replicaset-rs0-1=45Gi", "mongod-data-mongo-replicaset-rs0-2=45Gi",
+        ],
+        "verified at the new sizes when the sync returns"
+    );
+}
+}

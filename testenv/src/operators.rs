@@ -413,3 +413,157 @@ async fn percona_reconcile(
     }
     Ok(())
 }
+
+const STRIMZI: Kind = Kind {
+    group: "kafka.strimzi.io",
+    version: "v1beta2",
+    kind: "Kafka",
+    plural: "kafkas",
+};
+
+/// The Strimzi `Kafka` CRD.
+pub async fn install_strimzi_crd(client: &kube::Client) -> Result<(), kube::Error> {
+    install_crd(client, &STRIMZI).await
+}
+
+pub fn strimzi_api(client: &kube::Client, namespace: &str) -> Api<DynamicObject> {
+    STRIMZI.api(client, namespace)
+}
+
+/// Strimzi's cluster operator, as far as storage goes: it keeps the
+/// brokers' claims (`data-CR-kafka-N`, or `data-ID-CR-kafka-N` with JBOD)
+/// at the size `spec.kafka.storage` asks, grows them when it grows (the
+/// class allowing expansion; documentation/modules/configuring/
+/// proc-resizing-persistent-volumes.adoc), and reports the new generation
+/// observed with `Ready=True` only once every claim has its size (the old
+/// `observedGeneration` while it works).
+pub struct StrimziOperator {
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for StrimziOperator {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl StrimziOperator {
+    pub async fn start(client: kube::Client, namespace: &str) -> StrimziOperator {
+        let api = strimzi_api(&client, namespace);
+        let ns = namespace.to_string();
+        let task = tokio::spawn(async move {
+            loop {
+                if let Ok(list) = api.list(&ListParams::default()).await {
+                    for cr in list {
+                        let _ = strimzi_reconcile(&client, &api, &ns, &cr).await;
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(150)).await;
+            }
+        });
+        StrimziOperator { task }
+    }
+}
+
+/// Keeps one claim at `size`: created when missing, grown when smaller;
+/// `true` when its capacity is there.
+async fn keep_claim(
+    pvcs: &Api<k8s_openapi::api::core::v1::PersistentVolumeClaim>,
+    ns: &str,
+    name: &str,
+    size: &str,
+    class: &str,
+    grow: bool,
+) -> Result<bool, kube::Error> {
+    use plimsoll_planner::state::quantity_bytes;
+    let Some(p) = pvcs.get_opt(name).await? else {
+        let pvc = serde_json::from_value(json!({
+            "metadata": {"name": name, "namespace": ns},
+            "spec": {"accessModes": ["ReadWriteOnce"], "storageClassName": class,
+                     "resources": {"requests": {"storage": size}}}
+        }))
+        .expect("pvc");
+        pvcs.create(&PostParams::default(), &pvc).await?;
+        return Ok(false);
+    };
+    let quantity = |q: Option<&k8s_openapi::apimachinery::pkg::api::resource::Quantity>| {
+        q.map(|q| q.0.clone()).unwrap_or_default()
+    };
+    let request = quantity(
+        p.spec
+            .as_ref()
+            .and_then(|s| s.resources.as_ref())
+            .and_then(|r| r.requests.as_ref())
+            .and_then(|r| r.get("storage")),
+    );
+    let capacity = quantity(
+        p.status
+            .as_ref()
+            .and_then(|s| s.capacity.as_ref())
+            .and_then(|c| c.get("storage")),
+    );
+    let want = quantity_bytes(size);
+    if grow && want > quantity_bytes(&request) {
+        pvcs.patch(
+            name,
+            &PatchParams::default(),
+            &Patch::Merge(&json!({"spec": {"resources": {"requests": {"storage": size}}}})),
+        )
+        .await?;
+    }
+    Ok(quantity_bytes(&capacity) >= want)
+}
+
+async fn strimzi_reconcile(
+    client: &kube::Client,
+    api: &Api<DynamicObject>,
+    ns: &str,
+    cr: &DynamicObject,
+) -> Result<(), kube::Error> {
+    let name = cr.metadata.name.clone().unwrap_or_default();
+    let generation = cr.metadata.generation.unwrap_or(1);
+    let kafka = &cr.data["spec"]["kafka"];
+    let replicas = kafka["replicas"].as_i64().unwrap_or(1);
+    let storage = &kafka["storage"];
+    let mut claims: Vec<(String, String, String)> = Vec::new();
+    match storage["type"].as_str() {
+        Some("persistent-claim") => {
+            for i in 0..replicas {
+                claims.push((
+                    format!("data-{name}-kafka-{i}"),
+                    storage["size"].as_str().unwrap_or("1Gi").into(),
+                    storage["class"].as_str().unwrap_or("").into(),
+                ));
+            }
+        }
+        Some("jbod") => {
+            for v in storage["volumes"].as_array().into_iter().flatten() {
+                let id = v["id"].as_i64().unwrap_or(0);
+                for i in 0..replicas {
+                    claims.push((
+                        format!("data-{id}-{name}-kafka-{i}"),
+                        v["size"].as_str().unwrap_or("1Gi").into(),
+                        v["class"].as_str().unwrap_or("").into(),
+                    ));
+                }
+            }
+        }
+        _ => {}
+    }
+    let pvcs = Api::namespaced(client.clone(), ns);
+    let mut settled = true;
+    for (pvc, size, class) in &claims {
+        settled &= keep_claim(&pvcs, ns, pvc, size, class, true).await?;
+    }
+    let observed = cr.data["status"]["observedGeneration"].as_i64();
+    if settled && observed != Some(generation) {
+        set_status(
+            api,
+            &name,
+            json!({"observedGeneration": generation,
+                   "conditions": [condition("Ready", true, "", "")]}),
+        )
+        .await?;
+    }
+    Ok(())
+}
