@@ -46,10 +46,26 @@ pub struct DesiredState {
 impl DesiredState {
     /// Every resource a release declares a patch for.
     pub fn patch_targets(&self) -> Vec<ResourceRef> {
+        // Patched resources, and the versioned custom resources the charts
+        // render (their live spec tells a version change mixed with other
+        // edits).
         let mut t: Vec<ResourceRef> = self
             .releases
             .iter()
-            .flat_map(|r| r.patches.iter().map(|p| p.target.clone()))
+            .flat_map(|r| {
+                r.patches.iter().map(|p| p.target.clone()).chain(
+                    r.custom_resources
+                        .iter()
+                        .filter(|c| {
+                            plimsoll_planner::health::version_field(
+                                &c.target.api_version,
+                                &c.target.kind,
+                            )
+                            .is_some()
+                        })
+                        .map(|c| c.target.clone()),
+                )
+            })
             .collect();
         t.sort();
         t.dedup();

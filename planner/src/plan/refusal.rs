@@ -38,6 +38,16 @@ pub enum Refusal {
         from: String,
         to: String,
     },
+    /// With `--strict`: a custom resource's version change mixed with other
+    /// edits of it (the Pravega guide: do not club other edits with the
+    /// upgrade).
+    ResourceVersionMixedWithEdits {
+        release: String,
+        resource: String,
+        from: String,
+        to: String,
+        paths: Vec<String>,
+    },
     /// A custom resource's version would skip its catalog's upgrade path.
     ResourceSkippedUpgradePath {
         release: String,
@@ -104,6 +114,7 @@ impl Refusal {
             | Refusal::NotExpandable { release, .. }
             | Refusal::Downgrade { release, .. }
             | Refusal::ResourceDowngrade { release, .. }
+            | Refusal::ResourceVersionMixedWithEdits { release, .. }
             | Refusal::ResourceSkippedUpgradePath { release, .. }
             | Refusal::SkippedUpgradePath { release, .. }
             | Refusal::VersionBumpWithValueChanges { release, .. }
@@ -138,6 +149,10 @@ impl Refusal {
             }
             Refusal::ResourceDowngrade { release, resource, from, to } => format!(
                 "{release}: {resource} would be downgraded from {from} to {to}; its operator upgrades forward only"
+            ),
+            Refusal::ResourceVersionMixedWithEdits { release, resource, from, to, paths } => format!(
+                "{release}: {resource} {from} -> {to} is mixed with other edits of it ({}); with --strict, upgrade the version alone",
+                paths.join(", ")
             ),
             Refusal::ResourceSkippedUpgradePath { release, resource, from, to, required } => format!(
                 "{release}: {resource} {from} -> {to} skips the release path; upgrade to {required} first"

@@ -109,6 +109,24 @@ pub(super) fn check_resource_versions(
             .and_then(|h| h.version.as_deref());
         if let (Some(from), Some(to)) = (from, to) {
             check_one(d, &c.target, from, to, options, out);
+            if options.strict && from != to {
+                let live = observed
+                    .resources
+                    .iter()
+                    .find(|r| r.target == c.target)
+                    .and_then(|r| r.object.as_ref());
+                if let Some(live) = live {
+                    let mut paths = Vec::new();
+                    differing_leaves(
+                        c.object.get("spec"),
+                        live.get("spec"),
+                        "spec",
+                        field,
+                        &mut paths,
+                    );
+                    mixed(d, &c.target, from, to, paths, out);
+                }
+            }
         }
     }
     // Set by a declared patch: the live object before and after it.
@@ -136,7 +154,69 @@ pub(super) fn check_resource_versions(
         let to = patched.pointer(field).and_then(|v| v.as_str());
         if let (Some(from), Some(to)) = (from, to) {
             check_one(d, &p.target, from, to, options, out);
+            if options.strict && from != to {
+                let mut paths = Vec::new();
+                differing_leaves(
+                    patched.get("spec"),
+                    live.get("spec"),
+                    "spec",
+                    field,
+                    &mut paths,
+                );
+                mixed(d, &p.target, from, to, paths, out);
+            }
         }
+    }
+}
+
+/// The refusal for a version change with other edits, when there are.
+fn mixed(
+    d: &DesiredRelease,
+    target: &crate::state::ResourceRef,
+    from: &str,
+    to: &str,
+    paths: Vec<String>,
+    out: &mut Plan,
+) {
+    if !paths.is_empty() {
+        out.refusals.push(Refusal::ResourceVersionMixedWithEdits {
+            release: d.name.clone(),
+            resource: format!("{}/{}", target.kind, target.name),
+            from: from.to_string(),
+            to: to.to_string(),
+            paths,
+        });
+    }
+}
+
+/// Leaves of `want` that `live` does not have equal (fields the API server
+/// or the operator added to `live` do not count), but the version field.
+fn differing_leaves(
+    want: Option<&serde_json::Value>,
+    live: Option<&serde_json::Value>,
+    path: &str,
+    version_field: &str,
+    out: &mut Vec<String>,
+) {
+    use serde_json::Value;
+    let pointer = format!("/{}", path.replace('.', "/"));
+    if pointer == version_field {
+        return;
+    }
+    match (want, live) {
+        (Some(Value::Object(w)), Some(Value::Object(l))) => {
+            for (k, v) in w {
+                differing_leaves(
+                    Some(v),
+                    l.get(k),
+                    &format!("{path}.{k}"),
+                    version_field,
+                    out,
+                );
+            }
+        }
+        (Some(w), l) if Some(w) != l => out.push(path.to_string()),
+        _ => {}
     }
 }
 
