@@ -332,11 +332,20 @@ pub struct Scrubber {
 }
 
 impl Scrubber {
-    /// Shorter strings are too likely to be ordinary words to remove.
-    pub const MIN_LEN: usize = 4;
+    /// Shorter strings, numbers and booleans are too likely to be ordinary
+    /// text to remove everywhere (a `token: {ttl: 3600}` must not blank
+    /// every 3600); the structural rule still masks them where they stand.
+    pub const MIN_LEN: usize = 6;
 
     pub fn new(mut secrets: Vec<String>) -> Scrubber {
-        secrets.retain(|s| s.chars().count() >= Scrubber::MIN_LEN && s != REDACTED);
+        let ordinary = |s: &str| {
+            s.parse::<f64>().is_ok()
+                || matches!(
+                    s.to_ascii_lowercase().as_str(),
+                    "true" | "false" | "null" | "enabled" | "disabled"
+                )
+        };
+        secrets.retain(|s| s.chars().count() >= Scrubber::MIN_LEN && s != REDACTED && !ordinary(s));
         secrets.sort_by(|a, b| b.len().cmp(&a.len()).then_with(|| a.cmp(b)));
         secrets.dedup();
         Scrubber { secrets }
