@@ -367,33 +367,39 @@ impl PerconaSite {
     }
 
     async fn sizes(&self) -> Vec<String> {
-        let api: kube::Api<k8s_openapi::api::core::v1::PersistentVolumeClaim> =
-            kube::Api::namespaced(self.cluster.client.clone(), NS);
-        let mut v: Vec<String> = api
-            .list(&kube::api::ListParams::default())
-            .await
-            .unwrap()
-            .into_iter()
-            .filter(|p| {
-                p.metadata
-                    .name
-                    .as_deref()
-                    .is_some_and(|n| n.starts_with("mongod-data-"))
-            })
-            .map(|p| {
-                format!(
-                    "{}={}",
-                    p.metadata.name.clone().unwrap_or_default(),
-                    p.status
-                        .and_then(|s| s.capacity)
-                        .and_then(|c| c.get("storage").map(|q| q.0.clone()))
-                        .unwrap_or_default()
-                )
-            })
-            .collect();
-        v.sort();
-        v
+        claim_sizes(&self.cluster.client, "mongod-data-").await
     }
+}
+
+/// `NAME=CAPACITY` of the namespace's PVCs whose names start with `prefix`,
+/// sorted.
+async fn claim_sizes(client: &kube::Client, prefix: &str) -> Vec<String> {
+    let api: kube::Api<k8s_openapi::api::core::v1::PersistentVolumeClaim> =
+        kube::Api::namespaced(client.clone(), NS);
+    let mut v: Vec<String> = api
+        .list(&kube::api::ListParams::default())
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|p| {
+            p.metadata
+                .name
+                .as_deref()
+                .is_some_and(|n| n.starts_with(prefix))
+        })
+        .map(|p| {
+            format!(
+                "{}={}",
+                p.metadata.name.clone().unwrap_or_default(),
+                p.status
+                    .and_then(|s| s.capacity)
+                    .and_then(|c| c.get("storage").map(|q| q.0.clone()))
+                    .unwrap_or_default()
+            )
+        })
+        .collect();
+    v.sort();
+    v
 }
 
 on_both_versions! {
@@ -498,28 +504,7 @@ async fn a_scale_up_grows_the_percona_and_strimzi_claims_and_verifies_them() {
             .output()
             .unwrap()
     };
-    let sizes = || async {
-        let api: kube::Api<k8s_openapi::api::core::v1::PersistentVolumeClaim> =
-            kube::Api::namespaced(cluster.client.clone(), NS);
-        let mut v: Vec<String> = api
-            .list(&kube::api::ListParams::default())
-            .await
-            .unwrap()
-            .into_iter()
-            .map(|p| {
-                format!(
-                    "{}={}",
-                    p.metadata.name.clone().unwrap_or_default(),
-                    p.status
-                        .and_then(|s| s.capacity)
-                        .and_then(|c| c.get("storage").map(|q| q.0.clone()))
-                        .unwrap_or_default()
-                )
-            })
-            .collect();
-        v.sort();
-        v
-    };
+    let sizes = || claim_sizes(&cluster.client, "");
     let o = sync("m");
     assert!(o.status.success(), "{}", text(&o));
     // Installed: the operators made their claims (the sync waited for the

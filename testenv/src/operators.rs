@@ -344,10 +344,9 @@ async fn percona_reconcile(
     cr: &DynamicObject,
     b: &PerconaBehaviour,
 ) -> Result<(), kube::Error> {
-    use k8s_openapi::api::core::v1::PersistentVolumeClaim;
     let name = cr.metadata.name.clone().unwrap_or_default();
-    let expansion = cr.data["spec"]["enableVolumeExpansion"].as_bool() == Some(true);
-    let pvcs: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), ns);
+    let grow = cr.data["spec"]["enableVolumeExpansion"].as_bool() == Some(true) && !b.stall_resize;
+    let pvcs = Api::namespaced(client.clone(), ns);
     let mut settled = true;
     for rs in cr.data["spec"]["replsets"].as_array().into_iter().flatten() {
         let rs_name = rs["name"].as_str().unwrap_or("rs0");
@@ -357,54 +356,8 @@ async fn percona_reconcile(
             .unwrap_or("1Gi");
         let class = pvc_spec["storageClassName"].as_str().unwrap_or("");
         for i in 0..rs["size"].as_i64().unwrap_or(3) {
-            let pvc_name = format!("mongod-data-{name}-{rs_name}-{i}");
-            match pvcs.get_opt(&pvc_name).await? {
-                None => {
-                    let pvc: PersistentVolumeClaim = serde_json::from_value(json!({
-                        "metadata": {"name": pvc_name, "namespace": ns,
-                                     "labels": {"app.kubernetes.io/instance": name}},
-                        "spec": {"accessModes": ["ReadWriteOnce"], "storageClassName": class,
-                                 "resources": {"requests": {"storage": size}}}
-                    }))
-                    .expect("pvc");
-                    pvcs.create(&PostParams::default(), &pvc).await?;
-                    settled = false;
-                }
-                Some(p) => {
-                    let request = p
-                        .spec
-                        .as_ref()
-                        .and_then(|s| s.resources.as_ref())
-                        .and_then(|r| r.requests.as_ref())
-                        .and_then(|r| r.get("storage"))
-                        .map(|q| q.0.clone())
-                        .unwrap_or_default();
-                    let capacity = p
-                        .status
-                        .as_ref()
-                        .and_then(|s| s.capacity.as_ref())
-                        .and_then(|c| c.get("storage"))
-                        .map(|q| q.0.clone())
-                        .unwrap_or_default();
-                    let (want, have) = (
-                        plimsoll_planner::state::quantity_bytes(size),
-                        plimsoll_planner::state::quantity_bytes(&request),
-                    );
-                    if want > have && expansion && !b.stall_resize {
-                        pvcs.patch(
-                            &pvc_name,
-                            &PatchParams::default(),
-                            &Patch::Merge(
-                                &json!({"spec": {"resources": {"requests": {"storage": size}}}}),
-                            ),
-                        )
-                        .await?;
-                    }
-                    if plimsoll_planner::state::quantity_bytes(&capacity) < want {
-                        settled = false;
-                    }
-                }
-            }
+            let pvc = format!("mongod-data-{name}-{rs_name}-{i}");
+            settled &= keep_claim(&pvcs, ns, &pvc, size, class, grow).await?;
         }
     }
     let state = if settled { "ready" } else { "initializing" };
