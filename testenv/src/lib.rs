@@ -184,12 +184,28 @@ impl Env {
     }
 }
 
+/// A loopback port free now, below Linux's ephemeral range (32768-60999):
+/// a port from that range can be taken as the source port of any outgoing
+/// connection (another test's clients) before the component binds it.
 fn free_port() -> u16 {
+    use std::hash::{BuildHasher, Hasher};
+    for _ in 0..200 {
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u32(std::process::id());
+        let port = 20_000 + (h.finish() % 12_000) as u16;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
         .expect("a free loopback port")
 }
+
+/// Marks a start that failed because a component's port was taken between
+/// choosing it and binding it; such a start is tried again on new ports.
+const PORT_TAKEN: &str = "its port was taken";
 
 /// Writes an executable `helm` command at `path` backed by the Helm SDK
 /// front end (`testenv/helm/helm.py`), for a cluster's kubeconfig or, for
@@ -245,6 +261,19 @@ impl ControlPlane {
 
     /// Starts a control plane of `version` (its binaries must be in `env`).
     pub async fn start_version(env: &Env, version: KubeVersion) -> Result<ControlPlane, String> {
+        let mut attempt = 1;
+        loop {
+            match ControlPlane::start_once(env, version).await {
+                Err(why) if why.contains(PORT_TAKEN) && attempt < 3 => {
+                    eprintln!("control plane start {attempt} failed ({why}); trying new ports");
+                    attempt += 1;
+                }
+                done => return done,
+            }
+        }
+    }
+
+    async fn start_once(env: &Env, version: KubeVersion) -> Result<ControlPlane, String> {
         let env = &if env.version == version {
             env.clone()
         } else {
@@ -528,7 +557,16 @@ impl ControlPlane {
                     .try_wait()
                     .ok()
                     .flatten()
-                    .map(|status| format!("{name} exited early ({status})"))
+                    .map(|status| (*name, status))
+            });
+            let exited = exited.map(|(name, status)| {
+                let log = std::fs::read_to_string(self.dir.path().join(format!("{name}.log")))
+                    .unwrap_or_default();
+                if log.contains("address already in use") {
+                    format!("{name} exited early ({status}): {PORT_TAKEN}")
+                } else {
+                    format!("{name} exited early ({status})")
+                }
             });
             if let Some(why) = exited {
                 return Err(format!("{why}; logs in {}", self.keep_logs().display()));
