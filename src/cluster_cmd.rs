@@ -102,11 +102,7 @@ pub fn plan(
             })?
         }
     };
-    let options = plan::PlanOptions {
-        strict,
-        catalogs: desired.catalogs.clone(),
-        redactor: desired.redactor.clone(),
-    };
+    let options = desired.plan_options(strict);
     let mut plan = plan::plan(&desired.releases, &observed, &options);
     if let Some(b) = base {
         let base_rev = Revision::open(&common.repo, b)?;

@@ -86,7 +86,10 @@ fn step_object(step: &Step) -> String {
         Step::ExpandPvc { pvc, .. }
         | Step::WaitForExpansion { pvc, .. }
         | Step::WaitForOperatorExpansion { pvc, .. } => pvc.clone(),
-        Step::PatchResource { target, .. } => format!("{}/{}", target.kind, target.name),
+        Step::PatchResource { target, .. } | Step::ChangeListElement { target, .. } => {
+            format!("{}/{}", target.kind, target.name)
+        }
+        Step::WaitForGone { resource, .. } => format!("{}/{}", resource.kind, resource.name),
         Step::RecreateStatefulSet { statefulset, .. } => statefulset.clone(),
         Step::HelmUpgrade { release, .. }
         | Step::WaitForReady { release, .. }
@@ -105,6 +108,8 @@ pub fn step_kind(step: &Step) -> &'static str {
         Step::WaitForReady { .. } => "wait-for-ready",
         Step::WaitForHealthy { .. } => "wait-for-healthy",
         Step::WaitForOperatorExpansion { .. } => "wait-for-operator-expansion",
+        Step::ChangeListElement { .. } => "change-list-element",
+        Step::WaitForGone { .. } => "wait-for-gone",
     }
 }
 

@@ -12,6 +12,8 @@
 //!   for free text.
 //! - [`journal`]: the journal model (which plan a sync executes, which
 //!   steps are done) and its ConfigMap data form.
+//! - [`phased`]: list fields moved one element per edit, growing before
+//!   shrinking (cStor replicas), and their phases.
 //! - [`manifests`]: StatefulSets and Deployments from rendered manifests
 //!   (`helm template` output).
 //!
@@ -22,6 +24,7 @@
 pub mod health;
 pub mod journal;
 pub mod manifests;
+pub mod phased;
 pub mod plan;
 pub mod redact;
 pub mod state;

@@ -1,5 +1,5 @@
 //! Planner cases as data: fixtures/plans/CASE/{desired,observed}.json (and
-//! options.json) beside the expected text plan and exit code. Run with
+//! options.json) beside the expected text and Markdown plans and exit code. Run with
 //! UPDATE_EXPECT=1 to rewrite the expected files after reviewing a change.
 
 use std::collections::BTreeMap;
@@ -50,6 +50,7 @@ fn planner_cases() {
                 .map(|(k, v)| (k, Catalog { versions: v }))
                 .collect(),
             redactor: Redactor::with_patterns(&opts.redact),
+            phased_lists: Default::default(),
         };
         let p = plan(&desired, &observed, &options);
         let text = to_text(&p);
@@ -68,12 +69,20 @@ fn planner_cases() {
                 failures.push(format!("{}: secret {secret:?} shown", case.display()));
             }
         }
+        let markdown = to_markdown(&p);
         if update {
             std::fs::write(case.join("expected.txt"), &text).unwrap();
+            std::fs::write(case.join("expected.md"), &markdown).unwrap();
             std::fs::write(case.join("expected.exit"), &exit).unwrap();
         } else {
             if read("expected.txt").ok().as_deref() != Some(text.as_str()) {
                 failures.push(format!("{}: plan differs:\n{text}", case.display()));
+            }
+            if read("expected.md").ok().as_deref() != Some(markdown.as_str()) {
+                failures.push(format!(
+                    "{}: Markdown plan differs:\n{markdown}",
+                    case.display()
+                ));
             }
             if read("expected.exit").ok().as_deref() != Some(exit.as_str()) {
                 failures.push(format!("{}: exit code {exit}", case.display()));

@@ -114,6 +114,31 @@ pub struct Stack {
     pub redact: Vec<String>,
     /// Health rules for custom resources, by group and kind.
     pub health: Vec<HealthDecl>,
+    /// List fields moved one element per edit, growing before shrinking.
+    pub phased_lists: Vec<PhasedListDecl>,
+}
+
+/// A phased list as declared (`phasedLists:`): a list field of a custom
+/// resource that is moved one element per edit, an add before each
+/// removal, with a health wait between (the planner's `phased` module).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PhasedListDecl {
+    pub api_version: String,
+    pub kind: String,
+    /// JSON pointer of the list.
+    pub path: String,
+    /// The element field that names an element.
+    pub key: String,
+    /// What each element stands for, `{name}` and `{key}` substituted.
+    pub element: Option<ResourceTemplateDecl>,
+    pub before_remove: Vec<ResourceTemplateDecl>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ResourceTemplateDecl {
+    pub api_version: String,
+    pub kind: String,
+    pub name: String,
 }
 
 /// A health rule as declared: CEL text, compiled (and its errors reported
@@ -224,6 +249,7 @@ pub fn parse(file: &str, bytes: &[u8]) -> Result<Stack, StackError> {
             "catalog",
             "redact",
             "health",
+            "phasedLists",
         ],
         "the stack file",
     )?;
@@ -257,6 +283,7 @@ pub fn parse(file: &str, bytes: &[u8]) -> Result<Stack, StackError> {
     let catalog = parse_catalog(&r, &root)?;
     let redact = parse_redact(&r, &root)?;
     let health = parse_health(&r, &root)?;
+    let phased_lists = parse_phased_lists(&r, &root)?;
     let stages = order_stages(&r, &root, stage_decl, &releases)?;
     releases.sort_by_key(|rel| {
         stages
@@ -273,7 +300,114 @@ pub fn parse(file: &str, bytes: &[u8]) -> Result<Stack, StackError> {
         catalog,
         redact,
         health,
+        phased_lists,
     })
+}
+
+/// `phasedLists:` rules: `apiVersion` (a custom resource's group), `kind`,
+/// `path` (a JSON pointer), `key`, optional `element` and `beforeRemove`
+/// resource templates.
+fn parse_phased_lists(r: &Reader<'_>, root: &Node) -> Result<Vec<PhasedListDecl>, StackError> {
+    let Some(list) = root.get("phasedLists") else {
+        return Ok(Vec::new());
+    };
+    let field = |m: &Node, k: &str, what: &str| -> Result<String, StackError> {
+        let n = m
+            .get(k)
+            .ok_or_else(|| r.err(m, format!("{what} needs {k}")))?;
+        r.string(n, k)
+    };
+    let name_ok = |s: &str| {
+        !s.is_empty()
+            && s.len() <= 253
+            && s.replace("{name}", "a")
+                .replace("{key}", "a")
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.')
+    };
+    let template = |n: &Node| -> Result<ResourceTemplateDecl, StackError> {
+        let m = r.map(n, "a resource template")?;
+        r.check_keys(m, &["apiVersion", "kind", "name"], "a resource template")?;
+        let t = ResourceTemplateDecl {
+            api_version: field(m, "apiVersion", "a resource template")?,
+            kind: field(m, "kind", "a resource template")?,
+            name: field(m, "name", "a resource template")?,
+        };
+        if !name_ok(&t.name) {
+            return Err(r.err(
+                m.get("name").unwrap_or(m),
+                format!("resource name {:?}: lowercase letters, digits, `-` and `.`, with `{{name}}` and `{{key}}` substituted", t.name),
+            ));
+        }
+        Ok(t)
+    };
+    let mut out: Vec<PhasedListDecl> = Vec::new();
+    for item in r.seq(list, "phasedLists")? {
+        let m = r.map(item, "a phased list")?;
+        r.check_keys(
+            m,
+            &[
+                "apiVersion",
+                "kind",
+                "path",
+                "key",
+                "element",
+                "beforeRemove",
+            ],
+            "a phased list",
+        )?;
+        let api_version = field(m, "apiVersion", "a phased list")?;
+        let kind = field(m, "kind", "a phased list")?;
+        let path = field(m, "path", "a phased list")?;
+        let key = field(m, "key", "a phased list")?;
+        let group = api_version.split('/').next().unwrap_or("");
+        if !group.contains('.') {
+            return Err(r.err(
+                m.get("apiVersion").unwrap_or(m),
+                format!("phased list apiVersion {api_version:?}: a custom resource's group (`example.com/v1`)"),
+            ));
+        }
+        let pointer_ok = path.starts_with('/')
+            && path.len() <= 256
+            && path[1..].split('/').all(|seg| {
+                !seg.is_empty()
+                    && seg
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || "_-.".contains(c))
+            });
+        if !pointer_ok {
+            return Err(r.err(
+                m.get("path").unwrap_or(m),
+                format!("phased list path {path:?}: a JSON pointer of field names (`/spec/policy/replicaPoolInfo`)"),
+            ));
+        }
+        if key.is_empty() || key.len() > 128 {
+            return Err(r.err(m.get("key").unwrap_or(m), "phased list key: a field name"));
+        }
+        if out.iter().any(|x| {
+            x.kind == kind && x.path == path && x.api_version.split('/').next() == Some(group)
+        }) {
+            return Err(r.err(m, format!("a second phased list for {group} {kind} {path}")));
+        }
+        let element = m.get("element").map(template).transpose()?;
+        let before_remove = match m.get("beforeRemove") {
+            Some(n) => r
+                .seq(n, "beforeRemove")?
+                .iter()
+                .map(template)
+                .collect::<Result<Vec<_>, _>>()?,
+            None => Vec::new(),
+        };
+        out.push(PhasedListDecl {
+            api_version,
+            kind,
+            path,
+            key,
+            element,
+            before_remove,
+        });
+    }
+    Ok(out)
 }
 
 /// `health:` rules: `apiVersion` (a group with a dot), `kind`, CEL

@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use plimsoll_planner::health::{HealthRuleSpec, HealthRules};
 use plimsoll_planner::journal::digest;
+use plimsoll_planner::phased::{PhasedList, PhasedLists, ResourceTemplate};
 use plimsoll_planner::plan::{values_diff, AttributedChange, ValuesSinceBase};
 use plimsoll_planner::redact::{Redactor, Scrubber};
 use plimsoll_planner::state::{DesiredPatch, DesiredRelease, DesiredResource, ResourceRef};
@@ -35,6 +36,9 @@ pub struct DesiredState {
     pub scrubber: Scrubber,
     /// The stack's health rules, compiled, and the built-ins.
     pub health: std::sync::Arc<HealthRules>,
+    /// List fields moved one element per edit (built-ins and the stack's
+    /// `phasedLists:`).
+    pub phased_lists: PhasedLists,
     pub rendered: Rendered,
     /// Sha-256 of everything a sync applies (values, charts, versions,
     /// patches): the journal resumes only a plan for the same digest.
@@ -269,6 +273,7 @@ pub fn load(source: &StackSource, rev: Option<&str>, helm: &Path) -> anyhow::Res
         redactor,
         scrubber,
         health,
+        phased_lists: phased_lists(&stack),
         revision: revision.as_ref().map(|r| r.commit.clone()),
         releases,
         sources,
@@ -288,6 +293,41 @@ pub fn load(source: &StackSource, rev: Option<&str>, helm: &Path) -> anyhow::Res
         rendered,
         _workdir: workdir,
     })
+}
+
+/// The built-in phased lists and the stack file's.
+fn phased_lists(stack: &plimsoll_renderer::stack::Stack) -> PhasedLists {
+    let template = |t: &plimsoll_renderer::stack::ResourceTemplateDecl| ResourceTemplate {
+        api_version: t.api_version.clone(),
+        kind: t.kind.clone(),
+        name: t.name.clone(),
+    };
+    PhasedLists::with(
+        stack
+            .phased_lists
+            .iter()
+            .map(|p| PhasedList {
+                group: p.api_version.split('/').next().unwrap_or("").to_string(),
+                kind: p.kind.clone(),
+                path: p.path.clone(),
+                key: p.key.clone(),
+                element: p.element.as_ref().map(template),
+                before_remove: p.before_remove.iter().map(template).collect(),
+            })
+            .collect(),
+    )
+}
+
+impl DesiredState {
+    /// What the planner is told besides the two states.
+    pub fn plan_options(&self, strict: bool) -> plimsoll_planner::plan::PlanOptions {
+        plimsoll_planner::plan::PlanOptions {
+            strict,
+            catalogs: self.catalogs.clone(),
+            redactor: self.redactor.clone(),
+            phased_lists: self.phased_lists.clone(),
+        }
+    }
 }
 
 /// The stack file's health rules, compiled (a rule that does not compile

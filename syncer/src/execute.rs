@@ -23,6 +23,7 @@ use k8s_openapi::api::core::v1::PersistentVolumeClaim;
 use kube::api::{Api, DeleteParams, Patch, PatchParams};
 use plimsoll_planner::health::{Health, HealthRules};
 use plimsoll_planner::journal::{step_kind, Journal, JournalError, JournalStatus, JournalStep};
+use plimsoll_planner::phased::{self, ListChange};
 use plimsoll_planner::plan::Step;
 use plimsoll_planner::redact::{Redactor, Scrubber};
 use plimsoll_planner::state::{quantity_bytes, DesiredPatch, DesiredResource, ResourceRef};
@@ -444,6 +445,25 @@ impl Executor {
                         other => other,
                     })
             }
+            Step::ChangeListElement {
+                target,
+                path,
+                key,
+                change,
+                element,
+                after,
+            } => {
+                self.change_list_element(target, path, key, *change, element, after)
+                    .await
+            }
+            Step::WaitForGone {
+                resource,
+                timeout_seconds,
+                ..
+            } => {
+                self.wait_for_gone(resource, self.ready_limit(*timeout_seconds))
+                    .await
+            }
             Step::WaitForHealthy {
                 namespace,
                 resources,
@@ -621,6 +641,158 @@ impl Executor {
             .await
             .map_err(StepError::kube(target.to_string()))?;
         Ok(after.metadata.resource_version != before.metadata.resource_version)
+    }
+
+    /// One phase of a phased list's move. Done already when the live list
+    /// has `after`'s elements; otherwise the live list must be the one the
+    /// phase starts from (one element fewer, or more), and the edit is a
+    /// JSON patch that first tests the list as read, so that a concurrent
+    /// edit fails it rather than being overwritten. An added element is
+    /// taken whole from the declared patches applied to the live object.
+    async fn change_list_element(
+        &self,
+        target: &ResourceRef,
+        path: &str,
+        key: &str,
+        change: ListChange,
+        element: &str,
+        after: &[String],
+    ) -> Result<bool, StepError> {
+        let invalid = |m: String| StepError::Invalid(format!("{target}: {path}: {m}"));
+        let api = crate::observe::api_for(&self.client, target)
+            .await
+            .map_err(StepError::kube(target.to_string()))?
+            .ok_or_else(|| invalid("the kind is not served by the cluster".into()))?;
+        let live = api
+            .get(&target.name)
+            .await
+            .map_err(StepError::kube(target.to_string()))?;
+        let live = serde_json::to_value(&live).map_err(|e| invalid(e.to_string()))?;
+        let live_list = live.pointer(path).cloned();
+        let have = phased::keys(live_list.as_ref(), key).map_err(invalid)?;
+        let same =
+            |a: &[String], b: &[String]| a.len() == b.len() && a.iter().all(|k| b.contains(k));
+        if same(&have, after) {
+            return Ok(false);
+        }
+        let mut from: Vec<String> = after.to_vec();
+        match change {
+            ListChange::Add => from.retain(|k| k != element),
+            ListChange::Remove => from.push(element.to_string()),
+        }
+        if !same(&have, &from) {
+            return Err(invalid(format!(
+                "the list is [{}], not [{}] as planned; plan again",
+                have.join(", "),
+                from.join(", ")
+            )));
+        }
+        // The list the declared patches make of the live object.
+        let mut desired = live.clone();
+        for p in self.patches.iter().filter(|p| p.target == *target) {
+            let ops: json_patch::Patch = serde_json::from_value(p.operations.clone())
+                .map_err(|e| invalid(format!("not an RFC 6902 patch: {e}")))?;
+            json_patch::patch(&mut desired, &ops).map_err(|e| invalid(e.to_string()))?;
+        }
+        let desired_list = desired.pointer(path).cloned();
+        let desired_keys = phased::keys(desired_list.as_ref(), key).map_err(invalid)?;
+        let mut items: Vec<serde_json::Value> = live_list
+            .as_ref()
+            .and_then(serde_json::Value::as_array)
+            .cloned()
+            .unwrap_or_default();
+        let named =
+            |v: &serde_json::Value| v.get(key).and_then(serde_json::Value::as_str) == Some(element);
+        match change {
+            ListChange::Add => {
+                let item = desired_list
+                    .as_ref()
+                    .and_then(serde_json::Value::as_array)
+                    .and_then(|a| a.iter().find(|v| named(v)))
+                    .ok_or_else(|| {
+                        invalid(format!(
+                            "the declared patches no longer add {element}; plan again"
+                        ))
+                    })?;
+                items.push(item.clone());
+            }
+            ListChange::Remove => {
+                if desired_keys.iter().any(|k| k == element) {
+                    return Err(invalid(format!(
+                        "the declared patches keep {element}; plan again"
+                    )));
+                }
+                items.retain(|v| !named(v));
+            }
+        }
+        let value = if same(after, &desired_keys) {
+            desired_list.unwrap_or_default()
+        } else {
+            serde_json::Value::Array(items)
+        };
+        let mut ops = Vec::new();
+        if let Some(l) = &live_list {
+            ops.push(serde_json::json!({"op": "test", "path": path, "value": l}));
+        }
+        ops.push(serde_json::json!({
+            "op": if live_list.is_some() { "replace" } else { "add" },
+            "path": path,
+            "value": value,
+        }));
+        let ops: json_patch::Patch = serde_json::from_value(serde_json::Value::Array(ops))
+            .map_err(|e| invalid(e.to_string()))?;
+        self.await_lease().await?;
+        api.patch(
+            &target.name,
+            &PatchParams::default(),
+            &Patch::<()>::Json(ops),
+        )
+        .await
+        .map_err(StepError::kube(target.to_string()))?;
+        Ok(true)
+    }
+
+    /// Until `resource` no longer exists.
+    async fn wait_for_gone(
+        &self,
+        resource: &ResourceRef,
+        limit: Duration,
+    ) -> Result<bool, StepError> {
+        let what = format!("{}/{}", resource.kind, resource.name);
+        let start = Instant::now();
+        let mut first = true;
+        let mut last_report: Option<Instant> = None;
+        loop {
+            let api = crate::observe::api_for(&self.client, resource).await;
+            let state = match api {
+                // A kind no longer served has no objects left.
+                Ok(None) => Ok(None),
+                Ok(Some(api)) => api.get_opt(&resource.name).await.map(|o| o.map(|_| ())),
+                Err(e) => Err(e),
+            };
+            match state {
+                Ok(None) => return Ok(!first),
+                Ok(Some(())) => {}
+                // The API server may be restarting: keep waiting.
+                Err(e) => tracing::debug!("{what}: {e}"),
+            }
+            first = false;
+            self.still_held()?;
+            if self.stop.load(Ordering::SeqCst) {
+                return Err(StepError::Stopped);
+            }
+            if start.elapsed() > limit {
+                return Err(StepError::Timeout(format!(
+                    "{what} still exists after {}s; its operator removes it once the element is gone from the list (check the operator's logs and the resource's events)",
+                    limit.as_secs()
+                )));
+            }
+            if last_report.is_none_or(|at| at.elapsed() > Duration::from_secs(5)) {
+                self.say(&format!("  waiting: {what} to be gone"));
+                last_report = Some(Instant::now());
+            }
+            tokio::time::sleep(self.settings.poll).await;
+        }
     }
 
     async fn orphan_delete(&self, ns: &str, name: &str, uid: &str) -> Result<bool, StepError> {

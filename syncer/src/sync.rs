@@ -47,11 +47,7 @@ impl SyncOptions {
     }
 
     pub fn plan_options(&self, desired: &DesiredState) -> PlanOptions {
-        PlanOptions {
-            strict: self.strict,
-            catalogs: desired.catalogs.clone(),
-            redactor: desired.redactor.clone(),
-        }
+        desired.plan_options(self.strict)
     }
 }
 

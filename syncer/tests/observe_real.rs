@@ -158,6 +158,7 @@ async fn observes_a_helm_installed_data_stack_and_plans_its_scale_up() {
             Step::PatchResource { target, .. } => format!("patch {}", target.name),
             Step::WaitForHealthy { resources, .. } => format!("healthy {}", resources.len()),
             Step::WaitForOperatorExpansion { pvc, .. } => format!("operator grows {pvc}"),
+            other => other.describe(),
         })
         .collect();
     assert_eq!(

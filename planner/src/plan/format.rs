@@ -38,7 +38,12 @@ pub fn to_text(plan: &Plan) -> String {
             r.release, r.namespace, r.stage
         ));
         for (i, s) in r.steps.iter().enumerate() {
-            out.push_str(&format!("  {}. {}\n", i + 1, s.describe()));
+            out.push_str(&format!(
+                "  {}. {}{}\n",
+                i + 1,
+                phase_label(r, i),
+                s.describe()
+            ));
             if let Step::HelmUpgrade { changed_values, .. } = s {
                 for c in changed_values {
                     out.push_str(&format!("       {}: {}\n", c.path, c.transition()));
@@ -47,6 +52,22 @@ pub fn to_text(plan: &Plan) -> String {
         }
     }
     out
+}
+
+/// `phase K of N: ` before the K-th edit of a phased list's move.
+fn phase_label(r: &super::ReleasePlan, i: usize) -> String {
+    let Step::ChangeListElement { target, path, .. } = &r.steps[i] else {
+        return String::new();
+    };
+    let same: Vec<usize> = r
+        .steps
+        .iter()
+        .enumerate()
+        .filter(|(_, s)| matches!(s, Step::ChangeListElement { target: t, path: p, .. } if t == target && p == path))
+        .map(|(j, _)| j)
+        .collect();
+    let k = same.iter().position(|&j| j == i).unwrap_or(0) + 1;
+    format!("phase {k} of {}: ", same.len())
 }
 
 /// The plan as Markdown for a pull-request comment: summary line,
@@ -98,7 +119,12 @@ pub fn to_markdown(plan: &Plan) -> String {
             out.push('\n');
         }
         for (i, s) in r.steps.iter().enumerate() {
-            out.push_str(&format!("{}. {}\n", i + 1, s.describe()));
+            out.push_str(&format!(
+                "{}. {}{}\n",
+                i + 1,
+                phase_label(r, i),
+                s.describe()
+            ));
         }
     }
     markdown_values_since_base(plan, &mut out);

@@ -90,6 +90,29 @@ pub enum Step {
         to: String,
         resource: ResourceRef,
     },
+    /// One phase of a phased list's move (see [`crate::phased`]): one
+    /// element added or removed by a JSON patch guarded by a `test` of the
+    /// list as it was; done when the list already has `after`'s elements.
+    ChangeListElement {
+        target: ResourceRef,
+        /// JSON pointer of the list.
+        path: String,
+        /// The element field that names an element.
+        key: String,
+        change: crate::phased::ListChange,
+        element: String,
+        /// The list's keys after this phase.
+        after: Vec<String>,
+    },
+    /// Until a resource no longer exists (the operator removed what an
+    /// element stood for).
+    WaitForGone {
+        namespace: String,
+        release: String,
+        resource: ResourceRef,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        timeout_seconds: Option<u64>,
+    },
     /// After declared patches: until each patched resource is current by
     /// its health rule (the operator acted on the patch).
     WaitForHealthy {
@@ -203,6 +226,9 @@ pub struct PlanOptions {
     pub strict: bool,
     /// Which values are secret (the stack file's `redact:` patterns).
     pub redactor: crate::redact::Redactor,
+    /// List fields moved one element per edit (built-ins and the stack
+    /// file's `phasedLists:`).
+    pub phased_lists: crate::phased::PhasedLists,
 }
 
 impl Step {
@@ -275,6 +301,29 @@ impl Step {
                 "wait until {}/{} has grown PVC {pvc} to {to} (its operator resizes it)",
                 resource.kind, resource.name
             ),
+            Step::ChangeListElement {
+                target,
+                path,
+                key,
+                change,
+                element,
+                after,
+            } => {
+                let (verb, prep) = match change {
+                    crate::phased::ListChange::Add => ("add", "to"),
+                    crate::phased::ListChange::Remove => ("remove", "from"),
+                };
+                format!(
+                    "{verb} {key} {element} {prep} {path} of {}/{} (then [{}])",
+                    target.kind,
+                    target.name,
+                    after.join(", ")
+                )
+            }
+            Step::WaitForGone { resource, .. } => format!(
+                "wait until {}/{} is gone (its operator removes it)",
+                resource.kind, resource.name
+            ),
             Step::WaitForHealthy { resources, .. } => format!(
                 "wait until current by their health rules: {}",
                 resources
@@ -313,7 +362,7 @@ pub fn plan(desired: &[DesiredRelease], observed: &ObservedState, options: &Plan
         let volumes = volumes::plan_volumes(d, observed, options.strict, &mut rp, &mut out);
         let operator_growth =
             operator_volumes::plan_operator_volumes(d, observed, &mut rp, &mut out);
-        patches::plan_patches(d, observed, &options.redactor, &mut rp, &mut out);
+        patches::plan_patches(d, observed, options, &mut rp, &mut out);
         let patched: Vec<ResourceRef> = rp
             .steps
             .iter()
@@ -389,7 +438,11 @@ pub fn plan(desired: &[DesiredRelease], observed: &ObservedState, options: &Plan
                 },
             );
         }
-        if !rp.steps.is_empty() || !unsettled.is_empty() {
+        let nothing_to_wait_for =
+            d.statefulsets.is_empty() && d.deployments.is_empty() && d.custom_resources.is_empty();
+        if (!rp.steps.is_empty() || !unsettled.is_empty()) && nothing_to_wait_for {
+            out.releases.push(rp);
+        } else if !rp.steps.is_empty() || !unsettled.is_empty() {
             rp.steps.push(Step::WaitForReady {
                 namespace: d.namespace.clone(),
                 release: d.name.clone(),

@@ -103,6 +103,23 @@ pub enum Refusal {
         renamed_to: Option<String>,
         pvcs: Vec<String>,
     },
+    /// A phased list (moved one element per edit, see
+    /// [`crate::phased`]) cannot be moved: an element without its key, a
+    /// key twice, an element changed in place.
+    PhasedListInvalid {
+        release: String,
+        resource: String,
+        path: String,
+        reason: String,
+    },
+    /// A patch moving a phased list also edits other fields of the
+    /// resource: each phase must change only the list.
+    PhasedListMixedWithEdits {
+        release: String,
+        resource: String,
+        path: String,
+        paths: Vec<String>,
+    },
 }
 
 impl Refusal {
@@ -121,7 +138,9 @@ impl Refusal {
             | Refusal::PatchNotApplicable { release, .. }
             | Refusal::ScaleDownDeletesClaims { release, .. }
             | Refusal::ScaleDownStrandsClaims { release, .. }
-            | Refusal::ClaimTemplateRemoved { release, .. } => release,
+            | Refusal::ClaimTemplateRemoved { release, .. }
+            | Refusal::PhasedListInvalid { release, .. }
+            | Refusal::PhasedListMixedWithEdits { release, .. } => release,
         }
     }
 
@@ -181,6 +200,13 @@ impl Refusal {
                  would stay, unused (refused with --strict); scale down without --strict, \
                  or move their data first",
                 pvcs.join(", ")
+            ),
+            Refusal::PhasedListInvalid { release, resource, path, reason } => format!(
+                "{release}: {path} of {resource} is moved one element per edit, but it {reason}"
+            ),
+            Refusal::PhasedListMixedWithEdits { release, resource, path, paths } => format!(
+                "{release}: the patch moving {path} of {resource} also changes {}; declare those in a patch of their own",
+                paths.join(", ")
             ),
             Refusal::ClaimTemplateRemoved {
                 release,
