@@ -141,32 +141,35 @@ pub struct Phase {
     pub after: Vec<String>,
 }
 
-/// The phases from the `live` keys to the `desired` ones: each step adds
-/// one element or removes one, an add before every removal (so the list
-/// never has fewer elements than at the start, nor than at the end), adds
-/// in the desired order, removals in the live order.
+/// The phases from the `live` keys to the `desired` ones, one element
+/// each: an element is removed while the list is longer than desired (or
+/// nothing is left to add), otherwise one is added. So the list never has
+/// fewer elements than the smaller of its start and its end, a removal
+/// follows each add when the length stays, adds go in the desired order
+/// and removals in the live order. The choice depends only on the list
+/// now, so the phases planned after some are done are the rest of the
+/// first plan's.
 pub fn phases(live: &[String], desired: &[String]) -> Vec<Phase> {
-    let adds: Vec<&String> = desired.iter().filter(|k| !live.contains(k)).collect();
-    let removes: Vec<&String> = live.iter().filter(|k| !desired.contains(k)).collect();
     let mut now: Vec<String> = live.to_vec();
     let mut out = Vec::new();
-    for i in 0..adds.len().max(removes.len()) {
-        if let Some(a) = adds.get(i) {
-            now.push((*a).clone());
-            out.push(Phase {
-                change: ListChange::Add,
-                element: (*a).clone(),
-                after: now.clone(),
-            });
+    loop {
+        let add = desired.iter().find(|k| !now.contains(k)).cloned();
+        let remove = now.iter().find(|k| !desired.contains(k)).cloned();
+        let (change, element) = match (add, remove) {
+            (_, Some(r)) if now.len() > desired.len() => (ListChange::Remove, r),
+            (Some(a), _) => (ListChange::Add, a),
+            (None, Some(r)) => (ListChange::Remove, r),
+            (None, None) => break,
+        };
+        match change {
+            ListChange::Add => now.push(element.clone()),
+            ListChange::Remove => now.retain(|k| *k != element),
         }
-        if let Some(r) = removes.get(i) {
-            now.retain(|k| k != *r);
-            out.push(Phase {
-                change: ListChange::Remove,
-                element: (*r).clone(),
-                after: now.clone(),
-            });
-        }
+        out.push(Phase {
+            change,
+            element,
+            after: now.clone(),
+        });
     }
     // The last phase leaves the list as desired, order included.
     if let Some(last) = out.last_mut() {
@@ -241,6 +244,10 @@ mod tests {
         // Growth only, shrink only, and nothing to do.
         assert_eq!(phases(&v(&["A"]), &v(&["A", "B", "C"])).len(), 2);
         assert_eq!(phases(&v(&["A", "B", "C"]), &v(&["B"])).len(), 2);
+        // Fewer in the end: never below the end's length.
+        let p = phases(&v(&["A", "B", "C"]), &v(&["D"]));
+        assert!(p.iter().all(|p| !p.after.is_empty()), "{p:?}");
+        assert_eq!(p.last().unwrap().after, v(&["D"]));
         assert!(phases(&v(&["A", "B"]), &v(&["A", "B"])).is_empty());
         // Every phase differs from the one before by one element.
         for w in p.windows(2) {

@@ -111,12 +111,12 @@ pub(super) fn plan_patches(
     }
 }
 
-/// The phases of a phased list's move: wait until the resource is current
-/// (cStor refuses an edit while a scale is in progress), then per element
-/// added: the edit, and a wait until the resource and what the element
-/// stands for are current; per element removed: a wait until the
-/// `before_remove` resources are current, the edit, a wait until what it
-/// stood for is gone and the resource is current.
+/// The phases of a phased list's move. Per element added: (first, a wait
+/// until the resource is current: cStor refuses an edit while a scale is
+/// in progress) the edit, and a wait until the resource and what the
+/// element stands for are current; per element removed: a wait until the
+/// resource and the `before_remove` resources are current, the edit, a
+/// wait until what it stood for is gone and the resource is current.
 fn plan_phases(
     d: &DesiredRelease,
     target: &ResourceRef,
@@ -190,17 +190,25 @@ fn plan_phases(
             changes: changes.to_vec(),
         });
     }
-    rp.steps.push(wait(vec![target.clone()]));
+    // Each phase's own waits come before its edit, so that a plan made
+    // after some phases are done is the rest of the first plan (an
+    // interrupted sync resumes its journal).
+    if phases[0].change == ListChange::Add {
+        rp.steps.push(wait(vec![target.clone()]));
+    }
     for ph in phases {
         let stands_for = rule
             .element
             .as_ref()
             .map(|t| t.resolve(target, &ph.element));
-        if ph.change == ListChange::Remove && !rule.before_remove.is_empty() {
+        if ph.change == ListChange::Remove {
             rp.steps.push(wait(
-                rule.before_remove
-                    .iter()
-                    .map(|t| t.resolve(target, &ph.element))
+                std::iter::once(target.clone())
+                    .chain(
+                        rule.before_remove
+                            .iter()
+                            .map(|t| t.resolve(target, &ph.element)),
+                    )
                     .collect(),
             ));
         }
