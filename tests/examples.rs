@@ -74,3 +74,48 @@ fn the_pravega_example_renders_and_plans_its_upgrade() {
     );
     golden("pravega-0.9.0.plan.txt", &text);
 }
+
+#[test]
+fn the_cstor_example_renders_and_plans_its_migration_in_phases() {
+    let Some(env) = Env::require() else { return };
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let example = root.join("examples/cstor-migration");
+    let o = plimsoll(
+        root,
+        &["render", "--repo", "examples/cstor-migration", "--check"],
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let dir = tempfile::tempdir().unwrap();
+    let helm = write_helm_command(&env, &dir.path().join("helm"), None).unwrap();
+    let plan = |format: &str| {
+        let o = plimsoll(
+            &example,
+            &[
+                "plan",
+                "--live",
+                "snapshot.json",
+                "--format",
+                format,
+                "--helm",
+                helm.to_str().unwrap(),
+            ],
+        );
+        (
+            o.status.code(),
+            String::from_utf8_lossy(&o.stdout).into_owned(),
+        )
+    };
+    let (code, text) = plan("text");
+    assert_eq!(code, Some(2), "{text}");
+    let add = text
+        .find("phase 1 of 2: add poolName cspc-stripe-pool-node3")
+        .expect(&text);
+    let healthy = text.find("CStorVolume/pvc-").expect(&text);
+    let remove = text
+        .find("phase 2 of 2: remove poolName cspc-stripe-pool-node2")
+        .expect(&text);
+    assert!(add < healthy && healthy < remove, "{text}");
+    golden("cstor-migration.plan.txt", &text);
+    let (_, md) = plan("markdown");
+    golden("cstor-migration.plan.md", &md);
+}

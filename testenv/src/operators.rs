@@ -9,6 +9,11 @@
 //!   `currentVersion` set and `Upgrading=False` (pravega-operator
 //!   doc/upgrade-cluster.md, api/v1beta1/status.go). Told to fail, it
 //!   reports `Error=True` with reason `UpgradeFailed` as the operator does.
+//! - [`PerconaOperator`], [`StrimziOperator`]: keep and grow the claims
+//!   their resources ask for.
+//! - [`CstorOperator`]: a volume's replicas, one per pool of its
+//!   `CStorVolumeConfig`, reconstructing and then Healthy (cstor-operators
+//!   docs/volume/migration.md).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -57,6 +62,16 @@ const PERCONA: Kind = Kind {
 /// preserving `spec` and `status`, the status subresource) and waits until
 /// it is served.
 async fn install_crd(client: &kube::Client, k: &Kind) -> Result<(), kube::Error> {
+    install_crd_with(
+        client,
+        k,
+        json!({"type": "object", "x-kubernetes-preserve-unknown-fields": true}),
+    )
+    .await
+}
+
+/// [`install_crd`] with a schema of its own for `spec`.
+async fn install_crd_with(client: &kube::Client, k: &Kind, spec: Value) -> Result<(), kube::Error> {
     let crd: CustomResourceDefinition = serde_json::from_value(json!({
         "apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
         "metadata": {"name": format!("{}.{}", k.plural, k.group)},
@@ -65,7 +80,7 @@ async fn install_crd(client: &kube::Client, k: &Kind) -> Result<(), kube::Error>
             "versions": [{"name": k.version, "served": true, "storage": true,
                 "subresources": {"status": {}},
                 "schema": {"openAPIV3Schema": {"type": "object", "properties": {
-                    "spec": {"type": "object", "x-kubernetes-preserve-unknown-fields": true},
+                    "spec": spec,
                     "status": {"type": "object", "x-kubernetes-preserve-unknown-fields": true}}}}}]}
     }))
     .expect("CRD object");
@@ -517,6 +532,251 @@ async fn strimzi_reconcile(
                    "conditions": [condition("Ready", true, "", "")]}),
         )
         .await?;
+    }
+    Ok(())
+}
+
+const CSTOR_CVC: Kind = Kind {
+    group: "cstor.openebs.io",
+    version: "v1",
+    kind: "CStorVolumeConfig",
+    plural: "cstorvolumeconfigs",
+};
+
+const CSTOR_CVR: Kind = Kind {
+    group: "cstor.openebs.io",
+    version: "v1",
+    kind: "CStorVolumeReplica",
+    plural: "cstorvolumereplicas",
+};
+
+const CSTOR_VOLUME: Kind = Kind {
+    group: "cstor.openebs.io",
+    version: "v1",
+    kind: "CStorVolume",
+    plural: "cstorvolumes",
+};
+
+/// The cStor CRDs: `CStorVolumeConfig` (its `spec.policy.replicaPoolInfo`
+/// structural, with the CVC webhook's rule of at most one replica change
+/// per edit as a CRD validation rule, enforced by API servers from 1.25,
+/// so by v1.32 and not by v1.20), `CStorVolumeReplica` and `CStorVolume`.
+pub async fn install_cstor_crds(client: &kube::Client) -> Result<(), kube::Error> {
+    let one_change = "size(self.replicaPoolInfo.filter(p, !oldSelf.replicaPoolInfo.exists(o, o.poolName == p.poolName))) \
+         + size(oldSelf.replicaPoolInfo.filter(o, !self.replicaPoolInfo.exists(p, p.poolName == o.poolName))) <= 1";
+    let spec = json!({
+        "type": "object", "x-kubernetes-preserve-unknown-fields": true,
+        "properties": {"policy": {
+            "type": "object", "x-kubernetes-preserve-unknown-fields": true,
+            "required": ["replicaPoolInfo"],
+            "properties": {"replicaPoolInfo": {
+                "type": "array", "maxItems": 16,
+                "items": {"type": "object", "x-kubernetes-preserve-unknown-fields": true,
+                          "required": ["poolName"],
+                          "properties": {"poolName": {"type": "string", "maxLength": 253}}}}},
+            "x-kubernetes-validations": [{
+                "rule": one_change,
+                "message": "only one replica can be added or removed in one edit (cStor CVC webhook)"}]}}
+    });
+    install_crd_with(client, &CSTOR_CVC, spec).await?;
+    install_crd(client, &CSTOR_CVR).await?;
+    install_crd(client, &CSTOR_VOLUME).await
+}
+
+pub fn cstor_cvc_api(client: &kube::Client, namespace: &str) -> Api<DynamicObject> {
+    CSTOR_CVC.api(client, namespace)
+}
+
+pub fn cstor_cvr_api(client: &kube::Client, namespace: &str) -> Api<DynamicObject> {
+    CSTOR_CVR.api(client, namespace)
+}
+
+pub fn cstor_volume_api(client: &kube::Client, namespace: &str) -> Api<DynamicObject> {
+    CSTOR_VOLUME.api(client, namespace)
+}
+
+/// What the cStor stand-in does.
+#[derive(Clone, Debug)]
+pub struct CstorBehaviour {
+    /// How long a new replica reconstructs before it is Healthy.
+    pub reconstruct: Duration,
+}
+
+impl Default for CstorBehaviour {
+    fn default() -> CstorBehaviour {
+        CstorBehaviour {
+            reconstruct: Duration::from_millis(1500),
+        }
+    }
+}
+
+/// cStor's CVC controller and replicas, as the migration guide tells them:
+/// a new volume gets a Healthy `CStorVolumeReplica` `<volume>-<pool>` per
+/// pool of `spec.policy.replicaPoolInfo`, a `CStorVolume` `<volume>`, and
+/// `status.phase` `Bound` with `status.poolInfo`. A pool added: its replica
+/// is created `ReconstructingNewReplica` (not counted toward quorum) and
+/// listed in `status.poolInfo` at once, Healthy after `reconstruct`. A pool
+/// removed: its replica is deleted and unlisted, only while the
+/// `CStorVolume` is Healthy (a quorum of Healthy replicas). More than one
+/// change at a time is not acted on (the webhook refuses it).
+pub struct CstorOperator {
+    pub behaviour: Arc<Mutex<CstorBehaviour>>,
+    /// Edits it did not act on: more than one replica change at once.
+    pub refused: Arc<Mutex<Vec<String>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for CstorOperator {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl CstorOperator {
+    pub async fn start(
+        client: kube::Client,
+        namespace: &str,
+        behaviour: CstorBehaviour,
+    ) -> CstorOperator {
+        let behaviour = Arc::new(Mutex::new(behaviour));
+        let refused = Arc::new(Mutex::new(Vec::new()));
+        let (b, r) = (behaviour.clone(), refused.clone());
+        let ns = namespace.to_string();
+        let task = tokio::spawn(async move {
+            let mut since: HashMap<String, Instant> = HashMap::new();
+            loop {
+                let cvcs = cstor_cvc_api(&client, &ns);
+                if let Ok(list) = cvcs.list(&ListParams::default()).await {
+                    let b = b.lock().map(|b| b.clone()).unwrap_or_default();
+                    for cvc in list {
+                        let _ = cstor_reconcile(&client, &ns, &cvc, &b, &mut since, &r).await;
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(150)).await;
+            }
+        });
+        CstorOperator {
+            behaviour,
+            refused,
+            task,
+        }
+    }
+}
+
+async fn cstor_reconcile(
+    client: &kube::Client,
+    ns: &str,
+    cvc: &DynamicObject,
+    b: &CstorBehaviour,
+    since: &mut HashMap<String, Instant>,
+    refused: &Mutex<Vec<String>>,
+) -> Result<(), kube::Error> {
+    let name = cvc.metadata.name.clone().unwrap_or_default();
+    let (cvcs, cvrs, volumes) = (
+        cstor_cvc_api(client, ns),
+        cstor_cvr_api(client, ns),
+        cstor_volume_api(client, ns),
+    );
+    let wanted: Vec<String> = cvc.data["spec"]["policy"]["replicaPoolInfo"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|p| p["poolName"].as_str().map(str::to_string))
+        .collect();
+    let listed: Option<Vec<String>> = cvc.data["status"]["poolInfo"].as_array().map(|a| {
+        a.iter()
+            .filter_map(|p| p.as_str().map(str::to_string))
+            .collect()
+    });
+    let replica = |pool: &str| format!("{name}-{pool}");
+    let new_object = |kind: &Kind, object: &str| -> DynamicObject {
+        serde_json::from_value(json!({
+            "apiVersion": format!("{}/{}", kind.group, kind.version), "kind": kind.kind,
+            "metadata": {"name": object, "namespace": ns}, "spec": {}
+        }))
+        .expect("object")
+    };
+    async fn create(api: &Api<DynamicObject>, o: &DynamicObject) -> Result<(), kube::Error> {
+        match api.create(&PostParams::default(), o).await {
+            Ok(_) => Ok(()),
+            Err(kube::Error::Api(s)) if s.code == 409 => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+    let Some(mut listed) = listed else {
+        // Provisioning: a Healthy replica on every pool, the volume, Bound.
+        for pool in &wanted {
+            create(&cvrs, &new_object(&CSTOR_CVR, &replica(pool))).await?;
+            set_status(&cvrs, &replica(pool), json!({"phase": "Healthy"})).await?;
+        }
+        create(&volumes, &new_object(&CSTOR_VOLUME, &name)).await?;
+        set_status(&volumes, &name, json!({"phase": "Healthy"})).await?;
+        return set_status(&cvcs, &name, json!({"phase": "Bound", "poolInfo": wanted})).await;
+    };
+    // Reconstructed replicas become Healthy.
+    let mut healthy = 0;
+    for pool in &listed {
+        let Some(cvr) = cvrs.get_opt(&replica(pool)).await? else {
+            continue;
+        };
+        match cvr.data["status"]["phase"].as_str() {
+            Some("Healthy") => healthy += 1,
+            _ if since
+                .get(&replica(pool))
+                .is_none_or(|t| t.elapsed() >= b.reconstruct) =>
+            {
+                set_status(&cvrs, &replica(pool), json!({"phase": "Healthy"})).await?;
+                since.remove(&replica(pool));
+                healthy += 1;
+            }
+            _ => {}
+        }
+    }
+    let volume_healthy = healthy * 2 > wanted.len().max(listed.len());
+    set_status(
+        &volumes,
+        &name,
+        json!({"phase": if volume_healthy { "Healthy" } else { "Degraded" }}),
+    )
+    .await?;
+    let added: Vec<&String> = wanted.iter().filter(|p| !listed.contains(p)).collect();
+    let removed: Vec<String> = listed
+        .iter()
+        .filter(|p| !wanted.contains(p))
+        .cloned()
+        .collect();
+    if added.len() + removed.len() > 1 {
+        let mut r = refused.lock().expect("refused");
+        let what = format!("{name}: [{}] -> [{}]", listed.join(", "), wanted.join(", "));
+        if !r.contains(&what) {
+            r.push(what);
+        }
+        return Ok(());
+    }
+    if let Some(pool) = added.first() {
+        create(&cvrs, &new_object(&CSTOR_CVR, &replica(pool))).await?;
+        set_status(
+            &cvrs,
+            &replica(pool),
+            json!({"phase": "ReconstructingNewReplica"}),
+        )
+        .await?;
+        since.insert(replica(pool), Instant::now());
+        listed.push((*pool).clone());
+    }
+    if let Some(pool) = removed.first() {
+        if !volume_healthy {
+            return Ok(());
+        }
+        match cvrs.delete(&replica(pool), &Default::default()).await {
+            Ok(_) => {}
+            Err(kube::Error::Api(s)) if s.code == 404 => {}
+            Err(e) => return Err(e),
+        }
+        listed.retain(|p| p != pool);
+    }
+    if !added.is_empty() || !removed.is_empty() {
+        set_status(&cvcs, &name, json!({"phase": "Bound", "poolInfo": listed})).await?;
     }
     Ok(())
 }

@@ -115,7 +115,8 @@ pub(super) fn plan_patches(
 /// until the resource is current: cStor refuses an edit while a scale is
 /// in progress) the edit, and a wait until the resource and what the
 /// element stands for are current; per element removed: a wait until the
-/// resource and the `before_remove` resources are current, the edit, a
+/// resource, the `before_remove` resources and what every staying element
+/// stands for are current, the edit, a
 /// wait until what it stood for is gone and the resource is current.
 fn plan_phases(
     d: &DesiredRelease,
@@ -202,6 +203,14 @@ fn plan_phases(
             .as_ref()
             .map(|t| t.resolve(target, &ph.element));
         if ph.change == ListChange::Remove {
+            // Every element that stays must be current (cStor: each
+            // remaining replica Healthy, not only a quorum), so that a
+            // resumed sync never removes a replica while the new one is
+            // still reconstructing.
+            let staying = rule
+                .element
+                .iter()
+                .flat_map(|t| ph.after.iter().map(|k| t.resolve(target, k)));
             rp.steps.push(wait(
                 std::iter::once(target.clone())
                     .chain(
@@ -209,6 +218,7 @@ fn plan_phases(
                             .iter()
                             .map(|t| t.resolve(target, &ph.element)),
                     )
+                    .chain(staying)
                     .collect(),
             ));
         }
