@@ -256,6 +256,59 @@ fn stack_file_errors_name_the_place() {
         &["render"],
     );
     assert!(e.contains("is not a JSON pointer"), "{e}");
+
+    // phasedLists: and operatorVolumes:, each error at its place.
+    let phased = "phasedLists:\n  - apiVersion: cstor.openebs.io/v1\n    kind: CStorVolumeConfig\n    path: /spec/policy/replicaPoolInfo\n    key: poolName\n    element: {apiVersion: cstor.openebs.io/v1, kind: CStorVolumeReplica, name: '{name}-{key}'}\n";
+    let renders = |stack: &str| {
+        let repo = example_repo();
+        write(repo.path(), "plimsoll.yaml", stack);
+        let o = plimsoll(repo.path(), &["render"]);
+        assert!(o.status.success(), "{}", stderr(&o));
+    };
+    renders(&format!("{phased}releases:\n{RELEASE}"));
+    let e = stack_error(
+        &format!(
+            "{}releases:\n{RELEASE}",
+            phased.replace("/spec/policy/replicaPoolInfo", "spec.policy")
+        ),
+        &["render"],
+    );
+    assert!(
+        e.contains("plimsoll.yaml:4:11") && e.contains("a JSON pointer"),
+        "{e}"
+    );
+    let e = stack_error(
+        &format!(
+            "{}releases:\n{RELEASE}",
+            phased.replace("'{name}-{key}'", "'../{name}'")
+        ),
+        &["render"],
+    );
+    assert!(
+        e.contains("plimsoll.yaml:6:") && e.contains("resource name"),
+        "{e}"
+    );
+    let volumes = "operatorVolumes:\n  - apiVersion: example.com/v1\n    kind: Db\n    each: /spec/shards\n    itemName: /spec/shards/*/name\n    replicas: /spec/shards/*/replicas\n    size: /spec/shards/*/storage/size\n    pvc: 'data-{name}-{item}-{ordinal}'\n";
+    renders(&format!("{volumes}releases:\n{RELEASE}"));
+    let e = stack_error(
+        &format!(
+            "{}releases:\n{RELEASE}",
+            volumes.replace("    each: /spec/shards\n", "")
+        ),
+        &["render"],
+    );
+    assert!(
+        e.contains("plimsoll.yaml:6:11") && e.contains("`*` for the item of `each`"),
+        "{e}"
+    );
+    let e = stack_error(
+        &format!("{}releases:\n{RELEASE}", volumes.replace("-{ordinal}", "")),
+        &["render"],
+    );
+    assert!(
+        e.contains("plimsoll.yaml:8:10") && e.contains("{ordinal}"),
+        "{e}"
+    );
 }
 
 #[test]

@@ -20,6 +20,9 @@ struct Options {
     /// The stack file's `redact:` patterns.
     #[serde(default)]
     redact: Vec<String>,
+    /// The stack file's `operatorVolumes:`.
+    #[serde(default)]
+    operator_volumes: Vec<plimsoll_planner::plan::OperatorVolumeRule>,
 }
 
 #[test]
@@ -51,6 +54,7 @@ fn planner_cases() {
                 .collect(),
             redactor: Redactor::with_patterns(&opts.redact),
             phased_lists: Default::default(),
+            operator_volumes: opts.operator_volumes,
         };
         let p = plan(&desired, &observed, &options);
         let text = to_text(&p);

@@ -116,6 +116,24 @@ pub struct Stack {
     pub health: Vec<HealthDecl>,
     /// List fields moved one element per edit, growing before shrinking.
     pub phased_lists: Vec<PhasedListDecl>,
+    /// Claims operators keep for custom resources (`operatorVolumes:`).
+    pub operator_volumes: Vec<OperatorVolumeDecl>,
+}
+
+/// A family of claims an operator keeps for a kind, as declared: JSON
+/// pointers into the resource (`*` the index of an item of `each`) and the
+/// claim's name (`{name}`, `{item}`, `{ordinal}`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OperatorVolumeDecl {
+    pub api_version: String,
+    pub kind: String,
+    pub each: Option<String>,
+    pub item_name: Option<String>,
+    pub replicas: Option<String>,
+    pub default_replicas: u64,
+    pub size: String,
+    pub storage_class: Option<String>,
+    pub pvc: String,
 }
 
 /// A phased list as declared (`phasedLists:`): a list field of a custom
@@ -250,6 +268,7 @@ pub fn parse(file: &str, bytes: &[u8]) -> Result<Stack, StackError> {
             "redact",
             "health",
             "phasedLists",
+            "operatorVolumes",
         ],
         "the stack file",
     )?;
@@ -284,6 +303,7 @@ pub fn parse(file: &str, bytes: &[u8]) -> Result<Stack, StackError> {
     let redact = parse_redact(&r, &root)?;
     let health = parse_health(&r, &root)?;
     let phased_lists = parse_phased_lists(&r, &root)?;
+    let operator_volumes = parse_operator_volumes(&r, &root)?;
     let stages = order_stages(&r, &root, stage_decl, &releases)?;
     releases.sort_by_key(|rel| {
         stages
@@ -301,7 +321,132 @@ pub fn parse(file: &str, bytes: &[u8]) -> Result<Stack, StackError> {
         redact,
         health,
         phased_lists,
+        operator_volumes,
     })
+}
+
+/// A JSON pointer of field names and indexes; `*` (an item of `each`) only
+/// when `each` is given and the pointer is inside it.
+fn pointer_ok(p: &str, each: Option<&str>) -> bool {
+    let star_ok = each.is_some_and(|e| p.starts_with(&format!("{e}/*")));
+    p.starts_with('/')
+        && p.len() <= 256
+        && p[1..].split('/').all(|seg| {
+            (seg == "*" && star_ok)
+                || (!seg.is_empty()
+                    && seg
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || "_-.".contains(c)))
+        })
+}
+
+/// `operatorVolumes:` claim families: `apiVersion` (a custom resource's
+/// group), `kind`, `pvc`, `size`, optional `storageClass`, `replicas`,
+/// `defaultReplicas`, `each`, `itemName`.
+fn parse_operator_volumes(
+    r: &Reader<'_>,
+    root: &Node,
+) -> Result<Vec<OperatorVolumeDecl>, StackError> {
+    let Some(list) = root.get("operatorVolumes") else {
+        return Ok(Vec::new());
+    };
+    let what = "an operator volume rule";
+    let mut out = Vec::new();
+    for item in r.seq(list, "operatorVolumes")? {
+        let m = r.map(item, what)?;
+        r.check_keys(
+            m,
+            &[
+                "apiVersion",
+                "kind",
+                "pvc",
+                "size",
+                "storageClass",
+                "replicas",
+                "defaultReplicas",
+                "each",
+                "itemName",
+            ],
+            what,
+        )?;
+        let get = |k: &str| m.get(k).map(|n| r.string(n, k)).transpose();
+        let need = |k: &str| -> Result<String, StackError> {
+            get(k)?.ok_or_else(|| r.err(m, format!("{what} needs {k}")))
+        };
+        let api_version = need("apiVersion")?;
+        let kind = need("kind")?;
+        if !api_version.split('/').next().unwrap_or("").contains('.') {
+            return Err(r.err(
+                m.get("apiVersion").unwrap_or(m),
+                format!("operator volume apiVersion {api_version:?}: a custom resource's group (`example.com/v1`)"),
+            ));
+        }
+        let each = get("each")?;
+        if let Some(e) = &each {
+            if !pointer_ok(e, None) {
+                return Err(r.err(
+                    m.get("each").unwrap_or(m),
+                    format!("each {e:?}: a JSON pointer of field names"),
+                ));
+            }
+        }
+        let pointer = |k: &str, required: bool| -> Result<Option<String>, StackError> {
+            let v = if required { Some(need(k)?) } else { get(k)? };
+            if let Some(p) = &v {
+                if !pointer_ok(p, each.as_deref()) {
+                    return Err(r.err(
+                        m.get(k).unwrap_or(m),
+                        format!("{k} {p:?}: a JSON pointer of field names (`*` for the item of `each`, inside it)"),
+                    ));
+                }
+            }
+            Ok(v)
+        };
+        let size = pointer("size", true)?.unwrap_or_default();
+        let storage_class = pointer("storageClass", false)?;
+        let replicas = pointer("replicas", false)?;
+        let item_name = pointer("itemName", false)?;
+        let default_replicas = match get("defaultReplicas")? {
+            None => 1,
+            Some(t) => t
+                .parse::<u64>()
+                .ok()
+                .filter(|n| *n <= 1000)
+                .ok_or_else(|| {
+                    r.err(
+                        m.get("defaultReplicas").unwrap_or(m),
+                        "defaultReplicas: a number up to 1000",
+                    )
+                })?,
+        };
+        let pvc = need("pvc")?;
+        let pvc_ok = pvc.len() <= 253
+            && pvc.contains("{ordinal}")
+            && pvc
+                .replace("{name}", "a")
+                .replace("{item}", "a")
+                .replace("{ordinal}", "0")
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.');
+        if !pvc_ok {
+            return Err(r.err(
+                m.get("pvc").unwrap_or(m),
+                format!("pvc {pvc:?}: lowercase letters, digits, `-` and `.`, with `{{ordinal}}` (and `{{name}}`, `{{item}}`)"),
+            ));
+        }
+        out.push(OperatorVolumeDecl {
+            api_version,
+            kind,
+            each,
+            item_name,
+            replicas,
+            default_replicas,
+            size,
+            storage_class,
+            pvc,
+        });
+    }
+    Ok(out)
 }
 
 /// `phasedLists:` rules: `apiVersion` (a custom resource's group), `kind`,

@@ -39,6 +39,8 @@ pub struct DesiredState {
     /// List fields moved one element per edit (built-ins and the stack's
     /// `phasedLists:`).
     pub phased_lists: PhasedLists,
+    /// The stack's `operatorVolumes:` (claims operators keep).
+    pub operator_volumes: Vec<plimsoll_planner::plan::OperatorVolumeRule>,
     pub rendered: Rendered,
     /// Sha-256 of everything a sync applies (values, charts, versions,
     /// patches): the journal resumes only a plan for the same digest.
@@ -274,6 +276,21 @@ pub fn load(source: &StackSource, rev: Option<&str>, helm: &Path) -> anyhow::Res
         scrubber,
         health,
         phased_lists: phased_lists(&stack),
+        operator_volumes: stack
+            .operator_volumes
+            .iter()
+            .map(|v| plimsoll_planner::plan::OperatorVolumeRule {
+                group: v.api_version.split('/').next().unwrap_or("").to_string(),
+                kind: v.kind.clone(),
+                each: v.each.clone(),
+                item_name: v.item_name.clone(),
+                replicas: v.replicas.clone(),
+                default_replicas: v.default_replicas,
+                size: v.size.clone(),
+                storage_class: v.storage_class.clone(),
+                pvc: v.pvc.clone(),
+            })
+            .collect(),
         revision: revision.as_ref().map(|r| r.commit.clone()),
         releases,
         sources,
@@ -326,6 +343,7 @@ impl DesiredState {
             catalogs: self.catalogs.clone(),
             redactor: self.redactor.clone(),
             phased_lists: self.phased_lists.clone(),
+            operator_volumes: self.operator_volumes.clone(),
         }
     }
 }

@@ -24,7 +24,7 @@ use crate::version::Catalog;
 
 pub use diff::{secret_diff, values_diff};
 pub use format::{to_json, to_markdown, to_text};
-pub use operator_volumes::{operator_claims, OperatorClaim};
+pub use operator_volumes::{operator_claims, OperatorClaim, OperatorVolumeRule, MAX_ORDINALS};
 pub use refusal::Refusal;
 
 /// Version of the plan's JSON form.
@@ -229,6 +229,9 @@ pub struct PlanOptions {
     /// List fields moved one element per edit (built-ins and the stack
     /// file's `phasedLists:`).
     pub phased_lists: crate::phased::PhasedLists,
+    /// The stack file's `operatorVolumes:` (claims an operator keeps for
+    /// a kind), beside the built-ins.
+    pub operator_volumes: Vec<OperatorVolumeRule>,
 }
 
 impl Step {
@@ -360,8 +363,13 @@ pub fn plan(desired: &[DesiredRelease], observed: &ObservedState, options: &Plan
         upgrades::check_version(d, live, options, &mut out);
         upgrades::check_resource_versions(d, observed, options, &mut out);
         let volumes = volumes::plan_volumes(d, observed, options.strict, &mut rp, &mut out);
-        let operator_growth =
-            operator_volumes::plan_operator_volumes(d, observed, &mut rp, &mut out);
+        let operator_growth = operator_volumes::plan_operator_volumes(
+            d,
+            observed,
+            &options.operator_volumes,
+            &mut rp,
+            &mut out,
+        );
         patches::plan_patches(d, observed, options, &mut rp, &mut out);
         let patched: Vec<ResourceRef> = rp
             .steps
