@@ -73,6 +73,8 @@ fn the_pravega_example_renders_and_plans_its_upgrade() {
         "{text}"
     );
     golden("pravega-0.9.0.plan.txt", &text);
+    let (_, md, _) = plan("0.9.0", "markdown");
+    golden("pravega-0.9.0.plan.md", &md);
 }
 
 #[test]

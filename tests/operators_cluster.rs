@@ -516,6 +516,18 @@ async fn a_scale_up_grows_the_percona_and_strimzi_claims_and_verifies_them() {
             "mongod-data-mongo-replicaset-rs0-0=25Gi", "mongod-data-mongo-replicaset-rs0-1=25Gi", "mongod-data-mongo-replicaset-rs0-2=25Gi",
         ]
     );
+    // The plan for review, from the live cluster: golden text and Markdown.
+    for (format, golden) in [("text", "operators-m-to-l.plan.txt"), ("markdown", "operators-m-to-l.plan.md")] {
+        let o = Command::new(env!("CARGO_BIN_EXE_plimsoll"))
+            .current_dir(repo.path())
+            .args(["plan", "--set", "segment=l", "--format", format])
+            .args(["--kubeconfig", &cluster.cp.kubeconfig.display().to_string()])
+            .args(["--helm", &cluster.cp.helm.display().to_string()])
+            .output()
+            .unwrap();
+        assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+        support::golden("sync", golden, &String::from_utf8_lossy(&o.stdout));
+    }
     let o = sync("l");
     assert!(o.status.success(), "{}", text(&o));
     let err = String::from_utf8_lossy(&o.stderr);
