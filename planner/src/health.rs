@@ -368,6 +368,15 @@ fn pravega(v: &Value, desired: Option<&Value>) -> Health {
 
 /// Percona: `status.state` `ready`, `error`, `initializing`, …
 fn percona(v: &Value) -> Health {
+    // The operator marks a resize it is doing with an annotation
+    // (`percona.com/pvc-resize-in-progress`) on the resource.
+    let resizing = v
+        .pointer("/metadata/annotations")
+        .and_then(Value::as_object)
+        .is_some_and(|a| a.keys().any(|k| k.ends_with("pvc-resize-in-progress")));
+    if resizing && str_at(v, &["status", "state"]) != Some("error") {
+        return Health::InProgress("resizing volumes (pvc-resize-in-progress)".into());
+    }
     match str_at(v, &["status", "state"]) {
         Some("ready") => Health::Current,
         Some("error") => Health::Failed(format!(
@@ -554,6 +563,9 @@ mod tests {
         assert!(matches!(r.health(&cvc, None), Health::InProgress(_)));
         let psmdb = |s: &str| json!({"apiVersion": "psmdb.percona.com/v1", "kind": "PerconaServerMongoDB", "status": {"state": s}});
         assert_eq!(r.health(&psmdb("ready"), None), Health::Current);
+        let mut resizing = psmdb("ready");
+        resizing["metadata"] = json!({"annotations": {"percona.com/pvc-resize-in-progress": "2026-12-01T21:00:00Z"}});
+        assert!(matches!(r.health(&resizing, None), Health::InProgress(_)));
         assert!(matches!(r.health(&psmdb("error"), None), Health::Failed(_)));
         assert!(matches!(
             r.health(&psmdb("initializing"), None),
