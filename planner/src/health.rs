@@ -564,7 +564,8 @@ mod tests {
         let psmdb = |s: &str| json!({"apiVersion": "psmdb.percona.com/v1", "kind": "PerconaServerMongoDB", "status": {"state": s}});
         assert_eq!(r.health(&psmdb("ready"), None), Health::Current);
         let mut resizing = psmdb("ready");
-        resizing["metadata"] = json!({"annotations": {"percona.com/pvc-resize-in-progress": "2026-12-01T21:00:00Z"}});
+        resizing["metadata"] =
+            json!({"annotations": {"percona.com/pvc-resize-in-progress": "2026-12-01T21:00:00Z"}});
         assert!(matches!(r.health(&resizing, None), Health::InProgress(_)));
         assert!(matches!(r.health(&psmdb("error"), None), Health::Failed(_)));
         assert!(matches!(

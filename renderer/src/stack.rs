@@ -134,6 +134,8 @@ pub struct OperatorVolumeDecl {
     pub size: String,
     pub storage_class: Option<String>,
     pub pvc: String,
+    /// A boolean field that must be true for the operator to grow claims.
+    pub enabled_by: Option<String>,
 }
 
 /// A phased list as declared (`phasedLists:`): a list field of a custom
@@ -366,6 +368,7 @@ fn parse_operator_volumes(
                 "defaultReplicas",
                 "each",
                 "itemName",
+                "enabledBy",
             ],
             what,
         )?;
@@ -406,6 +409,7 @@ fn parse_operator_volumes(
         let storage_class = pointer("storageClass", false)?;
         let replicas = pointer("replicas", false)?;
         let item_name = pointer("itemName", false)?;
+        let enabled_by = pointer("enabledBy", false)?;
         let default_replicas = match get("defaultReplicas")? {
             None => 1,
             Some(t) => t
@@ -444,6 +448,7 @@ fn parse_operator_volumes(
             size,
             storage_class,
             pvc,
+            enabled_by,
         });
     }
     Ok(out)

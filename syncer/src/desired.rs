@@ -289,6 +289,7 @@ pub fn load(source: &StackSource, rev: Option<&str>, helm: &Path) -> anyhow::Res
                 size: v.size.clone(),
                 storage_class: v.storage_class.clone(),
                 pvc: v.pvc.clone(),
+                enabled_by: v.enabled_by.clone(),
             })
             .collect(),
         revision: revision.as_ref().map(|r| r.commit.clone()),

@@ -51,6 +51,9 @@ pub struct OperatorVolumeRule {
     pub storage_class: Option<String>,
     /// The claim's name: `{name}`, `{item}`, `{ordinal}`.
     pub pvc: String,
+    /// A boolean field that must be true for the operator to grow claims.
+    #[serde(default)]
+    pub enabled_by: Option<String>,
 }
 
 fn one() -> u64 {
@@ -108,6 +111,7 @@ fn declared_claims(c: &DesiredResource, rule: &OperatorVolumeRule, out: &mut Vec
                 size: size.clone(),
                 storage_class: class.clone(),
                 resource: c.target.clone(),
+                enabled_by: rule.enabled_by.clone(),
             });
         }
     }
@@ -120,6 +124,9 @@ pub struct OperatorClaim {
     pub size: String,
     pub storage_class: Option<String>,
     pub resource: ResourceRef,
+    /// A boolean field of the resource that must be true for the operator
+    /// to grow its claims (Percona: `/spec/enableVolumeExpansion`).
+    pub enabled_by: Option<String>,
 }
 
 fn s<'v>(v: &'v Value, pointer: &str) -> Option<&'v str> {
@@ -149,12 +156,17 @@ pub fn operator_claims(c: &DesiredResource, declared: &[OperatorVolumeRule]) -> 
         }
         return out;
     }
+    let enabled_by = match c.target.kind.as_str() {
+        "PerconaServerMongoDB" => Some("/spec/enableVolumeExpansion".to_string()),
+        _ => None,
+    };
     let mut claim = |pvc: String, size: &str, class: Option<&str>| {
         out.push(OperatorClaim {
             pvc,
             size: size.to_string(),
             storage_class: class.map(str::to_string),
             resource: c.target.clone(),
+            enabled_by: enabled_by.clone(),
         })
     };
     match (group, c.target.kind.as_str()) {
@@ -252,11 +264,55 @@ pub(super) fn plan_operator_volumes(
         match judge_claim(d, observed, pvc, asked, rp, out) {
             ClaimChange::None => {}
             ClaimChange::Grow(..) | ClaimChange::Resizing => {
+                if let Some(field) = &c.enabled_by {
+                    if !growth_enabled(d, observed, &c.resource, field) {
+                        let warning = format!(
+                            "{}: {}/{} grows its claims only with {} true, which neither the chart nor a declared patch sets: add a patch (`{{op: add, path: {field}, value: true}}`) or the sync will wait for growth that never comes",
+                            d.name,
+                            c.resource.kind,
+                            c.resource.name,
+                            field.trim_start_matches('/').replace('/', ".")
+                        );
+                        if !out.warnings.contains(&warning) {
+                            out.warnings.push(warning);
+                        }
+                    }
+                }
                 waits.push((c.pvc.clone(), c.size.clone(), c.resource.clone()))
             }
         }
     }
     waits
+}
+
+/// Whether `field` is true in the resource as rendered, in the live one,
+/// or after the release's declared patches of it.
+fn growth_enabled(
+    d: &DesiredRelease,
+    observed: &ObservedState,
+    r: &ResourceRef,
+    field: &str,
+) -> bool {
+    let rendered = d
+        .custom_resources
+        .iter()
+        .find(|c| c.target == *r)
+        .map(|c| &c.object);
+    let live = observed
+        .resources
+        .iter()
+        .find(|o| o.target == *r)
+        .and_then(|o| o.object.as_ref());
+    let is_true = |v: &Value| v.pointer(field).and_then(Value::as_bool) == Some(true);
+    if rendered.is_some_and(is_true) || live.is_some_and(is_true) {
+        return true;
+    }
+    d.patches.iter().filter(|p| p.target == *r).any(|p| {
+        let mut o = live.or(rendered).cloned().unwrap_or(Value::Null);
+        serde_json::from_value::<json_patch::Patch>(p.operations.clone())
+            .ok()
+            .is_some_and(|ops| json_patch::patch(&mut o, &ops).is_ok() && is_true(&o))
+    })
 }
 
 #[cfg(test)]
@@ -316,6 +372,7 @@ mod tests {
                 "/spec/replsets/*/volumeSpec/persistentVolumeClaim/storageClassName".into(),
             ),
             pvc: "mongod-data-{name}-{item}-{ordinal}".into(),
+            enabled_by: Some("/spec/enableVolumeExpansion".into()),
         };
         let mut psmdb = DesiredResource {
             target: ResourceRef {
