@@ -178,9 +178,13 @@ pub fn phases(live: &[String], desired: &[String]) -> Vec<Phase> {
     out
 }
 
+/// Elements a phased list may have: planning is quadratic in it, and a
+/// list from a repository is untrusted.
+pub const MAX_ELEMENTS: usize = 256;
+
 /// The keys of a list's elements; `Err` says why the list cannot be moved
-/// element by element (not a list, an element without the key, a repeated
-/// key).
+/// element by element (not a list, over [`MAX_ELEMENTS`], an element
+/// without the key, a repeated key).
 pub fn keys(list: Option<&serde_json::Value>, key: &str) -> Result<Vec<String>, String> {
     let Some(list) = list else {
         return Ok(Vec::new());
@@ -270,6 +274,11 @@ mod tests {
         assert!(keys(Some(&nameless), "poolName").is_err());
         assert!(keys(Some(&serde_json::json!({})), "poolName").is_err());
         assert!(keys(None, "poolName").unwrap().is_empty());
+        let huge: Vec<serde_json::Value> = (0..100_000)
+            .map(|i| serde_json::json!({"poolName": format!("p{i}")}))
+            .collect();
+        let huge = serde_json::Value::Array(huge);
+        assert!(keys(Some(&huge), "poolName").unwrap_err().contains("more than 256"));
     }
 
     #[test]
