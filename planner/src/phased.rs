@@ -190,6 +190,12 @@ pub fn keys(list: Option<&serde_json::Value>, key: &str) -> Result<Vec<String>, 
         return Ok(Vec::new());
     };
     let items = list.as_array().ok_or_else(|| "is not a list".to_string())?;
+    if items.len() > MAX_ELEMENTS {
+        return Err(format!(
+            "has {} elements, more than {MAX_ELEMENTS}",
+            items.len()
+        ));
+    }
     let mut out: Vec<String> = Vec::new();
     for (i, item) in items.iter().enumerate() {
         let k = item
