@@ -284,7 +284,9 @@ mod tests {
             .map(|i| serde_json::json!({"poolName": format!("p{i}")}))
             .collect();
         let huge = serde_json::Value::Array(huge);
-        assert!(keys(Some(&huge), "poolName").unwrap_err().contains("more than 256"));
+        assert!(keys(Some(&huge), "poolName")
+            .unwrap_err()
+            .contains("more than 256"));
     }
 
     #[test]
