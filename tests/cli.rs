@@ -22,11 +22,9 @@ fn stderr(o: &Output) -> String {
 /// A temporary copy of the bundled example repository.
 fn example_repo() -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
-    std::fs::copy(
-        root().join("plimsoll.yaml"),
-        dir.path().join("plimsoll.yaml"),
-    )
-    .unwrap();
+    for f in ["plimsoll.yaml", "releases.yaml"] {
+        std::fs::copy(root().join(f), dir.path().join(f)).unwrap();
+    }
     for d in ["profiles", "overlays", "site"] {
         copy_dir(&root().join(d), &dir.path().join(d));
     }

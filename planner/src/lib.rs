@@ -14,6 +14,8 @@
 //!   steps are done) and its ConfigMap data form.
 //! - [`phased`]: list fields moved one element per edit, growing before
 //!   shrinking (cStor replicas), and their phases.
+//! - [`platform`]: platform releases (a manifest's sets of chart versions),
+//!   their order and the moves between them.
 //! - [`manifests`]: StatefulSets and Deployments from rendered manifests
 //!   (`helm template` output).
 //!
@@ -26,6 +28,7 @@ pub mod journal;
 pub mod manifests;
 pub mod phased;
 pub mod plan;
+pub mod platform;
 pub mod redact;
 pub mod state;
 pub mod version;

@@ -23,6 +23,9 @@ struct Options {
     /// The stack file's `operatorVolumes:`.
     #[serde(default)]
     operator_volumes: Vec<plimsoll_planner::plan::OperatorVolumeRule>,
+    /// The release manifest and the platform release selected.
+    #[serde(default)]
+    platform: Option<plimsoll_planner::platform::Platform>,
 }
 
 #[test]
@@ -55,6 +58,7 @@ fn planner_cases() {
             redactor: Redactor::with_patterns(&opts.redact),
             phased_lists: Default::default(),
             operator_volumes: opts.operator_volumes,
+            platform: opts.platform,
         };
         let p = plan(&desired, &observed, &options);
         let text = to_text(&p);

@@ -9,9 +9,13 @@
 //! - [`yq`]: the whole `yq eval-all` reduce over files, leading comments and
 //!   document separators included.
 //!
+//! - [`manifest`]: the release manifest (platform release to chart
+//!   versions), TSV or YAML.
+//!
 //! Nothing here does I/O: callers read files and hand over bytes.
 
 pub mod keys;
+pub mod manifest;
 pub mod merge;
 pub mod render;
 pub mod stack;

@@ -106,6 +106,19 @@ pub struct Rendered {
     pub releases: Vec<RenderedRelease>,
     /// Path of the lock file, relative to the repository root.
     pub lock_path: String,
+    /// With a release manifest: the manifest and the release selected.
+    pub platform: Option<RenderedPlatform>,
+}
+
+/// A stack's release manifest as rendered: the platform release selected
+/// and which Helm release is which manifest chart.
+#[derive(Clone, Debug)]
+pub struct RenderedPlatform {
+    pub manifest: crate::manifest::Manifest,
+    pub manifest_sha256: String,
+    pub release: String,
+    /// Helm release name to manifest chart.
+    pub charts: std::collections::BTreeMap<String, String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -121,6 +134,17 @@ pub enum RenderError {
     },
     #[error("release {release:?}: {error}")]
     Layer { release: String, error: LayerError },
+    #[error("plimsoll.yaml:{line}: cannot read the release manifest {path}: {error}")]
+    MissingManifest {
+        path: String,
+        line: u32,
+        error: std::io::Error,
+    },
+    #[error("{0}")]
+    Manifest(#[from] crate::manifest::ManifestError),
+    /// The stack and its manifest disagree.
+    #[error("plimsoll.yaml:{line}: {message}")]
+    Platform { line: u32, message: String },
     #[error(
         "release {release:?}: the rendered values do not parse again ({error}); yq's merge \
          writes this too (for example an alias the merge placed before its anchor, or a tag \
@@ -220,18 +244,89 @@ pub fn render(
     vars: &Assignments,
     read: &dyn Fn(&str) -> std::io::Result<Vec<u8>>,
 ) -> Result<Rendered, RenderError> {
+    let platform = match &stack.platform {
+        Some(p) => Some(render_platform(stack, p, vars, read)?),
+        None => None,
+    };
     let mut releases = Vec::new();
     let mut cache = yq::ParseCache::default();
     for release in &stack.releases {
-        releases.push(render_release(stack, release, vars, read, &mut cache)?);
+        let mut rendered = render_release(stack, release, vars, read, &mut cache)?;
+        if let (Some(chart), Some(p)) = (&release.manifest_chart, &platform) {
+            // Checked by render_platform: the release and chart exist.
+            rendered.release.version = p
+                .manifest
+                .release(&p.release)
+                .and_then(|r| r.charts.get(chart))
+                .cloned()
+                .unwrap_or_default();
+        }
+        releases.push(rendered);
     }
     let rendered = Rendered {
         assignments: vars.clone(),
         releases,
         lock_path: join(&substitute(&stack.output, vars), "plimsoll.lock"),
+        platform,
     };
     check_outputs(&rendered)?;
     Ok(rendered)
+}
+
+/// Reads the release manifest and checks the stack against it: every
+/// value of the platform variable is a manifest release, every release
+/// without `version:` a manifest chart.
+fn render_platform(
+    stack: &Stack,
+    p: &crate::stack::PlatformDecl,
+    vars: &Assignments,
+    read: &dyn Fn(&str) -> std::io::Result<Vec<u8>>,
+) -> Result<RenderedPlatform, RenderError> {
+    let bytes = read(&p.manifest).map_err(|error| RenderError::MissingManifest {
+        path: p.manifest.clone(),
+        line: p.line,
+        error,
+    })?;
+    let manifest = crate::manifest::Manifest::parse(&p.manifest, &bytes)?;
+    let tags: Vec<&str> = manifest.releases.iter().map(|r| r.tag.as_str()).collect();
+    if let Some(var) = stack.variables.iter().find(|v| v.name == p.variable) {
+        if let Some(missing) = var.allowed.iter().find(|a| !tags.contains(&a.as_str())) {
+            return Err(RenderError::Platform {
+                line: p.line,
+                message: format!(
+                    "platform variable {} allows {missing}, which the manifest {} does not list (it lists: {})",
+                    p.variable,
+                    p.manifest,
+                    tags.join(", ")
+                ),
+            });
+        }
+    }
+    let release = vars.get(&p.variable).cloned().unwrap_or_default();
+    let mut charts = std::collections::BTreeMap::new();
+    for r in &stack.releases {
+        let Some(chart) = &r.manifest_chart else {
+            continue;
+        };
+        if !manifest.charts.contains(chart) {
+            return Err(RenderError::Platform {
+                line: r.line,
+                message: format!(
+                    "release {:?}: the manifest {} does not cover chart {chart} (it covers: {}; name its column with `manifestChart:`)",
+                    r.name,
+                    p.manifest,
+                    manifest.charts.join(", ")
+                ),
+            });
+        }
+        charts.insert(r.name.clone(), chart.clone());
+    }
+    Ok(RenderedPlatform {
+        manifest_sha256: sha256_hex(&bytes),
+        manifest,
+        release,
+        charts,
+    })
 }
 
 fn join(dir: &str, file: &str) -> String {
@@ -394,6 +489,14 @@ pub fn lock_text(rendered: &Rendered) -> String {
     out.push_str("version: 1\nvariables:\n");
     for (k, v) in &rendered.assignments {
         out.push_str(&format!("  {}: {}\n", yaml_str(k), yaml_str(v)));
+    }
+    if let Some(p) = &rendered.platform {
+        out.push_str(&format!(
+            "platform:\n  release: {}\n  manifest: {}\n  sha256: {}\n",
+            yaml_str(&p.release),
+            yaml_str(&p.manifest.file),
+            p.manifest_sha256
+        ));
     }
     out.push_str("releases:\n");
     for r in &rendered.releases {

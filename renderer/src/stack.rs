@@ -81,6 +81,10 @@ pub struct Release {
     pub ready_timeout: Option<u64>,
     /// Resources that must be current before the release's first step.
     pub requires: Vec<ResourceTarget>,
+    /// With a release manifest and no `version:`: the manifest's chart
+    /// (column) whose version this release takes (`manifestChart:`, else
+    /// the chart's name). `version` is empty until rendered.
+    pub manifest_chart: Option<String>,
     pub line: u32,
 }
 
@@ -118,6 +122,17 @@ pub struct Stack {
     pub phased_lists: Vec<PhasedListDecl>,
     /// Claims operators keep for custom resources (`operatorVolumes:`).
     pub operator_volumes: Vec<OperatorVolumeDecl>,
+    /// The release manifest (`platform:`), when the stack is a platform.
+    pub platform: Option<PlatformDecl>,
+}
+
+/// `platform:`: the release manifest (a file of the repository) and the
+/// variable that selects the platform release.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PlatformDecl {
+    pub manifest: String,
+    pub variable: String,
+    pub line: u32,
 }
 
 /// A family of claims an operator keeps for a kind, as declared: JSON
@@ -271,11 +286,13 @@ pub fn parse(file: &str, bytes: &[u8]) -> Result<Stack, StackError> {
             "health",
             "phasedLists",
             "operatorVolumes",
+            "platform",
         ],
         "the stack file",
     )?;
     let name = parse_name(&r, &root)?;
     let variables = parse_variables(&r, &root)?;
+    let platform = parse_platform(&r, &root, &variables)?;
     let output = match root.get("output") {
         Some(o) => r.string(o, "output")?,
         None => "rendered".to_string(),
@@ -288,7 +305,7 @@ pub fn parse(file: &str, bytes: &[u8]) -> Result<Stack, StackError> {
     let mut releases: Vec<Release> = Vec::new();
     for rel in r.seq(rel_node, "releases")? {
         let rel = r.map(rel, "a release")?;
-        let release = parse_release(&r, rel, &variables)?;
+        let release = parse_release(&r, rel, &variables, platform.is_some())?;
         let (name, output) = (&release.name, &release.output);
         if releases.iter().any(|x: &Release| x.name == *name) {
             return Err(r.err(rel, format!("duplicate release name {name:?}")));
@@ -324,7 +341,42 @@ pub fn parse(file: &str, bytes: &[u8]) -> Result<Stack, StackError> {
         health,
         phased_lists,
         operator_volumes,
+        platform,
     })
+}
+
+/// `platform: {manifest: FILE, variable: NAME}`: NAME a declared variable
+/// (its values must be releases of the manifest, checked when rendering).
+fn parse_platform(
+    r: &Reader<'_>,
+    root: &Node,
+    variables: &[Variable],
+) -> Result<Option<PlatformDecl>, StackError> {
+    let Some(n) = root.get("platform") else {
+        return Ok(None);
+    };
+    let m = r.map(n, "platform")?;
+    r.check_keys(m, &["manifest", "variable"], "platform")?;
+    let get = |k: &str| -> Result<(String, &Node), StackError> {
+        let v = m
+            .get(k)
+            .ok_or_else(|| r.err(m, format!("platform needs `{k}`")))?;
+        Ok((r.string(v, k)?, v))
+    };
+    let (manifest, at) = get("manifest")?;
+    check_relative_path(r, at, &manifest)?;
+    let (variable, at) = get("variable")?;
+    if !variables.iter().any(|v| v.name == variable) {
+        return Err(r.err(
+            at,
+            format!("platform variable {variable:?} is not declared in `variables:`"),
+        ));
+    }
+    Ok(Some(PlatformDecl {
+        manifest,
+        variable,
+        line: m.origin.line,
+    }))
 }
 
 /// A JSON pointer of field names and indexes; `*` (an item of `each`) only
@@ -784,6 +836,7 @@ fn parse_release(
     r: &Reader<'_>,
     rel: &Node,
     variables: &[Variable],
+    platform: bool,
 ) -> Result<Release, StackError> {
     let rel = r.map(rel, "a release")?;
     r.check_keys(
@@ -799,6 +852,7 @@ fn parse_release(
             "patches",
             "readyTimeout",
             "requires",
+            "manifestChart",
         ],
         "a release",
     )?;
@@ -813,8 +867,25 @@ fn parse_release(
     check_release_name(r, at("name"), &name)?;
     let chart = field("chart")?;
     check_chart_reference(r, at("chart"), &chart)?;
-    let version = field("version")?;
-    check_version(r, at("version"), &version)?;
+    // With a release manifest, a release without `version:` takes its
+    // manifest chart's.
+    let (version, manifest_chart) = match (rel.get("version"), platform) {
+        (None, true) => {
+            let column = match rel.get("manifestChart") {
+                Some(n) => r.string(n, "manifestChart")?,
+                None => chart_name(&chart),
+            };
+            (String::new(), Some(column))
+        }
+        (_, _) => {
+            if let Some(n) = rel.get("manifestChart") {
+                return Err(r.err(n, "manifestChart: only for a release whose version comes from the platform's manifest (no `version:`)"));
+            }
+            let version = field("version")?;
+            check_version(r, at("version"), &version)?;
+            (version, None)
+        }
+    };
     let namespace = field("namespace")?;
     check_dns_label(r, at("namespace"), &namespace, "namespace")?;
     let stage = field("stage")?;
@@ -856,6 +927,7 @@ fn parse_release(
     Ok(Release {
         ready_timeout,
         requires,
+        manifest_chart,
         name,
         chart,
         version,
@@ -1210,6 +1282,21 @@ fn check_dns_label(r: &Reader<'_>, at: &Node, value: &str, what: &str) -> Result
 
 /// A chart reference: a relative path inside the repository, `repo/name`,
 /// or `oci://host/path`; never something helm would read as a flag.
+/// The chart name of a reference (`repo/name`, a directory, a `.tgz`
+/// with or without its version).
+pub fn chart_name(reference: &str) -> String {
+    let last = reference
+        .trim_end_matches('/')
+        .rsplit('/')
+        .next()
+        .unwrap_or(reference);
+    let stem = last.strip_suffix(".tgz").unwrap_or(last);
+    match stem.rfind('-') {
+        Some(i) if stem[i + 1..].starts_with(|c: char| c.is_ascii_digit()) => stem[..i].to_string(),
+        _ => stem.to_string(),
+    }
+}
+
 fn check_chart_reference(r: &Reader<'_>, at: &Node, chart: &str) -> Result<(), StackError> {
     let safe = |s: &str| {
         !s.is_empty()

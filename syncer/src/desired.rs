@@ -39,6 +39,8 @@ pub struct DesiredState {
     /// List fields moved one element per edit (built-ins and the stack's
     /// `phasedLists:`).
     pub phased_lists: PhasedLists,
+    /// The release manifest and the platform release selected.
+    pub platform: Option<plimsoll_planner::platform::Platform>,
     /// The stack's `operatorVolumes:` (claims operators keep).
     pub operator_volumes: Vec<plimsoll_planner::plan::OperatorVolumeRule>,
     pub rendered: Rendered,
@@ -276,6 +278,23 @@ pub fn load(source: &StackSource, rev: Option<&str>, helm: &Path) -> anyhow::Res
         scrubber,
         health,
         phased_lists: phased_lists(&stack),
+        platform: rendered
+            .platform
+            .as_ref()
+            .map(|p| plimsoll_planner::platform::Platform {
+                manifest: p.manifest.file.clone(),
+                releases: p
+                    .manifest
+                    .releases
+                    .iter()
+                    .map(|r| plimsoll_planner::platform::PlatformRelease {
+                        tag: r.tag.clone(),
+                        charts: r.charts.clone(),
+                    })
+                    .collect(),
+                target: p.release.clone(),
+                charts: p.charts.clone(),
+            }),
         operator_volumes: stack
             .operator_volumes
             .iter()
@@ -345,6 +364,7 @@ impl DesiredState {
             redactor: self.redactor.clone(),
             phased_lists: self.phased_lists.clone(),
             operator_volumes: self.operator_volumes.clone(),
+            platform: self.platform.clone(),
         }
     }
 }

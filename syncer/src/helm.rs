@@ -160,15 +160,4 @@ pub fn chart_digest(dir: &Path) -> anyhow::Result<String> {
 }
 
 /// The chart name of a reference (`repo/name`, a directory, a `.tgz`).
-pub fn chart_name(reference: &str) -> String {
-    let last = reference
-        .trim_end_matches('/')
-        .rsplit('/')
-        .next()
-        .unwrap_or(reference);
-    let stem = last.strip_suffix(".tgz").unwrap_or(last);
-    match stem.rfind('-') {
-        Some(i) if stem[i + 1..].starts_with(|c: char| c.is_ascii_digit()) => stem[..i].to_string(),
-        _ => stem.to_string(),
-    }
-}
+pub use plimsoll_renderer::stack::chart_name;

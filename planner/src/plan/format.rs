@@ -12,6 +12,9 @@ pub fn to_text(plan: &Plan) -> String {
     for w in &plan.warnings {
         out.push_str(&format!("warning: {w}\n"));
     }
+    if let Some(m) = plan.platform.as_ref().and_then(platform_line) {
+        out.push_str(&format!("{m}\n"));
+    }
     if plan.releases.is_empty() && plan.refusals.is_empty() {
         out.push_str("No changes: the cluster matches the desired state.\n");
     }
@@ -54,6 +57,24 @@ pub fn to_text(plan: &Plan) -> String {
     out
 }
 
+/// The platform move, when there is one: `Platform release 7.3.6 ->
+/// 8.0.2`, `Platform release 8.0.2 (install)`.
+fn platform_line(m: &crate::platform::PlatformMove) -> Option<String> {
+    match &m.from {
+        None => Some(format!("Platform release {} (install)", m.to)),
+        Some(f) if *f != m.to => Some(format!(
+            "Platform release {f} -> {}{}",
+            m.to,
+            if m.completing {
+                " (completing an interrupted move)"
+            } else {
+                ""
+            }
+        )),
+        Some(_) => None,
+    }
+}
+
 /// `phase K of N: ` before the K-th edit of a phased list's move.
 fn phase_label(r: &super::ReleasePlan, i: usize) -> String {
     let Step::ChangeListElement { target, path, .. } = &r.steps[i] else {
@@ -89,8 +110,14 @@ pub fn to_markdown(plan: &Plan) -> String {
         markdown_values_since_base(plan, &mut out);
         return out;
     } else {
+        let platform = plan
+            .platform
+            .as_ref()
+            .and_then(platform_line)
+            .map(|l| format!(" {}.", l.replace(" -> ", " → ")))
+            .unwrap_or_default();
         out.push_str(&format!(
-            "**Plan:** {steps} step(s) in {} release(s).\n\n",
+            "**Plan:** {steps} step(s) in {} release(s).{platform}\n\n",
             plan.releases.len()
         ));
     }

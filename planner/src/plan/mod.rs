@@ -196,6 +196,9 @@ pub struct Plan {
     /// With a base revision: rendered values changes per release.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub values_since_base: Vec<ValuesSinceBase>,
+    /// The platform release move, with a release manifest.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub platform: Option<crate::platform::PlatformMove>,
 }
 
 impl Plan {
@@ -232,6 +235,8 @@ pub struct PlanOptions {
     /// The stack file's `operatorVolumes:` (claims an operator keeps for
     /// a kind), beside the built-ins.
     pub operator_volumes: Vec<OperatorVolumeRule>,
+    /// The release manifest and the platform release selected.
+    pub platform: Option<crate::platform::Platform>,
 }
 
 impl Step {
@@ -348,6 +353,9 @@ pub fn plan(desired: &[DesiredRelease], observed: &ObservedState, options: &Plan
         schema_version: PLAN_SCHEMA_VERSION,
         ..Plan::default()
     };
+    if let Some(p) = &options.platform {
+        upgrades::check_platform(p, desired, observed, &mut out);
+    }
     for d in desired {
         let live = observed
             .releases

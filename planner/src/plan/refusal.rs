@@ -103,6 +103,21 @@ pub enum Refusal {
         renamed_to: Option<String>,
         pvcs: Vec<String>,
     },
+    /// The platform release would go down.
+    PlatformDowngrade { from: String, to: String },
+    /// A major platform step not from the latest release of the previous
+    /// line.
+    PlatformMajorNotFromLatest {
+        from: String,
+        to: String,
+        latest: String,
+    },
+    /// A platform release that is not a version (`main`) cannot be moved
+    /// from or to.
+    PlatformUnordered { tag: String, to: String },
+    /// The cluster runs charts of several platform releases and the
+    /// target does not complete a move between two.
+    PlatformMixed { to: String, charts: Vec<String> },
     /// A phased list (moved one element per edit, see
     /// [`crate::phased`]) cannot be moved: an element without its key, a
     /// key twice, an element changed in place.
@@ -141,6 +156,10 @@ impl Refusal {
             | Refusal::ClaimTemplateRemoved { release, .. }
             | Refusal::PhasedListInvalid { release, .. }
             | Refusal::PhasedListMixedWithEdits { release, .. } => release,
+            Refusal::PlatformDowngrade { .. }
+            | Refusal::PlatformMajorNotFromLatest { .. }
+            | Refusal::PlatformUnordered { .. }
+            | Refusal::PlatformMixed { .. } => "platform",
         }
     }
 
@@ -200,6 +219,19 @@ impl Refusal {
                  would stay, unused (refused with --strict); scale down without --strict, \
                  or move their data first",
                 pvcs.join(", ")
+            ),
+            Refusal::PlatformDowngrade { from, to } => format!(
+                "platform release {from} -> {to} is a downgrade; platform releases move forward only"
+            ),
+            Refusal::PlatformMajorNotFromLatest { from, to, latest } => format!(
+                "platform release {from} -> {to} is a major upgrade, which must start from the latest release of the previous line: upgrade to {latest} first"
+            ),
+            Refusal::PlatformUnordered { tag, to } => format!(
+                "platform release {tag} is not a version, so the move to {to} cannot be checked against the upgrade rules"
+            ),
+            Refusal::PlatformMixed { to, charts } => format!(
+                "the cluster runs charts of more than one platform release ({}), and {to} does not complete a move between two of them",
+                charts.join("; ")
             ),
             Refusal::PhasedListInvalid { release, resource, path, reason } => format!(
                 "{release}: {path} of {resource} is moved one element per edit, but it {reason}"

@@ -257,3 +257,62 @@ fn check_one(
         }
     }
 }
+
+/// The platform release move (seed 001): derived from the charts the
+/// cluster runs, checked against the manifest's rules.
+pub(super) fn check_platform(
+    p: &crate::platform::Platform,
+    desired: &[DesiredRelease],
+    observed: &crate::state::ObservedState,
+    out: &mut Plan,
+) {
+    use crate::platform::MoveRefusal;
+    let live: std::collections::BTreeMap<String, String> = desired
+        .iter()
+        .filter_map(|d| {
+            observed
+                .releases
+                .iter()
+                .find(|r| r.name == d.name && r.namespace == d.namespace)
+                .map(|r| (d.name.clone(), r.version.clone()))
+        })
+        .collect();
+    match p.plan_move(&live) {
+        Ok(m) => {
+            if m.completing {
+                out.warnings.push(format!(
+                    "the cluster runs charts of platform releases {} and {} (an interrupted move); this plan completes it",
+                    m.from.as_deref().unwrap_or("?"),
+                    m.to
+                ));
+            }
+            out.platform = Some(m);
+        }
+        Err(MoveRefusal::Downgrade { from, to }) => {
+            out.refusals.push(Refusal::PlatformDowngrade { from, to })
+        }
+        Err(MoveRefusal::MajorNotFromLatest { from, to, latest }) => out
+            .refusals
+            .push(Refusal::PlatformMajorNotFromLatest { from, to, latest }),
+        Err(MoveRefusal::Unordered { tag }) => out.refusals.push(Refusal::PlatformUnordered {
+            tag,
+            to: p.target.clone(),
+        }),
+        Err(MoveRefusal::Mixed { charts }) => out.refusals.push(Refusal::PlatformMixed {
+            to: p.target.clone(),
+            charts: charts
+                .into_iter()
+                .map(|(chart, version, releases)| {
+                    format!(
+                        "{chart} {version} ({})",
+                        if releases.is_empty() {
+                            "in no release".to_string()
+                        } else {
+                            format!("as in {}", releases.join(", "))
+                        }
+                    )
+                })
+                .collect(),
+        }),
+    }
+}
