@@ -140,7 +140,7 @@ pub enum RenderError {
         line: u32,
         error: std::io::Error,
     },
-    #[error("{0}")]
+    #[error(transparent)]
     Manifest(#[from] crate::manifest::ManifestError),
     /// The stack and its manifest disagree.
     #[error("plimsoll.yaml:{line}: {message}")]
