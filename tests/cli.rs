@@ -307,6 +307,45 @@ fn stack_file_errors_name_the_place() {
         e.contains("plimsoll.yaml:8:10") && e.contains("{ordinal}"),
         "{e}"
     );
+
+    // platform: the bundled example's manifest, broken three ways.
+    let platform_stack = std::fs::read_to_string(root().join("plimsoll.yaml")).unwrap();
+    let manifest = std::fs::read_to_string(root().join("releases.yaml")).unwrap();
+    let platform_error = |stack: &str, manifest: &str| {
+        let repo = example_repo();
+        write(repo.path(), "plimsoll.yaml", stack);
+        write(repo.path(), "releases.yaml", manifest);
+        let o = plimsoll(repo.path(), &["render"]);
+        assert_eq!(o.status.code(), Some(1), "{}", stdout(&o));
+        stderr(&o)
+    };
+    let e = platform_error(
+        &platform_stack.replace(
+            r#"values: ["7.3.4", "7.3.6", "8.0.0"]"#,
+            r#"values: ["7.3.4", "7.3.5", "8.0.0"]"#,
+        ),
+        &manifest,
+    );
+    assert!(
+        e.contains("plimsoll.yaml:") && e.contains("platform variable release allows 7.3.5, which the manifest releases.yaml does not list"),
+        "{e}"
+    );
+    let e = platform_error(
+        &platform_stack,
+        &manifest.replace("thingpark-enterprise:", "thingpark-enterprize:"),
+    );
+    assert!(
+        e.contains("release \"thingpark-enterprise\": the manifest releases.yaml does not cover chart thingpark-enterprise"),
+        "{e}"
+    );
+    let e = platform_error(
+        &platform_stack,
+        &manifest.replace("      thingpark-data: 1.6.0\n", "      thingpark-data:\n"),
+    );
+    assert!(
+        e.contains("releases.yaml:9:22") && e.contains("no version of chart thingpark-data"),
+        "{e}"
+    );
 }
 
 #[test]
