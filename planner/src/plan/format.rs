@@ -1,7 +1,64 @@
 //! The plan for people (text, Markdown) and for programs (JSON, schema
 //! in docs/plan-schema.md).
 
-use super::{Plan, Step};
+use super::{Plan, Step, ValueChange};
+
+/// Lines of a multi-line value diffed at most; longer values are
+/// summarised (a diff is quadratic at worst).
+const MAX_DIFF_LINES: usize = 20_000;
+
+/// Unchanged lines shown around each change of a multi-line value.
+const CONTEXT_LINES: usize = 2;
+
+/// `PATH: FROM -> TO`, or for a multi-line string an indented line diff
+/// (`-` old, `+` new, two lines of context, `...` between hunks) instead
+/// of both values printed whole.
+fn change_text(c: &ValueChange, indent: &str, suffix: &str) -> String {
+    let multi = |v: &Option<String>| v.as_deref().is_some_and(|t| t.contains('\n'));
+    if !multi(&c.from) && !multi(&c.to) {
+        return format!("{indent}{}: {}{suffix}\n", c.path, c.transition());
+    }
+    let (from, to) = (
+        c.from.as_deref().unwrap_or(""),
+        c.to.as_deref().unwrap_or(""),
+    );
+    let (a, b) = (from.lines().count(), to.lines().count());
+    let count = |v: &Option<String>, n: usize| match (v, n) {
+        (None, _) => "(unset)".to_string(),
+        (Some(_), 1) => "1 line".to_string(),
+        (Some(_), n) => format!("{n} lines"),
+    };
+    let mut out = format!(
+        "{indent}{}: {} -> {}{suffix}\n",
+        c.path,
+        count(&c.from, a),
+        count(&c.to, b),
+    );
+    if a > MAX_DIFF_LINES || b > MAX_DIFF_LINES {
+        out.push_str(&format!("{indent}  (too long to diff)\n"));
+        return out;
+    }
+    let diff = similar::TextDiff::from_lines(from, to);
+    for (i, group) in diff.grouped_ops(CONTEXT_LINES).iter().enumerate() {
+        if i > 0 {
+            out.push_str(&format!("{indent}  ...\n"));
+        }
+        for op in group {
+            for change in diff.iter_changes(op) {
+                let sign = match change.tag() {
+                    similar::ChangeTag::Delete => '-',
+                    similar::ChangeTag::Insert => '+',
+                    similar::ChangeTag::Equal => ' ',
+                };
+                out.push_str(&format!(
+                    "{indent}  {sign} {}\n",
+                    change.value().trim_end_matches('\n')
+                ));
+            }
+        }
+    }
+    out
+}
 
 /// The plan as text for a terminal.
 pub fn to_text(plan: &Plan) -> String {
@@ -24,16 +81,18 @@ pub fn to_text(plan: &Plan) -> String {
             v.release, v.base
         ));
         for c in &v.changes {
-            out.push_str(&format!(
-                "  {}: {}{}\n",
-                c.change.path,
-                c.change.transition(),
-                c.layer
-                    .as_deref()
-                    .map(|l| format!("  ({l})"))
-                    .unwrap_or_default()
-            ));
+            let layer = c
+                .layer
+                .as_deref()
+                .map(|l| format!("  ({l})"))
+                .unwrap_or_default();
+            out.push_str(&change_text(&c.change, "  ", &layer));
         }
+    }
+    if !plan.refusals.is_empty() {
+        // The steps will not run: not listed.
+        out.push_str("Nothing will be applied.\n");
+        return out;
     }
     for r in &plan.releases {
         out.push_str(&format!(
@@ -49,7 +108,7 @@ pub fn to_text(plan: &Plan) -> String {
             ));
             if let Step::HelmUpgrade { changed_values, .. } = s {
                 for c in changed_values {
-                    out.push_str(&format!("       {}: {}\n", c.path, c.transition()));
+                    out.push_str(&change_text(c, "       ", ""));
                 }
             }
         }
@@ -120,6 +179,7 @@ pub fn to_markdown(plan: &Plan) -> String {
             "**Plan:** {steps} step(s) in {} release(s).{platform}\n\n",
             plan.releases.len()
         ));
+        mermaid(plan, &mut out);
     }
     for w in &plan.warnings {
         out.push_str(&format!("> :warning: {w}\n"));
@@ -145,6 +205,10 @@ pub fn to_markdown(plan: &Plan) -> String {
             }
             out.push('\n');
         }
+        if !plan.refusals.is_empty() {
+            // The steps will not run: not listed.
+            continue;
+        }
         for (i, s) in r.steps.iter().enumerate() {
             out.push_str(&format!(
                 "{}. {}{}\n",
@@ -152,10 +216,53 @@ pub fn to_markdown(plan: &Plan) -> String {
                 phase_label(r, i),
                 s.describe()
             ));
+            if let Step::HelmUpgrade { changed_values, .. } = s {
+                if !changed_values.is_empty() {
+                    out.push_str(&format!(
+                        "   <details><summary>{} value change(s)</summary>\n\n   ```\n",
+                        changed_values.len()
+                    ));
+                    for c in changed_values {
+                        out.push_str(&change_text(c, "   ", ""));
+                    }
+                    out.push_str("   ```\n   </details>\n");
+                }
+            }
         }
     }
     markdown_values_since_base(plan, &mut out);
     out
+}
+
+/// The stages and their releases as a Mermaid flowchart (GitHub renders
+/// it): one box per stage with its releases and their step counts, in
+/// the order they run.
+fn mermaid(plan: &Plan, out: &mut String) {
+    let mut stages: Vec<(&str, Vec<&super::ReleasePlan>)> = Vec::new();
+    for r in &plan.releases {
+        match stages.iter_mut().find(|(s, _)| *s == r.stage) {
+            Some((_, rs)) => rs.push(r),
+            None => stages.push((&r.stage, vec![r])),
+        }
+    }
+    // Labels are quoted; a quote or bracket in a name would end them.
+    let label = |s: &str| s.replace(['"', '[', ']', '<', '>'], "_");
+    out.push_str("```mermaid\nflowchart LR\n");
+    for (i, (stage, releases)) in stages.iter().enumerate() {
+        out.push_str(&format!("  subgraph s{i}[\"stage {}\"]\n", label(stage)));
+        for (j, r) in releases.iter().enumerate() {
+            out.push_str(&format!(
+                "    s{i}r{j}[\"{}: {} step(s)\"]\n",
+                label(&r.release),
+                r.steps.len()
+            ));
+        }
+        out.push_str("  end\n");
+    }
+    for i in 1..stages.len() {
+        out.push_str(&format!("  s{} --> s{i}\n", i - 1));
+    }
+    out.push_str("```\n\n");
 }
 
 fn markdown_values_since_base(plan: &Plan, out: &mut String) {

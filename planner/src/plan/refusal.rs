@@ -167,10 +167,10 @@ impl Refusal {
     pub fn message(&self) -> String {
         match self {
             Refusal::PvcShrink { release, pvc, from, to } => {
-                format!("{release}: PVC {pvc} would shrink from {from} to {to}; volumes never shrink")
+                format!("{release}: PVC {pvc} would shrink from {from} to {to}; volumes never shrink: keep {from} or more (to use less, back up, create a smaller claim under a new name and restore)")
             }
             Refusal::StorageClassChange { release, pvc, from, to } => format!(
-                "{release}: PVC {pvc} would move from storage class {from} to {to}; a claim's class cannot change in place"
+                "{release}: PVC {pvc} would move from storage class {from} to {to}; a claim's class cannot change in place: keep {from}, or move the data with the backup and restore procedure (or a new claim under a new name and a copy)"
             ),
             Refusal::NotExpandable {
                 release,
@@ -183,10 +183,10 @@ impl Refusal {
                  the backup, reinstall and restore procedure is required (never run automatically)"
             ),
             Refusal::Downgrade { release, from, to } => {
-                format!("{release}: chart would be downgraded from {from} to {to}")
+                format!("{release}: chart would be downgraded from {from} to {to}; keep {from} or later (going back needs the backup taken before the upgrade)")
             }
             Refusal::ResourceDowngrade { release, resource, from, to } => format!(
-                "{release}: {resource} would be downgraded from {from} to {to}; its operator upgrades forward only"
+                "{release}: {resource} would be downgraded from {from} to {to}; its operator upgrades forward only: keep {from} or later"
             ),
             Refusal::ResourceVersionMixedWithEdits { release, resource, from, to, paths } => format!(
                 "{release}: {resource} {from} -> {to} is mixed with other edits of it ({}); with --strict, upgrade the version alone",
@@ -206,7 +206,7 @@ impl Refusal {
                 paths.join(", ")
             ),
             Refusal::PatchNotApplicable { release, resource, reason } => format!(
-                "{release}: the patch the stack file declares for {resource} does not apply: {reason}"
+                "{release}: the patch the stack file declares for {resource} does not apply: {reason}; fix its path or `test` value in plimsoll.yaml"
             ),
             Refusal::ScaleDownDeletesClaims { release, statefulset, from, to, pvcs } => format!(
                 "{release}: StatefulSet {statefulset} would go from {from} to {to} replicas with \
@@ -221,20 +221,20 @@ impl Refusal {
                 pvcs.join(", ")
             ),
             Refusal::PlatformDowngrade { from, to } => format!(
-                "platform release {from} -> {to} is a downgrade; platform releases move forward only"
+                "platform release {from} -> {to} is a downgrade; platform releases move forward only: select {from} or later"
             ),
             Refusal::PlatformMajorNotFromLatest { from, to, latest } => format!(
                 "platform release {from} -> {to} is a major upgrade, which must start from the latest release of the previous line: upgrade to {latest} first"
             ),
             Refusal::PlatformUnordered { tag, to } => format!(
-                "platform release {tag} is not a version, so the move to {to} cannot be checked against the upgrade rules"
+                "platform release {tag} is not a version, so the move to {to} cannot be checked against the upgrade rules; give the release a version in the manifest"
             ),
             Refusal::PlatformMixed { to, charts } => format!(
-                "the cluster runs charts of more than one platform release ({}), and {to} does not complete a move between two of them",
+                "the cluster runs charts of more than one platform release ({}), and {to} does not complete a move between two of them; select the release the cluster was moving to, so that the next sync completes that move",
                 charts.join("; ")
             ),
             Refusal::PhasedListInvalid { release, resource, path, reason } => format!(
-                "{release}: {path} of {resource} is moved one element per edit, but it {reason}"
+                "{release}: {path} of {resource} is moved one element per edit, but it {reason}; fix the list in the declared patch"
             ),
             Refusal::PhasedListMixedWithEdits { release, resource, path, paths } => format!(
                 "{release}: the patch moving {path} of {resource} also changes {}; declare those in a patch of their own",
