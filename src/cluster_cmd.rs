@@ -78,7 +78,7 @@ pub fn snapshot(
 pub fn plan(
     common: &Common,
     cluster: &Cluster,
-    live: Option<&Path>,
+    (live, out): (Option<&Path>, Option<&Path>),
     (rev, base): (Option<&str>, Option<&str>),
     format: PlanFormat,
     strict: bool,
@@ -117,6 +117,24 @@ pub fn plan(
     // Structure redacts by key; the desired state's own secret strings go
     // from whatever text remains (refusal reasons, warnings).
     let text = desired.scrubber.scrub(&text);
+    if let Some(path) = out {
+        let saved = plan::SavedPlan {
+            format: plan::SAVED_PLAN_FORMAT.to_string(),
+            stack: desired.stack_name.clone(),
+            revision: desired.revision.clone(),
+            desired_digest: desired.digest.clone(),
+            observed_digest: plan::observed_digest(&observed),
+            plan: plan.clone(),
+        };
+        let text = serde_json::to_string_pretty(&saved)? + "\n";
+        output::write_all_atomically(
+            &[Output {
+                path: path.to_path_buf(),
+                text,
+            }],
+            None,
+        )?;
+    }
     std::io::stdout().write_all(text.as_bytes())?;
     Ok(ExitCode::from(plan.exit_code()))
 }
@@ -138,11 +156,32 @@ pub fn sync(
     common: &Common,
     cluster: &Cluster,
     args: &SyncArgs,
-    rev: Option<String>,
-    working_tree: bool,
-    dry_run: bool,
-    yes: bool,
+    (rev, working_tree): (Option<String>, bool),
+    (dry_run, yes): (bool, bool),
+    saved: Option<&Path>,
 ) -> anyhow::Result<ExitCode> {
+    let saved = match saved {
+        None => None,
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read {}", path.display()))?;
+            let s: plan::SavedPlan = serde_json::from_str(&text).with_context(|| {
+                format!(
+                    "{} is not a plan saved by `plimsoll plan --out`",
+                    path.display()
+                )
+            })?;
+            if s.format != plan::SAVED_PLAN_FORMAT {
+                bail!(
+                    "{} is a {:?} file, not {}",
+                    path.display(),
+                    s.format,
+                    plan::SAVED_PLAN_FORMAT
+                );
+            }
+            Some(s)
+        }
+    };
     let ask = !dry_run && !yes;
     if ask && !std::io::stdin().is_terminal() {
         bail!(
@@ -159,7 +198,17 @@ pub fn sync(
         Some(commit) => eprintln!("syncing {} (commit {commit})", rev.as_deref().unwrap_or("")),
         None => eprintln!("syncing the working tree of {}", common.repo.display()),
     }
-    let opts = args.options(cluster.namespaces.clone(), dry_run);
+    let mut opts = args.options(cluster.namespaces.clone(), dry_run);
+    if let Some(s) = saved {
+        if s.stack != desired.stack_name {
+            bail!(
+                "the saved plan is of stack {:?}, not {:?}; nothing was changed",
+                s.stack,
+                desired.stack_name
+            );
+        }
+        opts.saved = Some(s);
+    }
     runtime()?.block_on(async {
         let client = plimsoll_syncer::client::connect(&cluster.options()).await?;
         let stop = Stop::default();
@@ -231,6 +280,12 @@ fn report(outcome: SyncOutcome, scrubber: &Scrubber) -> ExitCode {
             );
             print!("{}", plan::to_text(&now));
             eprintln!("Run sync again to review it.");
+            ExitCode::from(1)
+        }
+        SyncOutcome::SavedPlanOutdated { why } => {
+            eprintln!(
+                "error: the saved plan no longer applies: {why}; nothing was changed. Plan again and review it."
+            );
             ExitCode::from(1)
         }
         SyncOutcome::DryRun { plan_text } => {

@@ -100,6 +100,10 @@ pub enum Command {
         /// The helm executable used for `helm template` (default: $PLIMSOLL_HELM, then `helm`).
         #[arg(long)]
         helm: Option<PathBuf>,
+        /// Also save the plan, with digests of the desired and the observed
+        /// state, for `sync --plan FILE` (docs/plan-schema.md).
+        #[arg(long, value_name = "FILE")]
+        out: Option<PathBuf>,
     },
     /// Plan and execute: expand volumes, patch operator resources, re-create
     /// StatefulSets (orphan delete), helm upgrade, wait until ready; journaled
@@ -124,6 +128,10 @@ pub enum Command {
         /// Do not ask; required when not attached to a terminal.
         #[arg(long, short = 'y')]
         yes: bool,
+        /// Run exactly the plan saved by `plan --out FILE`, or nothing: the
+        /// repository and the cluster must be as they were planned.
+        #[arg(long, value_name = "FILE")]
+        plan: Option<PathBuf>,
     },
     /// Follow a branch of the deployment repository and keep the cluster at
     /// it: sync new commits, report drift (and heal it with --self-heal),
@@ -240,6 +248,7 @@ impl SyncArgs {
             lease_duration: Duration::from_secs(self.lease_duration),
             wait_for_lease: self.wait_for_lease.map(Duration::from_secs),
             namespaces,
+            saved: None,
         }
     }
 }
@@ -365,10 +374,11 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             format,
             strict,
             helm,
+            out,
         } => cluster_cmd::plan(
             &common,
             &cluster,
-            live.as_deref(),
+            (live.as_deref(), out.as_deref()),
             (rev.as_deref(), base.as_deref()),
             format,
             strict,
@@ -382,7 +392,15 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             working_tree,
             dry_run,
             yes,
-        } => cluster_cmd::sync(&common, &cluster, &sync, rev, working_tree, dry_run, yes),
+            plan,
+        } => cluster_cmd::sync(
+            &common,
+            &cluster,
+            &sync,
+            (rev, working_tree),
+            (dry_run, yes),
+            plan.as_deref(),
+        ),
         Command::Daemon {
             common,
             cluster,

@@ -352,3 +352,116 @@ async fn growth_on_a_class_without_expansion_needs_backup_and_restore() {
     );
 }
 }
+
+on_both_versions! {
+/// The review loop: a plan made offline from a snapshot is saved with
+/// its digests; `sync --plan` refuses it, changing nothing, once the
+/// repository or the cluster moved, and runs exactly it otherwise.
+async fn a_saved_plan_runs_exactly_or_not_at_all() {
+    let Some(env) = Env::require() else { return };
+    let cluster = Cluster::start(&env, "tp").await.expect("cluster");
+    let (cp, client, ns) = (
+        &cluster.cp,
+        cluster.client.clone(),
+        cluster.namespace.clone(),
+    );
+    let repo = repo(&ns);
+    let r = repo.path();
+    let o = plimsoll(r, &["render"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    helm_install_rendered(&cp.helm, r, &ns);
+    let sts: Api<StatefulSet> = Api::namespaced(client.clone(), &ns);
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while sts
+        .get("mariadb-galera")
+        .await
+        .ok()
+        .and_then(|s| s.status)
+        .and_then(|s| s.ready_replicas)
+        != Some(2)
+    {
+        assert!(Instant::now() < deadline, "not ready");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    let kc = cp.kubeconfig.display().to_string();
+    let helm = cp.helm.display().to_string();
+    let o = plimsoll(r, &["snapshot", "--kubeconfig", &kc, "--out", "live.json"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    // On the pull request: no cluster credentials, a snapshot.
+    let o = plimsoll(
+        r,
+        &["plan", "--live", "live.json", "--set", "segment=l", "--helm", &helm, "--out", "plan.json"],
+    );
+    assert_eq!(o.status.code(), Some(2), "{}", String::from_utf8_lossy(&o.stderr));
+    let saved: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(r.join("plan.json")).unwrap()).unwrap();
+    assert_eq!(saved["format"], "plimsoll-saved-plan/v1");
+    assert!(saved["plan"]["releases"][0]["steps"].as_array().unwrap().len() > 3, "{saved}");
+    let sync = |extra: &[&str]| {
+        let mut args = vec!["sync", "--yes", "--working-tree", "--set", "segment=l", "--plan", "plan.json"];
+        args.extend_from_slice(extra);
+        args.extend_from_slice(&["--kubeconfig", &kc, "--helm", &helm]);
+        plimsoll(r, &args)
+    };
+    let sizes = || async {
+        let pvcs: Api<k8s_openapi::api::core::v1::PersistentVolumeClaim> =
+            Api::namespaced(client.clone(), &ns);
+        let mut out: Vec<String> = pvcs
+            .list(&Default::default())
+            .await
+            .unwrap()
+            .items
+            .iter()
+            .map(|p| {
+                let q = p.spec.as_ref().and_then(|s| s.resources.as_ref()).and_then(|r| r.requests.as_ref()).and_then(|r| r.get("storage")).map(|q| q.0.clone()).unwrap_or_default();
+                format!("{}={q}", p.metadata.name.clone().unwrap_or_default())
+            })
+            .collect();
+        out.sort();
+        out
+    };
+    let before = sizes().await;
+
+    // The repository moved: refused, nothing changed.
+    let site = std::fs::read_to_string(r.join("site.yaml")).unwrap();
+    std::fs::write(r.join("site.yaml"), format!("{site}extra: 1\n")).unwrap();
+    let o = sync(&[]);
+    let err = String::from_utf8_lossy(&o.stderr).into_owned();
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(err.contains("the saved plan no longer applies: the repository's desired state is not the one planned"), "{err}");
+    std::fs::write(r.join("site.yaml"), &site).unwrap();
+
+    // The cluster moved (the storage class edited by hand): refused,
+    // nothing changed.
+    let classes: Api<k8s_openapi::api::storage::v1::StorageClass> = Api::all(client.clone());
+    let expansion = |allowed: bool| {
+        let classes = classes.clone();
+        async move {
+            classes
+                .patch(
+                    plimsoll_testenv::EXPANDABLE_CLASS,
+                    &kube::api::PatchParams::default(),
+                    &kube::api::Patch::Merge(serde_json::json!({"allowVolumeExpansion": allowed})),
+                )
+                .await
+                .unwrap();
+        }
+    };
+    expansion(false).await;
+    let o = sync(&[]);
+    let err = String::from_utf8_lossy(&o.stderr).into_owned();
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("the saved plan no longer applies: the cluster changed since the plan was made"),
+        "{err}"
+    );
+    assert_eq!(sizes().await, before, "nothing changed");
+    expansion(true).await;
+
+    // As planned: it runs, and does what was reviewed.
+    let o = sync(&[]);
+    assert!(o.status.success(), "{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+    let after = sizes().await;
+    assert!(after.contains(&"data-mariadb-galera-0=15Gi".to_string()), "{after:?}");
+}
+}

@@ -1543,6 +1543,7 @@ fn sync_options(site: &Site) -> plimsoll_syncer::sync::SyncOptions {
         lease_duration: Duration::from_secs(15),
         wait_for_lease: None,
         namespaces: Vec::new(),
+        saved: None,
     }
 }
 

@@ -34,6 +34,8 @@ pub struct SyncOptions {
     pub wait_for_lease: Option<Duration>,
     /// Namespaces to observe; empty: those of the desired releases.
     pub namespaces: Vec<String>,
+    /// `sync --plan FILE`: run exactly this reviewed plan, or nothing.
+    pub saved: Option<plimsoll_planner::plan::SavedPlan>,
 }
 
 impl SyncOptions {
@@ -67,6 +69,11 @@ pub enum SyncOutcome {
     StateChanged {
         approved: Box<Plan>,
         now: Box<Plan>,
+    },
+    /// `sync --plan FILE`: the repository or the cluster moved since the
+    /// plan was made; nothing was changed.
+    SavedPlanOutdated {
+        why: String,
     },
     Done {
         report: Report,
@@ -321,7 +328,13 @@ async fn decide(
         }
         Err(e) => return Err(e.into()),
     };
-    let plan = observe_and_plan(client, desired, opts).await?;
+    let observed = observe_desired(client, desired, &opts.namespaces_for(desired)).await?;
+    let plan = plan::plan(&desired.releases, &observed, &opts.plan_options(desired));
+    if let Some(saved) = &opts.saved {
+        if let Some(why) = saved_plan_moved(saved, desired, &observed, &plan) {
+            return Ok(Decision::Outcome(SyncOutcome::SavedPlanOutdated { why }));
+        }
+    }
     if !plan.refusals.is_empty() {
         return Ok(Decision::Outcome(SyncOutcome::Refused(plan)));
     }
@@ -383,6 +396,39 @@ async fn decide(
         plan: Box::new(plan),
         resumed,
     })
+}
+
+/// Why a saved plan no longer applies, if it does not: the repository's
+/// desired state or the cluster moved since it was made (checked before
+/// anything is written, and again under the lease).
+fn saved_plan_moved(
+    saved: &plimsoll_planner::plan::SavedPlan,
+    desired: &DesiredState,
+    observed: &plimsoll_planner::state::ObservedState,
+    fresh: &Plan,
+) -> Option<String> {
+    if saved.desired_digest != desired.digest {
+        return Some(format!(
+            "the repository's desired state is not the one planned (desired-state digest {}, planned {})",
+            short(&desired.digest),
+            short(&saved.desired_digest)
+        ));
+    }
+    let now = plimsoll_planner::plan::observed_digest(observed);
+    if saved.observed_digest != now {
+        return Some(format!(
+            "the cluster changed since the plan was made (observed digest {}, planned from {})",
+            short(&now),
+            short(&saved.observed_digest)
+        ));
+    }
+    // Same inputs, same planner: the plans agree unless the planner
+    // changed (another Plimsoll version); compared as written.
+    let written = |p: &Plan| serde_json::to_value(p).ok();
+    if written(fresh) != written(&saved.plan) {
+        return Some("a fresh plan from the same inputs differs from the saved one (planned by another Plimsoll version?)".to_string());
+    }
+    None
 }
 
 fn short(digest: &str) -> &str {

@@ -12,6 +12,7 @@ mod format;
 mod operator_volumes;
 mod patches;
 mod refusal;
+mod saved;
 mod upgrades;
 mod volumes;
 
@@ -26,6 +27,7 @@ pub use diff::{secret_diff, values_diff};
 pub use format::{to_json, to_markdown, to_text};
 pub use operator_volumes::{operator_claims, OperatorClaim, OperatorVolumeRule, MAX_ORDINALS};
 pub use refusal::Refusal;
+pub use saved::{observed_digest, SavedPlan, SAVED_PLAN_FORMAT};
 
 /// Version of the plan's JSON form.
 pub const PLAN_SCHEMA_VERSION: u32 = 1;
@@ -152,14 +154,14 @@ impl ValueChange {
 
 /// The rendered values of a release changed between a base revision and
 /// the planned one, each change with the layer (file:line) that set it.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ValuesSinceBase {
     pub release: String,
     pub base: String,
     pub changes: Vec<AttributedChange>,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AttributedChange {
     #[serde(flatten)]
     pub change: ValueChange,
@@ -168,7 +170,7 @@ pub struct AttributedChange {
 }
 
 /// The plan of one release.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ReleasePlan {
     pub release: String,
     pub namespace: String,
@@ -178,7 +180,7 @@ pub struct ReleasePlan {
     pub pvcs: Vec<PvcRow>,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PvcRow {
     pub pvc: String,
     pub current: String,
@@ -187,14 +189,14 @@ pub struct PvcRow {
     pub expandable: bool,
 }
 
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Plan {
     pub schema_version: u32,
     pub refusals: Vec<Refusal>,
     pub warnings: Vec<String>,
     pub releases: Vec<ReleasePlan>,
     /// With a base revision: rendered values changes per release.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub values_since_base: Vec<ValuesSinceBase>,
     /// The platform release move, with a release manifest.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -1,9 +1,9 @@
 //! Refusals: what Plimsoll will not do, each with what to say.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// Something Plimsoll will not do; any refusal stops the whole plan.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "kebab-case")]
 pub enum Refusal {
     PvcShrink {

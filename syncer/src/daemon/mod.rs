@@ -185,7 +185,8 @@ impl Daemon {
                 true
             }
             Ok(SyncOutcome::DryRun { .. } | SyncOutcome::Declined) => false,
-            Ok(SyncOutcome::StateChanged { .. }) => {
+            // The daemon never runs a saved plan: it plans each commit.
+            Ok(SyncOutcome::StateChanged { .. } | SyncOutcome::SavedPlanOutdated { .. }) => {
                 m.sync_result("state-changed");
                 false
             }
