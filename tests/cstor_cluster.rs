@@ -15,7 +15,7 @@ use plimsoll_testenv::operators::{
 use plimsoll_testenv::{on_both_versions, Cluster, Env, KubeVersion};
 
 mod support;
-use support::copy_dir;
+use support::{copy_dir, text};
 
 const NS: &str = "analytics";
 const OPENEBS: &str = "openebs";
@@ -164,15 +164,6 @@ struct Volume {
     status_pools: Vec<String>,
     /// (pool, phase) of each replica.
     replicas: Vec<(String, String)>,
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "exit {:?}\n--- stdout\n{}\n--- stderr\n{}",
-        o.status.code(),
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
 }
 
 on_both_versions! {

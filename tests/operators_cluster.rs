@@ -12,7 +12,7 @@ use plimsoll_testenv::operators::{
 use plimsoll_testenv::{on_both_versions, Cluster, Env};
 
 mod support;
-use support::copy_dir;
+use support::{copy_dir, text};
 
 const NS: &str = "streaming";
 
@@ -105,15 +105,6 @@ impl Site {
             .items
             .len()
     }
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "exit {:?}\n--- stdout\n{}\n--- stderr\n{}",
-        o.status.code(),
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
 }
 
 on_both_versions! {

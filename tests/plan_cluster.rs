@@ -58,22 +58,16 @@ fn repo(ns: &str) -> tempfile::TempDir {
     dir
 }
 
-on_both_versions! {
-async fn snapshot_then_plan_offline_matches_plan_online() {
-    let Some(env) = Env::require() else { return };
-    let cluster = Cluster::start(&env, "tp").await.expect("cluster");
-    let (cp, client, ns) = (
-        &cluster.cp,
-        cluster.client.clone(),
-        cluster.namespace.clone(),
-    );
-
-    let repo = repo(&ns);
+/// The rendered `data` release installed with helm (as an operator would)
+/// and its mariadb ready; the repository it came from.
+async fn install_and_wait(cluster: &Cluster) -> tempfile::TempDir {
+    let ns = &cluster.namespace;
+    let repo = repo(ns);
     let r = repo.path();
     let o = plimsoll(r, &["render"]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    helm_install_rendered(&cp.helm, r, &ns);
-    let sts: Api<StatefulSet> = Api::namespaced(client.clone(), &ns);
+    helm_install_rendered(&cluster.cp.helm, r, ns);
+    let sts: Api<StatefulSet> = Api::namespaced(cluster.client.clone(), ns);
     let deadline = Instant::now() + Duration::from_secs(90);
     while sts
         .get("mariadb-galera")
@@ -86,6 +80,17 @@ async fn snapshot_then_plan_offline_matches_plan_online() {
         assert!(Instant::now() < deadline, "not ready");
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
+    repo
+}
+
+on_both_versions! {
+async fn snapshot_then_plan_offline_matches_plan_online() {
+    let Some(env) = Env::require() else { return };
+    let cluster = Cluster::start(&env, "tp").await.expect("cluster");
+    let cp = &cluster.cp;
+
+    let repo = install_and_wait(&cluster).await;
+    let r = repo.path();
 
     let kc = cp.kubeconfig.display().to_string();
     let helm = cp.helm.display().to_string();
@@ -365,24 +370,8 @@ async fn a_saved_plan_runs_exactly_or_not_at_all() {
         cluster.client.clone(),
         cluster.namespace.clone(),
     );
-    let repo = repo(&ns);
+    let repo = install_and_wait(&cluster).await;
     let r = repo.path();
-    let o = plimsoll(r, &["render"]);
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    helm_install_rendered(&cp.helm, r, &ns);
-    let sts: Api<StatefulSet> = Api::namespaced(client.clone(), &ns);
-    let deadline = Instant::now() + Duration::from_secs(90);
-    while sts
-        .get("mariadb-galera")
-        .await
-        .ok()
-        .and_then(|s| s.status)
-        .and_then(|s| s.ready_replicas)
-        != Some(2)
-    {
-        assert!(Instant::now() < deadline, "not ready");
-        tokio::time::sleep(Duration::from_millis(300)).await;
-    }
     let kc = cp.kubeconfig.display().to_string();
     let helm = cp.helm.display().to_string();
     let o = plimsoll(r, &["snapshot", "--kubeconfig", &kc, "--out", "live.json"]);

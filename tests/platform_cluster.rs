@@ -10,7 +10,7 @@ use std::process::{Command, Output};
 use plimsoll_testenv::{on_both_versions, Cluster, Env};
 
 mod support;
-use support::copy_dir;
+use support::{copy_dir, text};
 
 const NS: &str = "thingpark";
 
@@ -94,18 +94,7 @@ impl Site {
             let dir = self.repo.path().join("charts").join(name);
             let _ = std::fs::remove_dir_all(&dir);
             copy_dir(&root().join("fixtures/charts").join(fixture), &dir);
-            let chart = std::fs::read_to_string(dir.join("Chart.yaml")).unwrap();
-            let chart: String = chart
-                .lines()
-                .map(|l| {
-                    if l.starts_with("version:") {
-                        format!("version: {version}\n")
-                    } else {
-                        format!("{l}\n")
-                    }
-                })
-                .collect();
-            std::fs::write(dir.join("Chart.yaml"), chart).unwrap();
+            support::set_chart_version(&dir, version);
         }
     }
 
@@ -167,15 +156,6 @@ impl Site {
             })
             .collect()
     }
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "exit {:?}\n--- stdout\n{}\n--- stderr\n{}",
-        o.status.code(),
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
 }
 
 fn stdout(o: &Output) -> String {

@@ -16,7 +16,7 @@ use plimsoll_testenv::{on_both_versions, Cluster, Env};
 use serde_json::json;
 
 mod support;
-use support::{commit_all, copy_dir};
+use support::{commit_all, copy_dir, text};
 
 const NS: &str = "thingpark";
 const CLASSES: [&str; 2] = ["thingpark-csi-gp3-xfs", "thingpark-csi-gp3-ext4"];
@@ -195,15 +195,6 @@ async fn installed_site(stall: &[&str]) -> Option<Site> {
     let o = site.sync("m", &[], &[]);
     assert!(o.status.success(), "{}", text(&o));
     Some(site)
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "exit {:?}\n--- stdout\n{}--- stderr\n{}",
-        o.status.code(),
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
 }
 
 /// Compares with a golden file; `UPDATE_EXPECT=1` rewrites it.
@@ -1062,18 +1053,7 @@ fn use_data_chart(site: &Site, from: &str, version: &str, catalog: &str) {
     let dir = site.repo.path().join("charts/test-data");
     std::fs::remove_dir_all(&dir).unwrap();
     copy_dir(&root().join("fixtures/charts").join(from), &dir);
-    let chart = std::fs::read_to_string(dir.join("Chart.yaml")).unwrap();
-    let chart: String = chart
-        .lines()
-        .map(|l| {
-            if l.starts_with("version:") {
-                format!("version: {version}\n")
-            } else {
-                format!("{l}\n")
-            }
-        })
-        .collect();
-    std::fs::write(dir.join("Chart.yaml"), chart).unwrap();
+    support::set_chart_version(&dir, version);
     let stack = std::fs::read_to_string(site.repo.path().join("plimsoll.yaml")).unwrap();
     let mut out = String::new();
     let mut in_data = false;

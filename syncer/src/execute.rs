@@ -371,6 +371,24 @@ impl Executor {
         Ok(())
     }
 
+    /// Between two polls of a wait: stop once the lease is another's, a
+    /// stop was asked, or `limit` has passed (saying `timeout()`).
+    fn between_polls(
+        &self,
+        start: Instant,
+        limit: Duration,
+        timeout: impl FnOnce() -> String,
+    ) -> Result<(), StepError> {
+        self.still_held()?;
+        if self.stop.load(Ordering::SeqCst) {
+            return Err(StepError::Stopped);
+        }
+        if start.elapsed() > limit {
+            return Err(StepError::Timeout(timeout()));
+        }
+        Ok(())
+    }
+
     /// During a wait: stop waiting once the lease is another's.
     fn still_held(&self) -> Result<(), StepError> {
         if self.lease.is_lost() {
@@ -557,12 +575,8 @@ impl Executor {
                     "the storage driver failed to expand PVC {name} to {to} ({failed}); capacity is {capacity}"
                 )));
             }
-            self.still_held()?;
-            if self.stop.load(Ordering::SeqCst) {
-                return Err(StepError::Stopped);
-            }
-            if start.elapsed() > self.settings.expansion_timeout {
-                return Err(StepError::Timeout(format!(
+            self.between_polls(start, self.settings.expansion_timeout, || {
+                format!(
                     "PVC {name} did not reach {to} within {}s (capacity {}, conditions: {})",
                     self.settings.expansion_timeout.as_secs(),
                     if capacity.is_empty() {
@@ -575,8 +589,8 @@ impl Executor {
                     } else {
                         conditions.join(", ")
                     }
-                )));
-            }
+                )
+            })?;
             if last_report.elapsed() > Duration::from_secs(5) {
                 self.say(&format!(
                     "  PVC {name}: capacity {}, waiting for {to} ({}s){}",
@@ -777,16 +791,10 @@ impl Executor {
                 Err(e) => tracing::debug!("{what}: {e}"),
             }
             first = false;
-            self.still_held()?;
-            if self.stop.load(Ordering::SeqCst) {
-                return Err(StepError::Stopped);
-            }
-            if start.elapsed() > limit {
-                return Err(StepError::Timeout(format!(
+            self.between_polls(start, limit, || format!(
                     "{what} still exists after {}s; its operator removes it once the element is gone from the list (check the operator's logs and the resource's events)",
                     limit.as_secs()
-                )));
-            }
+                ))?;
             if last_report.is_none_or(|at| at.elapsed() > Duration::from_secs(5)) {
                 self.say(&format!("  waiting: {what} to be gone"));
                 last_report = Some(Instant::now());
@@ -973,17 +981,13 @@ impl Executor {
                 return Ok(!first);
             }
             first = false;
-            self.still_held()?;
-            if self.stop.load(Ordering::SeqCst) {
-                return Err(StepError::Stopped);
-            }
-            if start.elapsed() > limit {
-                return Err(StepError::Timeout(format!(
+            self.between_polls(start, limit, || {
+                format!(
                     "not ready within {}s: {}",
                     limit.as_secs(),
                     waiting.join("; ")
-                )));
-            }
+                )
+            })?;
             let now = waiting.join("; ");
             let due = last_report
                 .as_ref()

@@ -64,3 +64,30 @@ pub fn golden(dir: &str, name: &str, actual: &str) {
         .unwrap_or_else(|_| panic!("{} missing; run with UPDATE_EXPECT=1", path.display()));
     assert_eq!(actual, expected, "differs from {}", path.display());
 }
+
+/// A finished command, for an assertion message: exit code, stdout, stderr.
+pub fn text(o: &Output) -> String {
+    format!(
+        "exit {:?}\n--- stdout\n{}\n--- stderr\n{}",
+        o.status.code(),
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+/// Sets the `version:` of the chart directory `dir` (a test chart copied
+/// from `fixtures/charts` serves as any version).
+pub fn set_chart_version(dir: &Path, version: &str) {
+    let chart = std::fs::read_to_string(dir.join("Chart.yaml")).unwrap();
+    let chart: String = chart
+        .lines()
+        .map(|l| {
+            if l.starts_with("version:") {
+                format!("version: {version}\n")
+            } else {
+                format!("{l}\n")
+            }
+        })
+        .collect();
+    std::fs::write(dir.join("Chart.yaml"), chart).unwrap();
+}
