@@ -153,5 +153,39 @@ fn health(c: &mut Criterion) {
     );
 }
 
-criterion_group!(name = planner; config = Criterion::default().sample_size(20); targets = bench, health);
+/// The largest phased move (256 elements, every one replaced: 512 phases)
+/// and a platform move decided over a manifest of 10,000 releases of 256
+/// charts (the manifest's bounds).
+fn moves(c: &mut Criterion) {
+    use plimsoll_planner::phased::phases;
+    use plimsoll_planner::platform::{Platform, PlatformRelease};
+    let live: Vec<String> = (0..256).map(|i| format!("old-{i}")).collect();
+    let desired: Vec<String> = (0..256).map(|i| format!("new-{i}")).collect();
+    c.bench_function(
+        "phases of a 256-element list, every element replaced",
+        |b| b.iter(|| black_box(phases(black_box(&live), black_box(&desired))).len()),
+    );
+    let charts: Vec<String> = (0..256).map(|i| format!("chart-{i}")).collect();
+    let releases: Vec<PlatformRelease> = (0..10_000)
+        .map(|r| PlatformRelease {
+            tag: format!("{}.{}.{}", 1 + r / 1000, (r / 100) % 10, r % 100),
+            charts: charts
+                .iter()
+                .map(|c| (c.clone(), format!("1.{r}.0")))
+                .collect(),
+        })
+        .collect();
+    let platform = Platform {
+        manifest: "releases.yaml".into(),
+        target: releases[9_999].tag.clone(),
+        charts: charts.iter().map(|c| (c.clone(), c.clone())).collect(),
+        releases: releases.clone(),
+    };
+    let running = releases[8_999].charts.clone();
+    c.bench_function("platform move over 10,000 releases of 256 charts", |b| {
+        b.iter(|| black_box(platform.plan_move(black_box(&running))).is_ok())
+    });
+}
+
+criterion_group!(name = planner; config = Criterion::default().sample_size(20); targets = bench, health, moves);
 criterion_main!(planner);
