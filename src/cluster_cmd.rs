@@ -80,7 +80,7 @@ pub fn plan(
     cluster: &Cluster,
     (live, out): (Option<&Path>, Option<&Path>),
     (rev, base): (Option<&str>, Option<&str>),
-    format: PlanFormat,
+    (format, context): (PlanFormat, Option<usize>),
     strict: bool,
     helm: Option<&Path>,
 ) -> anyhow::Result<ExitCode> {
@@ -102,7 +102,8 @@ pub fn plan(
             })?
         }
     };
-    let options = desired.plan_options(strict);
+    let mut options = desired.plan_options(strict);
+    options.manifest_context = context;
     let mut plan = plan::plan(&desired.releases, &observed, &options);
     if let Some(b) = base {
         let base_rev = Revision::open(&common.repo, b)?;

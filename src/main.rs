@@ -104,6 +104,10 @@ pub enum Command {
         /// state, for `sync --plan FILE` (docs/plan-schema.md).
         #[arg(long, value_name = "FILE")]
         out: Option<PathBuf>,
+        /// Lines of context around each change in the manifest diff
+        /// (helm-diff's `--context`; `--context` names the kubeconfig context).
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(0..=1000))]
+        diff_context: Option<u16>,
     },
     /// Plan and execute: expand volumes, patch operator resources, re-create
     /// StatefulSets (orphan delete), helm upgrade, wait until ready; journaled
@@ -375,12 +379,13 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             strict,
             helm,
             out,
+            diff_context,
         } => cluster_cmd::plan(
             &common,
             &cluster,
             (live.as_deref(), out.as_deref()),
             (rev.as_deref(), base.as_deref()),
-            format,
+            (format, diff_context.map(usize::from)),
             strict,
             helm.as_deref(),
         ),

@@ -61,6 +61,7 @@ fn generate() -> (Vec<DesiredRelease>, ObservedState) {
             revision: 1,
             status: "deployed".into(),
             values: json!({"db": {"size": "10Gi", "password": "x"}}),
+            manifest: String::new(),
         });
         desired.push(DesiredRelease {
             name,
@@ -79,6 +80,7 @@ fn generate() -> (Vec<DesiredRelease>, ObservedState) {
             custom_resources: vec![],
             ready_timeout: None,
             requires: vec![],
+            manifest: String::new(),
         });
     }
     assert_eq!(observed.pvcs.len(), 5000);

@@ -247,6 +247,7 @@ mod tests {
                     },
                 ],
                 pvcs: vec![],
+                objects: vec![],
             }],
             ..Plan::default()
         }

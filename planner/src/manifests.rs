@@ -19,6 +19,9 @@ pub struct Workloads {
     /// Custom resources (an operator's kinds), as rendered: waited on by
     /// their health rules after the upgrade.
     pub custom_resources: Vec<DesiredResource>,
+    /// The rendered manifests, for the manifest diff.
+    #[serde(default)]
+    pub manifest: String,
 }
 
 /// A custom resource's apiVersion: a group with a dot that is not one of
@@ -125,6 +128,7 @@ pub fn workloads_from_manifests(manifests: &str) -> Result<Workloads, ManifestEr
         statefulsets,
         deployments,
         custom_resources,
+        manifest: manifests.to_string(),
     })
 }
 

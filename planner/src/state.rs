@@ -64,6 +64,10 @@ pub struct ReleaseState {
     pub status: String,
     /// User-supplied values.
     pub values: serde_json::Value,
+    /// The manifest Helm stored with the release (what it applied), for
+    /// the manifest diff.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub manifest: String,
 }
 
 /// A persistent volume claim template of a StatefulSet.
@@ -142,6 +146,10 @@ pub struct DesiredRelease {
     /// first step.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub requires: Vec<ResourceRef>,
+    /// The chart rendered with the values (`helm template`), for the
+    /// manifest diff.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub manifest: String,
 }
 
 /// A resource's health as read.

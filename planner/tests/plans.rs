@@ -59,6 +59,7 @@ fn planner_cases() {
             phased_lists: Default::default(),
             operator_volumes: opts.operator_volumes,
             platform: opts.platform,
+            manifest_context: None,
         };
         let p = plan(&desired, &observed, &options);
         let text = to_text(&p);

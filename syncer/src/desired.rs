@@ -199,6 +199,7 @@ pub fn load(source: &StackSource, rev: Option<&str>, helm: &Path) -> anyhow::Res
             statefulsets,
             deployments,
             custom_resources,
+            manifest,
         } = w?;
         // A rendered resource without a namespace is in the release's.
         let custom_resources: Vec<DesiredResource> = custom_resources
@@ -267,6 +268,7 @@ pub fn load(source: &StackSource, rev: Option<&str>, helm: &Path) -> anyhow::Res
                     name: t.name.clone(),
                 })
                 .collect(),
+            manifest,
         });
     }
     let redactor = Redactor::with_patterns(&stack.redact);
@@ -365,6 +367,7 @@ impl DesiredState {
             phased_lists: self.phased_lists.clone(),
             operator_volumes: self.operator_volumes.clone(),
             platform: self.platform.clone(),
+            manifest_context: None,
         }
     }
 }

@@ -98,7 +98,7 @@ impl TemplateCache {
     ) -> anyhow::Result<Workloads> {
         let key = digest(
             format!(
-                "v1\0{}\0{chart_digest}\0{}\0{}\0{}\0{values_text}",
+                "v2\0{}\0{chart_digest}\0{}\0{}\0{}\0{values_text}",
                 self.helm_id, release.name, release.namespace, release.version
             )
             .as_bytes(),

@@ -72,6 +72,7 @@ pub fn decode_release(release_field: &[u8], namespace: &str) -> Result<ReleaseSt
             serde_json::Value::Null => serde_json::Value::Object(Default::default()),
             other => other.clone(),
         },
+        manifest: v["manifest"].as_str().unwrap_or_default().to_string(),
     })
 }
 

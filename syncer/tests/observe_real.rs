@@ -138,6 +138,7 @@ async fn observes_a_helm_installed_data_stack_and_plans_its_scale_up() {
         custom_resources: vec![],
         ready_timeout: None,
         requires: vec![],
+        manifest: String::new(),
     }];
     let p = plan(&desired, &observed, &PlanOptions::default());
     assert!(p.refusals.is_empty(), "{:?}", p.refusals);

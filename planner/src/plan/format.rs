@@ -112,8 +112,28 @@ pub fn to_text(plan: &Plan) -> String {
                 }
             }
         }
+        if !r.objects.is_empty() {
+            out.push_str("  objects (against the deployed release's manifest):\n");
+            for o in &r.objects {
+                out.push_str(&format!("    {}\n", object_line(o)));
+                for line in o.diff.lines() {
+                    out.push_str(&format!("      {line}\n"));
+                }
+            }
+        }
     }
     out
+}
+
+/// `~ Kind/name (namespace)`: `+` added, `-` removed, `~` changed.
+fn object_line(o: &crate::manifest_diff::ObjectChange) -> String {
+    use crate::manifest_diff::ObjectChangeKind;
+    let sign = match o.change {
+        ObjectChangeKind::Added => '+',
+        ObjectChangeKind::Removed => '-',
+        ObjectChangeKind::Changed => '~',
+    };
+    format!("{sign} {}/{} ({})", o.kind, o.name, o.namespace)
 }
 
 /// The platform move, when there is one: `Platform release 7.3.6 ->
@@ -227,6 +247,16 @@ pub fn to_markdown(plan: &Plan) -> String {
                     }
                     out.push_str("   ```\n   </details>\n");
                 }
+            }
+        }
+        if !r.objects.is_empty() {
+            out.push_str("\nObjects, against the deployed release's manifest:\n\n");
+            for o in &r.objects {
+                out.push_str(&format!(
+                    "<details><summary><code>{}</code></summary>\n\n```diff\n{}```\n</details>\n",
+                    object_line(o),
+                    o.diff
+                ));
             }
         }
     }

@@ -178,6 +178,10 @@ pub struct ReleasePlan {
     pub steps: Vec<Step>,
     /// Every PVC of the release's StatefulSets, changed or not (for review).
     pub pvcs: Vec<PvcRow>,
+    /// With an upgrade: what changes in the release's objects, against the
+    /// manifest stored with the deployed release.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub objects: Vec<crate::manifest_diff::ObjectChange>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -239,6 +243,9 @@ pub struct PlanOptions {
     pub operator_volumes: Vec<OperatorVolumeRule>,
     /// The release manifest and the platform release selected.
     pub platform: Option<crate::platform::Platform>,
+    /// Lines of context in the manifest diff (`--context N`); `None`:
+    /// [`crate::manifest_diff::DEFAULT_CONTEXT`].
+    pub manifest_context: Option<usize>,
 }
 
 impl Step {
@@ -369,6 +376,7 @@ pub fn plan(desired: &[DesiredRelease], observed: &ObservedState, options: &Plan
             stage: d.stage.clone(),
             steps: Vec::new(),
             pvcs: Vec::new(),
+            objects: Vec::new(),
         };
         upgrades::check_version(d, live, options, &mut out);
         upgrades::check_resource_versions(d, observed, options, &mut out);
@@ -455,6 +463,28 @@ pub fn plan(desired: &[DesiredRelease], observed: &ObservedState, options: &Plan
                     timeout_seconds: d.ready_timeout,
                 },
             );
+        }
+        let upgrades = rp
+            .steps
+            .iter()
+            .any(|s| matches!(s, Step::HelmUpgrade { .. }));
+        if let (true, Some(l)) = (upgrades, live) {
+            if !l.manifest.is_empty() && !d.manifest.is_empty() {
+                match crate::manifest_diff::manifest_changes(
+                    &l.manifest,
+                    &d.manifest,
+                    &d.namespace,
+                    &options.redactor,
+                    options
+                        .manifest_context
+                        .unwrap_or(crate::manifest_diff::DEFAULT_CONTEXT),
+                ) {
+                    Ok(objects) => rp.objects = objects,
+                    Err(why) => out
+                        .warnings
+                        .push(format!("{}: no manifest diff: {why}", d.name)),
+                }
+            }
         }
         let nothing_to_wait_for =
             d.statefulsets.is_empty() && d.deployments.is_empty() && d.custom_resources.is_empty();
