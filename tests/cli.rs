@@ -327,7 +327,7 @@ fn stack_file_errors_name_the_place() {
         &manifest,
     );
     assert!(
-        e.contains("plimsoll.yaml:") && e.contains("platform variable release allows 7.3.5, which the manifest releases.yaml does not list"),
+        e.contains("plimsoll.yaml:26:3: platform variable release allows 7.3.5, which the manifest releases.yaml does not list"),
         "{e}"
     );
     let e = platform_error(
@@ -335,7 +335,7 @@ fn stack_file_errors_name_the_place() {
         &manifest.replace("thingpark-enterprise:", "thingpark-enterprize:"),
     );
     assert!(
-        e.contains("release \"thingpark-enterprise\": the manifest releases.yaml does not cover chart thingpark-enterprise"),
+        e.contains("plimsoll.yaml:67:5: release \"thingpark-enterprise\": the manifest releases.yaml does not cover chart thingpark-enterprise"),
         "{e}"
     );
     let e = platform_error(

@@ -143,8 +143,12 @@ pub enum RenderError {
     #[error(transparent)]
     Manifest(#[from] crate::manifest::ManifestError),
     /// The stack and its manifest disagree.
-    #[error("plimsoll.yaml:{line}: {message}")]
-    Platform { line: u32, message: String },
+    #[error("plimsoll.yaml:{line}:{column}: {message}")]
+    Platform {
+        line: u32,
+        column: u32,
+        message: String,
+    },
     #[error(
         "release {release:?}: the rendered values do not parse again ({error}); yq's merge \
          writes this too (for example an alias the merge placed before its anchor, or a tag \
@@ -293,6 +297,7 @@ fn render_platform(
         if let Some(missing) = var.allowed.iter().find(|a| !tags.contains(&a.as_str())) {
             return Err(RenderError::Platform {
                 line: p.line,
+                column: p.column,
                 message: format!(
                     "platform variable {} allows {missing}, which the manifest {} does not list (it lists: {})",
                     p.variable,
@@ -311,6 +316,7 @@ fn render_platform(
         if !manifest.charts.contains(chart) {
             return Err(RenderError::Platform {
                 line: r.line,
+                column: r.column,
                 message: format!(
                     "release {:?}: the manifest {} does not cover chart {chart} (it covers: {}; name its column with `manifestChart:`)",
                     r.name,

@@ -86,6 +86,7 @@ pub struct Release {
     /// the chart's name). `version` is empty until rendered.
     pub manifest_chart: Option<String>,
     pub line: u32,
+    pub column: u32,
 }
 
 /// A JSON patch (RFC 6902) of one resource, declared for a release.
@@ -133,6 +134,7 @@ pub struct PlatformDecl {
     pub manifest: String,
     pub variable: String,
     pub line: u32,
+    pub column: u32,
 }
 
 /// A family of claims an operator keeps for a kind, as declared: JSON
@@ -376,6 +378,7 @@ fn parse_platform(
         manifest,
         variable,
         line: m.origin.line,
+        column: m.origin.column,
     }))
 }
 
@@ -937,6 +940,7 @@ fn parse_release(
         layers,
         patches,
         line: rel.origin.line,
+        column: rel.origin.column,
     })
 }
 
