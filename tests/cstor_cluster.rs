@@ -6,7 +6,7 @@
 //! the CVC's one-change rule.
 
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Output;
 use std::time::{Duration, Instant};
 
 use plimsoll_testenv::operators::{
@@ -85,17 +85,7 @@ impl Site {
     }
 
     fn plimsoll(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
-        Command::new(env!("CARGO_BIN_EXE_plimsoll"))
-            .current_dir(self.repo.path())
-            .args(args)
-            .args([
-                "--kubeconfig",
-                &self.cluster.cp.kubeconfig.display().to_string(),
-            ])
-            .args(["--helm", &self.cluster.cp.helm.display().to_string()])
-            .envs(env.iter().copied())
-            .output()
-            .unwrap()
+        support::plimsoll_on(&self.cluster.cp, self.repo.path(), args, env)
     }
 
     fn sync(&self, env: &[(&str, &str)]) -> Output {

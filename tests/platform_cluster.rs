@@ -99,18 +99,13 @@ impl Site {
     }
 
     fn plimsoll(&self, release: &str, args: &[&str], env: &[(&str, &str)]) -> Output {
-        Command::new(env!("CARGO_BIN_EXE_plimsoll"))
-            .current_dir(self.repo.path())
-            .args(args)
-            .args(["--set", &format!("release={release}")])
-            .args([
-                "--kubeconfig",
-                &self.cluster.cp.kubeconfig.display().to_string(),
-            ])
-            .args(["--helm", &self.cluster.cp.helm.display().to_string()])
-            .envs(env.iter().copied())
-            .output()
-            .unwrap()
+        let set = format!("release={release}");
+        let args: Vec<&str> = args
+            .iter()
+            .copied()
+            .chain(["--set", set.as_str()])
+            .collect();
+        support::plimsoll_on(&self.cluster.cp, self.repo.path(), &args, env)
     }
 
     fn sync(&self, release: &str, env: &[(&str, &str)]) -> Output {

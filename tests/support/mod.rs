@@ -91,3 +91,21 @@ pub fn set_chart_version(dir: &Path, version: &str) {
         .collect();
     std::fs::write(dir.join("Chart.yaml"), chart).unwrap();
 }
+
+/// `plimsoll ARGS` in `dir` against a test control plane (its kubeconfig
+/// and Helm engine), with `env` set.
+pub fn plimsoll_on(
+    cp: &plimsoll_testenv::ControlPlane,
+    dir: &Path,
+    args: &[&str],
+    env: &[(&str, &str)],
+) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_plimsoll"))
+        .current_dir(dir)
+        .args(args)
+        .args(["--kubeconfig", &cp.kubeconfig.display().to_string()])
+        .args(["--helm", &cp.helm.display().to_string()])
+        .envs(env.iter().copied())
+        .output()
+        .expect("run plimsoll")
+}
