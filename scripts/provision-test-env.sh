@@ -5,7 +5,8 @@
 #   kube-apiserver and kube-controller-manager v1.32.13 (built offline from
 #   the source archive in testenv/kubernetes/ with Go 1.23 from
 #   bookworm-backports); and the Helm engine (PyPI helm-python-sdk, Helm v4
-#   Go SDK) in a virtual environment.
+#   Go SDK) in a virtual environment; Debian's docker-registry (an OCI
+#   registry) and apache2-utils (htpasswd) for the chart source tests.
 #
 # Results are cached outside the checkout, under $PLIMSOLL_TEST_ENV
 # (default ~/.cache/plimsoll-test-env), keyed by package versions: a second
@@ -27,7 +28,8 @@ SUDO=""
 [ "$(id -u)" -eq 0 ] || SUDO="sudo"
 
 need_pkgs=()
-for p in etcd-server golang-go rsync jq dpkg-dev python3-venv openssl golang-github-modern-go-reflect2-dev; do
+for p in etcd-server golang-go rsync jq dpkg-dev python3-venv openssl golang-github-modern-go-reflect2-dev \
+         docker-registry apache2-utils; do
   dpkg -s "$p" >/dev/null 2>&1 || need_pkgs+=("$p")
 done
 if [ "${#need_pkgs[@]}" -gt 0 ]; then

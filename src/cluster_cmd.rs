@@ -362,6 +362,7 @@ pub fn daemon(
         listen: args.listen,
         self_heal: args.self_heal,
         webhook_secret,
+        credentials: common.source().credentials,
     };
     let sync: SyncOptions = sync.options(cluster.namespaces.clone(), false);
     let rt = tokio::runtime::Builder::new_multi_thread()

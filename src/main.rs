@@ -192,6 +192,10 @@ pub struct Common {
     /// Set a stack variable, e.g. --set segment=l.
     #[arg(long = "set", value_name = "VAR=VALUE", value_parser = parse_assignment)]
     set: Vec<(String, String)>,
+    /// Directory of chart repository credentials files (default:
+    /// $PLIMSOLL_CREDENTIALS_DIR, then ~/.config/plimsoll/credentials).
+    #[arg(long, value_name = "DIR")]
+    credentials_dir: Option<PathBuf>,
 }
 
 #[derive(clap::Args)]
@@ -262,6 +266,9 @@ impl Common {
         StackSource {
             repo: self.repo.clone(),
             set: self.set.clone(),
+            credentials: plimsoll_syncer::charts::CredentialStore::with_dir(
+                self.credentials_dir.as_deref(),
+            ),
         }
     }
 }

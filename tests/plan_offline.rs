@@ -217,3 +217,98 @@ fn no_secret_appears_in_any_plan_format() {
         }
     }
 }
+
+/// A packaged chart (`.tgz`) committed in the deployment repository is
+/// read at `--rev` as a chart directory is: the working tree's copy (here
+/// another chart, then none) does not matter.
+#[test]
+fn a_packaged_chart_is_read_at_the_revision() {
+    let Some(env) = Env::require() else { return };
+    let repo = repo("1.1.0");
+    let r = repo.path();
+    let helm = write_helm_command(&env, &r.join("helm"), None).unwrap();
+    let run = |args: &[&str]| {
+        Command::new(&helm)
+            .args(args)
+            .current_dir(r)
+            .output()
+            .unwrap()
+    };
+    let o = run(&[
+        "package",
+        "--destination",
+        "packaged",
+        "--",
+        "charts/test-app",
+    ]);
+    assert!(o.status.success(), "{}", support::text(&o));
+    std::fs::rename(
+        r.join("packaged/test-app-1.1.0.tgz"),
+        r.join("test-app.tgz"),
+    )
+    .unwrap();
+    std::fs::remove_dir_all(r.join("charts")).unwrap();
+    std::fs::remove_dir_all(r.join("packaged")).unwrap();
+    let stack = std::fs::read_to_string(r.join("plimsoll.yaml")).unwrap();
+    std::fs::write(
+        r.join("plimsoll.yaml"),
+        stack.replace("chart: charts/test-app", "chart: test-app.tgz"),
+    )
+    .unwrap();
+    std::fs::write(r.join(".gitignore"), "helm\n").unwrap();
+    let git = git2::Repository::init(r).unwrap();
+    support::commit_all(&git, "a packaged chart");
+    let plan = |rev: Option<&str>| {
+        let mut args = vec![
+            "plan",
+            "--live",
+            "live.json",
+            "--helm",
+            helm.to_str().unwrap(),
+        ];
+        if let Some(rev) = rev {
+            args.extend(["--rev", rev]);
+        }
+        plimsoll(r, &args)
+    };
+    let expected = "wait until ready: statefulset/lrc, deployment/twa";
+    let o = plan(None);
+    assert_eq!(o.status.code(), Some(2), "{}", support::text(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains(expected),
+        "{}",
+        support::text(&o)
+    );
+
+    // The working tree's archive replaced by a chart without workloads,
+    // then removed: the revision's archive is the one rendered.
+    let empty = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(empty.path().join("test-app/templates")).unwrap();
+    std::fs::write(
+        empty.path().join("test-app/Chart.yaml"),
+        "apiVersion: v2\nname: test-app\nversion: 1.1.0\n",
+    )
+    .unwrap();
+    let o = run(&["package", "--destination", r.to_str().unwrap(), "--"]
+        .into_iter()
+        .chain([empty.path().join("test-app").to_str().unwrap()])
+        .collect::<Vec<_>>());
+    assert!(o.status.success(), "{}", support::text(&o));
+    std::fs::rename(r.join("test-app-1.1.0.tgz"), r.join("test-app.tgz")).unwrap();
+    let o = plan(None);
+    assert!(
+        !String::from_utf8_lossy(&o.stdout).contains(expected),
+        "{}",
+        support::text(&o)
+    );
+    for _ in 0..2 {
+        let o = plan(Some("HEAD"));
+        assert_eq!(o.status.code(), Some(2), "{}", support::text(&o));
+        assert!(
+            String::from_utf8_lossy(&o.stdout).contains(expected),
+            "{}",
+            support::text(&o)
+        );
+        std::fs::remove_file(r.join("test-app.tgz")).ok();
+    }
+}

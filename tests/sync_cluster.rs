@@ -1540,6 +1540,7 @@ async fn the_approved_plan_is_what_runs_and_a_changed_cluster_stops_the_sync() {
     let source = plimsoll_syncer::source::StackSource {
         repo: site.repo.path().to_path_buf(),
         set: vec![("segment".into(), "l".into())],
+        credentials: Default::default(),
     };
     let desired =
         plimsoll_syncer::desired::load(&source, None, std::path::Path::new(&site.helm())).unwrap();
@@ -1725,6 +1726,7 @@ async fn the_daemon_runs_in_process_and_stops_when_asked() {
         listen: Some("127.0.0.1:0".parse().unwrap()),
         self_heal: false,
         webhook_secret: None,
+        credentials: Default::default(),
     };
     let stop = plimsoll_syncer::sync::Stop::default();
     let (tx, rx) = std::sync::mpsc::channel();

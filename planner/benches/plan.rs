@@ -64,6 +64,7 @@ fn generate() -> (Vec<DesiredRelease>, ObservedState) {
             manifest: String::new(),
         });
         desired.push(DesiredRelease {
+            pulled: None,
             name,
             namespace: ns,
             stage: if r % 2 == 0 {

@@ -150,6 +150,20 @@ pub struct DesiredRelease {
     /// manifest diff.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub manifest: String,
+    /// Where the chart was pulled from, when a repository or registry
+    /// serves it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pulled: Option<ChartPull>,
+}
+
+/// A chart pulled from a Helm repository or an OCI registry: its URL and
+/// the digest of the archive that is rendered and applied.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChartPull {
+    /// `https://…/chart` or `oci://…/chart`.
+    pub source: String,
+    /// `sha256:…` of the chart archive.
+    pub digest: String,
 }
 
 /// A resource's health as read.

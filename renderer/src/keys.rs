@@ -70,6 +70,30 @@ pub fn chart_from_tgz(bytes: &[u8]) -> Result<ChartFiles, ChartError> {
     Ok(chart_from_entries(&entries, 1))
 }
 
+/// The `name` and `version` of a packaged chart's `Chart.yaml` (the
+/// archive's top directory), to check that a repository served the chart
+/// that was asked for.
+pub fn chart_metadata(bytes: &[u8]) -> Result<(String, String), ChartError> {
+    let entries = tar_entries(bytes)?;
+    let (_, data) = entries
+        .iter()
+        .find(|(p, _)| p.len() == 2 && p[1] == "Chart.yaml")
+        .ok_or_else(|| ChartError::Archive("the archive has no CHART/Chart.yaml".into()))?;
+    let docs =
+        yaml::parse_documents(data, 0).map_err(|e| ChartError::Yaml("Chart.yaml".into(), e))?;
+    let root = docs
+        .first()
+        .map(Node::unwrap_document)
+        .ok_or_else(|| ChartError::Archive("Chart.yaml is empty".into()))?;
+    let field = |k: &str| {
+        root.get(k)
+            .filter(|n| n.kind == Kind::Scalar)
+            .map(|n| n.value.clone())
+            .ok_or_else(|| ChartError::Archive(format!("Chart.yaml has no {k}")))
+    };
+    Ok((field("name")?, field("version")?))
+}
+
 fn chart_from_entries(entries: &[Entry], depth: usize) -> ChartFiles {
     let mut chart = ChartFiles::default();
     let mut subs: Vec<String> = Vec::new();

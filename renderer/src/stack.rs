@@ -25,6 +25,11 @@
 //! catalog:                             # known versions: allowed upgrade paths
 //!   thingpark-data: [2.2.1, 2.2.2, 3.0.0]
 //! redact: ["*_dsn", licence]            # more secret keys (case-insensitive globs)
+//! repositories:                        # where `NAME/chart` references come from
+//!   - name: actility
+//!     url: https://charts.example.com/stable   # or oci://registry.example.com/charts
+//!     caFile: certs/charts-ca.pem      # optional: a CA of this repository
+//!     credentials: { env: PLIMSOLL_ACTILITY }  # or { file: NAME } or { secret: NAME }
 //! health:                              # CEL health rules per group/kind (Flux's healthCheckExprs)
 //!   - apiVersion: example.com/v1
 //!     kind: Widget
@@ -125,6 +130,99 @@ pub struct Stack {
     pub operator_volumes: Vec<OperatorVolumeDecl>,
     /// The release manifest (`platform:`), when the stack is a platform.
     pub platform: Option<PlatformDecl>,
+    /// Chart repositories and registries (`repositories:`).
+    pub repositories: Vec<RepositoryDecl>,
+}
+
+/// One entry of `repositories:`: a Helm chart repository (`https://`,
+/// `http://`) or an OCI registry path (`oci://`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RepositoryDecl {
+    pub name: String,
+    /// Without credentials (never `user@`) and without a trailing `/`.
+    pub url: String,
+    /// A PEM file of the deployment repository: the CA the server's
+    /// certificate is checked against.
+    pub ca_file: Option<String>,
+    pub credentials: Option<CredentialsDecl>,
+    pub line: u32,
+    pub column: u32,
+}
+
+/// Where a repository's credentials are: never in the deployment
+/// repository itself, and each credential names the URL it may be sent to
+/// (so a commit cannot send one to a server of its choosing).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CredentialsDecl {
+    /// A file of the operator's credentials directory, by name.
+    File(String),
+    /// `PREFIX_URL`, `PREFIX_USERNAME`, `PREFIX_PASSWORD` (PREFIX starts
+    /// with `PLIMSOLL_`).
+    Env(String),
+    /// A Secret in the daemon's namespace (keys `url`, `username`,
+    /// `password`).
+    Secret(String),
+}
+
+/// Where a release's chart comes from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ChartSource<'a> {
+    /// A path of the deployment repository (a directory or a `.tgz`), or
+    /// else a `repo/name` of helm's own repository configuration.
+    Path(&'a str),
+    /// `NAME/chart` of a declared Helm repository.
+    Repository {
+        repository: &'a RepositoryDecl,
+        chart: &'a str,
+    },
+    /// An OCI reference (`oci://…`, or `NAME/chart` of a declared `oci://`
+    /// repository); the declared repository it is under, if any.
+    Oci {
+        reference: String,
+        repository: Option<&'a RepositoryDecl>,
+    },
+}
+
+impl Stack {
+    /// Where `chart` (a release's reference) comes from.
+    pub fn chart_source<'a>(&'a self, chart: &'a str) -> ChartSource<'a> {
+        if chart.starts_with("oci://") {
+            let repository = self
+                .repositories
+                .iter()
+                .filter(|r| url_within(chart, &r.url))
+                .max_by_key(|r| r.url.len());
+            return ChartSource::Oci {
+                reference: chart.to_string(),
+                repository,
+            };
+        }
+        if let Some((name, rest)) = chart.split_once('/') {
+            if let Some(repository) = self.repositories.iter().find(|r| r.name == name) {
+                if repository.url.starts_with("oci://") {
+                    return ChartSource::Oci {
+                        reference: format!("{}/{rest}", repository.url),
+                        repository: Some(repository),
+                    };
+                }
+                return ChartSource::Repository {
+                    repository,
+                    chart: rest,
+                };
+            }
+        }
+        ChartSource::Path(chart)
+    }
+}
+
+/// Whether `url` is `base` or below it (path segments, not characters:
+/// `https://h/charts` does not contain `https://h/charts-evil`).
+pub fn url_within(url: &str, base: &str) -> bool {
+    let base = base.trim_end_matches('/');
+    url == base
+        || url
+            .strip_prefix(base)
+            .is_some_and(|rest| rest.starts_with('/'))
 }
 
 /// `platform:`: the release manifest (a file of the repository) and the
@@ -289,6 +387,7 @@ pub fn parse(file: &str, bytes: &[u8]) -> Result<Stack, StackError> {
             "phasedLists",
             "operatorVolumes",
             "platform",
+            "repositories",
         ],
         "the stack file",
     )?;
@@ -325,6 +424,8 @@ pub fn parse(file: &str, bytes: &[u8]) -> Result<Stack, StackError> {
     let health = parse_health(&r, &root)?;
     let phased_lists = parse_phased_lists(&r, &root)?;
     let operator_volumes = parse_operator_volumes(&r, &root)?;
+    let repositories = parse_repositories(&r, &root)?;
+    check_repository_references(&r, &root, &repositories, &releases)?;
     let stages = order_stages(&r, &root, stage_decl, &releases)?;
     releases.sort_by_key(|rel| {
         stages
@@ -344,7 +445,162 @@ pub fn parse(file: &str, bytes: &[u8]) -> Result<Stack, StackError> {
         phased_lists,
         operator_volumes,
         platform,
+        repositories,
     })
+}
+
+/// `repositories:` name (a DNS label), url, optional caFile and
+/// credentials.
+fn parse_repositories(r: &Reader<'_>, root: &Node) -> Result<Vec<RepositoryDecl>, StackError> {
+    let Some(list) = root.get("repositories") else {
+        return Ok(Vec::new());
+    };
+    let mut out: Vec<RepositoryDecl> = Vec::new();
+    for entry in r.seq(list, "repositories")? {
+        let m = r.map(entry, "a repository")?;
+        r.check_keys(m, &["name", "url", "caFile", "credentials"], "a repository")?;
+        let get = |k: &str| -> Result<(String, &Node), StackError> {
+            let v = m
+                .get(k)
+                .ok_or_else(|| r.err(m, format!("a repository needs `{k}`")))?;
+            Ok((r.string(v, k)?, v))
+        };
+        let (name, at) = get("name")?;
+        check_dns_label(r, at, &name, "repository name")?;
+        if out.iter().any(|o| o.name == name) {
+            return Err(r.err(at, format!("repository {name:?} is declared twice")));
+        }
+        let (url, at) = get("url")?;
+        check_repository_url(r, at, &url)?;
+        let ca_file = match m.get("caFile") {
+            Some(n) => {
+                let path = r.string(n, "caFile")?;
+                check_relative_path(r, n, &path)?;
+                Some(path)
+            }
+            None => None,
+        };
+        let credentials = m
+            .get("credentials")
+            .map(|n| parse_credentials(r, n))
+            .transpose()?;
+        out.push(RepositoryDecl {
+            name,
+            url: url.trim_end_matches('/').to_string(),
+            ca_file,
+            credentials,
+            line: m.origin.line,
+            column: m.origin.column,
+        });
+    }
+    Ok(out)
+}
+
+/// `https://`, `http://` or `oci://`, a host (and port), a path of plain
+/// segments; no credentials, query or fragment: the URL is printed in
+/// plans and passed to helm.
+fn check_repository_url(r: &Reader<'_>, at: &Node, url: &str) -> Result<(), StackError> {
+    let rest = ["https://", "http://", "oci://"]
+        .iter()
+        .find_map(|s| url.strip_prefix(s));
+    let ok = rest.is_some_and(|rest| {
+        let rest = rest.trim_end_matches('/');
+        let mut segments = rest.split('/');
+        let host = segments.next().unwrap_or("");
+        !host.is_empty()
+            && !host.starts_with(['-', '.', ':'])
+            && host
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b':' | b'[' | b']'))
+            && segments.all(|seg| {
+                !seg.is_empty()
+                    && seg != "."
+                    && seg != ".."
+                    && seg.bytes().all(|b| {
+                        b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~')
+                    })
+            })
+    }) && url.len() <= 512;
+    if !ok {
+        return Err(r.err(
+            at,
+            // Not echoed: it may hold a password.
+            "a repository url must be https://, http:// or oci:// with a host and a plain path \
+             (no user@, query or fragment; credentials go in `credentials:`)",
+        ));
+    }
+    Ok(())
+}
+
+/// `credentials: {file: NAME}`, `{env: PLIMSOLL_…}` or `{secret: NAME}`.
+fn parse_credentials(r: &Reader<'_>, n: &Node) -> Result<CredentialsDecl, StackError> {
+    let m = r.map(n, "credentials")?;
+    r.check_keys(m, &["file", "env", "secret"], "credentials")?;
+    let mut pairs = m.pairs();
+    let (Some((k, v)), None) = (pairs.next(), pairs.next()) else {
+        return Err(r.err(m, "credentials: exactly one of `file`, `env`, `secret`"));
+    };
+    let value = r.string(v, &k.value)?;
+    Ok(match k.value.as_str() {
+        "file" => {
+            if !is_dns_label(&value, 63) {
+                return Err(r.err(v, format!("credentials file {value:?} must be a plain name (a-z, 0-9, '-'): a file of the operator's credentials directory, never a path")));
+            }
+            CredentialsDecl::File(value)
+        }
+        "env" => {
+            let ok = value.len() <= 64
+                && value.strip_prefix("PLIMSOLL_").is_some_and(|s| {
+                    !s.is_empty()
+                        && s.bytes()
+                            .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_')
+                });
+            if !ok {
+                return Err(r.err(v, format!("credentials env {value:?} must start with PLIMSOLL_ and hold only A-Z, 0-9 and '_': it names PREFIX_URL, PREFIX_USERNAME and PREFIX_PASSWORD")));
+            }
+            CredentialsDecl::Env(value)
+        }
+        _ => {
+            check_dns_label(r, v, &value, "credentials secret")?;
+            CredentialsDecl::Secret(value)
+        }
+    })
+}
+
+/// A release's `NAME/chart` of a declared repository names one chart (a
+/// plain name); an `oci://` chart has a host and a path.
+fn check_repository_references(
+    r: &Reader<'_>,
+    root: &Node,
+    repositories: &[RepositoryDecl],
+    releases: &[Release],
+) -> Result<(), StackError> {
+    let rel_nodes = root
+        .get("releases")
+        .map(|n| r.deref(n).content.clone())
+        .unwrap_or_default();
+    for (rel, node) in releases.iter().zip(rel_nodes.iter()) {
+        let at = r.deref(node).get("chart").unwrap_or(node);
+        let Some((name, chart)) = rel.chart.split_once('/') else {
+            continue;
+        };
+        if !repositories.iter().any(|x| x.name == name) {
+            continue;
+        }
+        let plain = !chart.is_empty()
+            && chart.len() <= 128
+            && !chart.starts_with(['-', '.'])
+            && chart.bytes().all(|b| {
+                b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'-' | b'_' | b'.')
+            });
+        if !plain {
+            return Err(r.err(
+                at,
+                format!("chart {:?}: after repository {name:?} comes one chart name (a-z, 0-9, '-', '_', '.')", rel.chart),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// `platform: {manifest: FILE, variable: NAME}`: NAME a declared variable

@@ -18,10 +18,12 @@ use plimsoll_planner::version::Catalog;
 use plimsoll_renderer::render::{self, Rendered, RenderedRelease};
 use rayon::prelude::*;
 
+use crate::charts::{ChartStore, RemoteChart};
 use crate::execute::ReleaseSource;
 use crate::git::Revision;
 use crate::helm::{self, TemplateCache, Workloads};
 use crate::source::StackSource;
+use plimsoll_renderer::stack::ChartSource;
 
 pub struct DesiredState {
     pub stack_name: String,
@@ -102,8 +104,10 @@ fn template_workers() -> usize {
 struct Prepared {
     chart: String,
     values_file: PathBuf,
-    /// Digest of a chart kept in the repository (directory).
+    /// Digest of a chart kept in the repository (a directory or a `.tgz`)
+    /// or pulled from a repository or registry.
     chart_digest: Option<String>,
+    pulled: Option<plimsoll_planner::state::ChartPull>,
 }
 
 /// The context of an error in the repository's content (the stack file,
@@ -149,25 +153,70 @@ pub fn load(source: &StackSource, rev: Option<&str>, helm: &Path) -> anyhow::Res
     // thread), then `helm template` for every release in parallel: it is
     // the slow part with many releases.
     let mut prepared = Vec::new();
+    let store = ChartStore::open(helm, source.credentials.clone(), workdir.path());
     for r in &rendered.releases {
         let dir = workdir.path().join(&r.release.name);
         std::fs::create_dir_all(&dir)?;
         let values_file = dir.join("values.yaml");
         std::fs::write(&values_file, &r.text)?;
-        let chart = chart_reference(&source.repo, revision.as_ref(), &r.release.chart, &dir)?;
-        // A chart kept in the repository is part of the desired state (and
-        // of the template cache's key); hashed once, used for both.
-        let local = match &revision {
-            Some(rv) => rv.is_dir(&r.release.chart),
-            None => Path::new(&chart).is_dir(),
+        let chart_source = stack.chart_source(&r.release.chart);
+        let remote = match &chart_source {
+            ChartSource::Path(_) => None,
+            &ChartSource::Repository { repository, chart } => Some((
+                RemoteChart::Repository { repository, chart },
+                Some(repository),
+            )),
+            &ChartSource::Oci {
+                ref reference,
+                repository,
+            } => Some((
+                RemoteChart::Oci {
+                    reference: reference.as_str(),
+                    repository,
+                },
+                repository,
+            )),
         };
-        let chart_digest = local
-            .then(|| helm::chart_digest(Path::new(&chart)))
-            .transpose()?;
+        if let Some((remote, repository)) = remote {
+            // Pulled once per (source, version) and kept by digest: the
+            // archive planned is the archive applied.
+            let ca = match repository.and_then(|x| x.ca_file.as_deref()) {
+                Some(path) => Some(
+                    match &revision {
+                        Some(rv) => rv.read(path),
+                        None => crate::source::repo_reader(&source.repo)(path),
+                    }
+                    .with_context(|| {
+                        format!(
+                            "caFile {path} of repository {:?}",
+                            repository.map(|x| x.name.as_str()).unwrap_or_default()
+                        )
+                    })
+                    .map_err(|e| e.context(UnusableContent))?,
+                ),
+                None => None,
+            };
+            let pulled = store
+                .fetch(&remote, &r.release.version, ca.as_deref())
+                .with_context(|| format!("release {}", r.release.name))?;
+            prepared.push(Prepared {
+                chart: pulled.path.display().to_string(),
+                values_file,
+                chart_digest: Some(pulled.digest.clone()),
+                pulled: Some(plimsoll_planner::state::ChartPull {
+                    source: remote.source(),
+                    digest: pulled.digest,
+                }),
+            });
+            continue;
+        }
+        let (chart, chart_digest) =
+            local_chart(&source.repo, revision.as_ref(), &r.release.chart, &dir)?;
         prepared.push(Prepared {
             chart,
             values_file,
             chart_digest,
+            pulled: None,
         });
     }
     let cache = TemplateCache::open(helm);
@@ -238,7 +287,7 @@ pub fn load(source: &StackSource, rev: Option<&str>, helm: &Path) -> anyhow::Res
         sources.insert(
             name.clone(),
             ReleaseSource {
-                chart: p.chart.clone(),
+                chart: p.chart,
                 version: r.release.version.clone(),
                 values_file: p.values_file,
                 values: values.clone(),
@@ -269,6 +318,7 @@ pub fn load(source: &StackSource, rev: Option<&str>, helm: &Path) -> anyhow::Res
                 })
                 .collect(),
             manifest,
+            pulled: p.pulled.clone(),
         });
     }
     let redactor = Redactor::with_patterns(&stack.redact);
@@ -411,27 +461,48 @@ fn scrubber_for(redactor: &Redactor, releases: &[DesiredRelease]) -> Scrubber {
     Scrubber::new(secrets)
 }
 
-/// The chart as helm takes it: a chart kept in the repository comes from
-/// the same revision (exported into `dir`) or the working tree.
-fn chart_reference(
+/// The chart as helm takes it, and its digest when it is kept in the
+/// repository: a directory or a packaged `.tgz` of the same revision
+/// (exported into `dir`) or of the working tree. Anything else is a
+/// `repo/name` of helm's own configuration, passed on as it is.
+fn local_chart(
     repo: &Path,
     revision: Option<&Revision>,
     chart: &str,
     dir: &Path,
-) -> anyhow::Result<String> {
+) -> anyhow::Result<(String, Option<String>)> {
+    let archive_digest = |bytes: &[u8]| format!("sha256:{}", digest(bytes));
     Ok(match revision {
         Some(rev) if rev.is_dir(chart) => {
             let exported = dir.join("chart");
             rev.export_dir(chart, &exported)?;
-            exported.display().to_string()
+            // Hashed once, for the desired digest and the template cache.
+            let d = helm::chart_digest(&exported)?;
+            (exported.display().to_string(), Some(d))
         }
-        Some(_) => chart.to_string(),
+        Some(rev) if chart.ends_with(".tgz") => match rev.read(chart) {
+            Ok(bytes) => {
+                let exported = dir.join("chart.tgz");
+                std::fs::write(&exported, &bytes)?;
+                (exported.display().to_string(), Some(archive_digest(&bytes)))
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => (chart.to_string(), None),
+            Err(e) => return Err(anyhow::Error::new(e).context(UnusableContent)),
+        },
+        Some(_) => (chart.to_string(), None),
         None => {
             let local = repo.join(chart);
-            if local.exists() {
-                local.canonicalize()?.display().to_string()
+            if local.is_dir() {
+                let path = local.canonicalize()?;
+                let d = helm::chart_digest(&path)?;
+                (path.display().to_string(), Some(d))
+            } else if local.is_file() {
+                let path = crate::source::repo_reader(repo)(chart)
+                    .map(|bytes| archive_digest(&bytes))
+                    .map_err(|e| anyhow::Error::new(e).context(UnusableContent))?;
+                (local.canonicalize()?.display().to_string(), Some(path))
             } else {
-                chart.to_string()
+                (chart.to_string(), None)
             }
         }
     })

@@ -70,10 +70,7 @@ impl TemplateCache {
         if std::env::var_os("PLIMSOLL_NO_CACHE").is_some() {
             return None;
         }
-        let dir = std::env::var_os("XDG_CACHE_HOME")
-            .map(PathBuf::from)
-            .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))?
-            .join("plimsoll/template");
+        let dir = cache_root()?.join("template");
         let resolved = resolve_executable(helm)?;
         let meta = std::fs::metadata(&resolved).ok()?;
         Some(TemplateCache {
@@ -120,6 +117,15 @@ impl TemplateCache {
         }
         Ok(w)
     }
+}
+
+/// Plimsoll's cache directory: `$XDG_CACHE_HOME/plimsoll`, else
+/// `~/.cache/plimsoll`.
+pub fn cache_root() -> Option<PathBuf> {
+    std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
+        .map(|c| c.join("plimsoll"))
 }
 
 /// The file an executable name resolves to (a path as given, else the

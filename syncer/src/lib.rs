@@ -25,6 +25,7 @@
 //! planned, and every write to the cluster is a step of a plan or the
 //! journal and lease that guard it.
 
+pub mod charts;
 pub mod client;
 pub mod daemon;
 pub mod desired;

@@ -20,6 +20,8 @@ pub struct StackSource {
     pub repo: PathBuf,
     /// `--set VAR=VALUE` assignments, in order.
     pub set: Vec<(String, String)>,
+    /// Where chart repository credentials are looked up.
+    pub credentials: crate::charts::CredentialStore,
 }
 
 impl StackSource {
@@ -27,6 +29,7 @@ impl StackSource {
         StackSource {
             repo: repo.into(),
             set: Vec::new(),
+            credentials: crate::charts::CredentialStore::with_dir(None),
         }
     }
 

@@ -113,6 +113,7 @@ async fn observes_a_helm_installed_data_stack_and_plans_its_scale_up() {
         size: size.into(),
     };
     let desired = [DesiredRelease {
+        pulled: None,
         name: "thingpark-data".into(),
         namespace: ns.clone(),
         stage: "data".into(),

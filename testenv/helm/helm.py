@@ -8,10 +8,47 @@ error (exit 1), never silently ignored.
 """
 
 import json
+import os
 import re
 import sys
 
-import helm_python as helm
+
+def repository_config():
+    """`$HELM_REPOSITORY_CONFIG` as `repo add` writes it (JSON is YAML)."""
+    path = os.environ.get("HELM_REPOSITORY_CONFIG")
+    if not path or not os.path.exists(path):
+        return path, {"apiVersion": "", "repositories": []}
+    with open(path, encoding="utf-8") as fh:
+        return path, json.load(fh)
+
+
+def trust_ca_before_loading_helm(argv):
+    """`--ca-file` (or the CA a `repo add` recorded for `pull NAME/CHART`)
+    becomes the roots Go trusts. Go reads SSL_CERT_FILE when its runtime
+    starts, which is when the SDK's library is loaded: so before the
+    import."""
+    ca = None
+    for i, arg in enumerate(argv):
+        if arg == "--":
+            break
+        if arg == "--ca-file" and i + 1 < len(argv):
+            ca = argv[i + 1]
+        elif arg.startswith("--ca-file="):
+            ca = arg.split("=", 1)[1]
+    if ca is None and argv[:1] == ["pull"]:
+        refs = [a for a in argv[1:] if "/" in a and not a.startswith("-") and not a.startswith("oci://")]
+        if refs:
+            _, cfg = repository_config()
+            name = refs[-1].split("/", 1)[0]
+            for r in cfg.get("repositories", []):
+                if r.get("name") == name and r.get("caFile"):
+                    ca = r["caFile"]
+    if ca:
+        os.environ["SSL_CERT_FILE"] = ca
+
+
+trust_ca_before_loading_helm(sys.argv[1:])
+import helm_python as helm  # noqa: E402
 
 
 class Usage(Exception):
@@ -23,13 +60,15 @@ def parse(argv):
     flags_with_value = {
         "--kubeconfig", "--kube-context", "-n", "--namespace", "--version", "-f", "--values",
         "--set", "--timeout", "-o", "--output", "--max", "--revision", "--filter", "--description",
+        "--username", "--ca-file", "-d", "--destination", "--url",
     }
     boolean = {
         "-i", "--install", "--wait", "--create-namespace", "--reuse-values", "--reset-values",
         "-a", "--all", "-A", "--all-namespaces", "--keep-history", "--ignore-not-found",
         "--atomic", "--rollback-on-failure", "--cleanup-on-fail", "--dry-run",
+        "--password-stdin", "--force-update",
     }
-    aliases = {"-n": "--namespace", "-f": "--values", "-o": "--output", "-i": "--install",
+    aliases = {"-n": "--namespace", "-f": "--values", "-o": "--output", "-i": "--install", "-d": "--destination",
                "-a": "--all", "-A": "--all-namespaces", "--atomic": "--rollback-on-failure"}
     pos, opts = [], {}
     it = iter(argv)
@@ -295,7 +334,88 @@ def cmd_uninstall(pos, opts):
     print(f'release "{pos[0]}" uninstalled')
 
 
+def read_password(opts):
+    if not opts.get("--password-stdin"):
+        return None
+    return sys.stdin.read().rstrip("\r\n")
+
+
+def cmd_repo(pos, opts):
+    if pos[:1] == ["add"] and len(pos) == 3:
+        name, url = pos[1], pos[2].rstrip("/")
+        username, password = opts.get("--username"), read_password(opts)
+        # As helm: the index must be readable with these credentials.
+        helm.repo_index(url, username=username, password=password)
+        path, cfg = repository_config()
+        if path is None:
+            raise Usage("HELM_REPOSITORY_CONFIG is not set")
+        repos = [r for r in cfg.get("repositories", []) if r.get("name") != name]
+        if len(repos) != len(cfg.get("repositories", [])) and not opts.get("--force-update"):
+            raise Usage(f"repository name ({name}) already exists, please specify a different name")
+        repos.append({"name": name, "url": url, "username": username or "", "password": password or "",
+                      "caFile": opts.get("--ca-file", "")})
+        cfg["repositories"] = repos
+        os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            json.dump(cfg, fh)
+        print(f'"{name}" has been added to your repositories')
+    elif pos[:1] == ["index"] and len(pos) == 2:
+        helm.repo_index_generate(pos[1], base_url=opts.get("--url"))
+    else:
+        raise Usage("supported: repo add NAME URL, repo index DIR")
+
+
+def registry_client():
+    path = os.environ.get("HELM_REGISTRY_CONFIG")
+    return helm.RegistryClient(credentials_file=path) if path else helm.RegistryClient()
+
+
+def cmd_registry(pos, opts):
+    if pos[:1] != ["login"] or len(pos) != 2:
+        raise Usage("supported: registry login HOST")
+    with registry_client() as client:
+        client.login(pos[1], opts.get("--username", ""), read_password(opts) or "")
+    print("Login Succeeded")
+
+
+def cmd_pull(pos, opts):
+    if len(pos) != 1:
+        raise Usage("requires CHART")
+    ref, dest = pos[0], opts.get("--destination", ".")
+    if ref.startswith("oci://"):
+        with registry_client() as client:
+            client.pull(ref, version=opts.get("--version"), destination=dest)
+        return
+    name, _, chart = ref.partition("/")
+    _, cfg = repository_config()
+    repo = next((r for r in cfg.get("repositories", []) if r.get("name") == name), None)
+    if repo is None or not chart:
+        raise Usage(f"repo {name} not found")
+    helm.pull(chart, repo_url=repo["url"], version=opts.get("--version"), destination=dest,
+              username=repo.get("username") or None, password=repo.get("password") or None)
+
+
+def cmd_push(pos, opts):
+    if len(pos) != 2:
+        raise Usage("requires CHART.tgz and REMOTE")
+    with registry_client() as client:
+        client.push(pos[0], pos[1])
+    print(f"Pushed: {pos[1]}")
+
+
+def cmd_package(pos, opts):
+    if len(pos) != 1:
+        raise Usage("requires CHART_PATH")
+    print(f"Successfully packaged chart and saved it to: {helm.package(pos[0], destination=opts.get('--destination', '.'))}")
+
+
 COMMANDS = {
+    "repo": cmd_repo,
+    "registry": cmd_registry,
+    "pull": cmd_pull,
+    "push": cmd_push,
+    "package": cmd_package,
     "upgrade": cmd_upgrade,
     "install": lambda p, o: cmd_upgrade(p, o, install_only=True),
     "template": cmd_template,

@@ -18,6 +18,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 pub mod actors;
+pub mod charts;
 pub mod operators;
 
 /// The Kubernetes versions the test control plane runs.

@@ -70,6 +70,9 @@ pub enum Step {
         from_version: Option<String>,
         to_version: String,
         changed_values: Vec<ValueChange>,
+        /// The repository or registry and the archive's digest.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pulled: Option<crate::state::ChartPull>,
     },
     WaitForReady {
         namespace: String,
@@ -285,13 +288,20 @@ impl Step {
                 from_version,
                 to_version,
                 changed_values,
+                pulled,
                 ..
             } => {
-                let version = match from_version {
+                let mut version = match from_version {
                     Some(f) if f != to_version => format!("{chart} {f} -> {to_version}"),
                     Some(_) => format!("{chart} {to_version}"),
                     None => format!("install {chart} {to_version}"),
                 };
+                if let Some(p) = pulled {
+                    // The first 12 hex digits name the archive as a short
+                    // commit id does.
+                    let short = p.digest.get(..19).unwrap_or(&p.digest);
+                    version.push_str(&format!(" from {} {short}", p.source));
+                }
                 format!(
                     "helm upgrade --install {release} ({version}, {} value change(s))",
                     changed_values.len()

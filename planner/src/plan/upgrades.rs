@@ -82,6 +82,7 @@ pub(super) fn plan_upgrade(
             from_version: live.map(|l| l.version.clone()),
             to_version: d.version.clone(),
             changed_values: changes,
+            pulled: d.pulled.clone(),
         });
     }
 }

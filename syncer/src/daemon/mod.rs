@@ -84,6 +84,9 @@ pub struct DaemonOptions {
     pub listen: Option<std::net::SocketAddr>,
     pub self_heal: bool,
     pub webhook_secret: Option<Vec<u8>>,
+    /// Chart repository credentials (files, environment; the daemon adds
+    /// Secrets of the journal namespace).
+    pub credentials: crate::charts::CredentialStore,
 }
 
 impl DaemonOptions {
@@ -96,6 +99,7 @@ impl DaemonOptions {
         StackSource {
             repo,
             set: self.set.clone(),
+            credentials: self.credentials.clone(),
         }
     }
 }
@@ -323,6 +327,23 @@ fn head_of(upstream: &Upstream, branch: &str) -> anyhow::Result<String> {
     })
 }
 
+/// Reads Secrets of the daemon's namespace (chart repository
+/// credentials), from the blocking threads that load commits.
+fn secret_reader(client: &kube::Client, namespace: &str) -> Arc<crate::charts::SecretReader> {
+    let api: kube::Api<k8s_openapi::api::core::v1::Secret> =
+        kube::Api::namespaced(client.clone(), namespace);
+    let handle = tokio::runtime::Handle::current();
+    Arc::new(move |name: &str| {
+        let secret = handle.block_on(api.get(name))?;
+        Ok(secret
+            .data
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(k, v)| (k, v.0))
+            .collect())
+    })
+}
+
 /// Runs the daemon until a stop is requested (the binary requests it on
 /// SIGTERM or Ctrl-C). `started` learns the bound address once the endpoint listens.
 pub async fn run(
@@ -361,8 +382,10 @@ pub async fn run(
         Upstream::Local(path) => Some(watch::watch_local(path, tx.clone())?),
         Upstream::Remote { .. } => None,
     };
+    let mut source = opts.repository();
+    source.credentials.secrets = Some(secret_reader(&client, &sync.journal_namespace));
     let mut daemon = Daemon {
-        source: opts.repository(),
+        source,
         opts,
         sync,
         client,
