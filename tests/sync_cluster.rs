@@ -903,6 +903,63 @@ async fn the_daemon_syncs_new_commits_reports_drift_and_heals_it() {
     .await;
     let o = site.plimsoll(&["plan"], &[]);
     assert_eq!(o.status.code(), Some(0), "no drift left: {}", text(&o));
+
+    // A Deployment edited by hand (image and replicas, as `kubectl edit`
+    // does), the release's values unchanged: drift of a live object,
+    // planned as an upgrade that restores it, and healed.
+    let deployments: Api<k8s_openapi::api::apps::v1::Deployment> =
+        Api::namespaced(site.client(), NS);
+    let chart_replicas = deployments.get("twa").await.unwrap().spec.unwrap().replicas;
+    deployments
+        .patch(
+            "twa",
+            &kube::api::PatchParams {
+                field_manager: Some("kubectl-edit".into()),
+                ..Default::default()
+            },
+            &kube::api::Patch::Strategic(json!({"spec": {"replicas": 5, "template": {"spec": {
+                "containers": [{"name": "main", "image": "registry.invalid/twa:hand-edited"}]}}}})),
+        )
+        .await
+        .unwrap();
+    let o = site.plimsoll(&["plan"], &[]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    let out = String::from_utf8_lossy(&o.stdout).into_owned();
+    for line in [
+        "restores 1 drifted object(s)".to_string(),
+        format!("drift: deployment/twa spec.replicas: live 5, chart {}", chart_replicas.unwrap()),
+        "drift: deployment/twa spec.template.spec.containers[main].image: live registry.invalid/twa:hand-edited, chart registry.invalid/twa:1.0.0".to_string(),
+    ] {
+        assert!(out.contains(&line), "{line:?} in {}", text(&o));
+    }
+    let before = site.release_revision("thingpark-enterprise").await;
+    assert_eq!(http(&d.addr, "POST", "/hook").0, 202);
+    let mut live = None;
+    for _ in 0..300 {
+        let spec = deployments.get("twa").await.unwrap().spec.unwrap();
+        let image = spec.template.spec.unwrap().containers[0].image.clone();
+        live = Some((spec.replicas, image.clone()));
+        if spec.replicas == chart_replicas && image.as_deref() == Some("registry.invalid/twa:1.0.0") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(
+        live,
+        Some((chart_replicas, Some("registry.invalid/twa:1.0.0".to_string()))),
+        "restored: {}",
+        d.log()
+    );
+    assert!(d.log().contains("deployment/twa spec.replicas: live 5"), "{}", d.log());
+    assert_eq!(site.release_revision("thingpark-enterprise").await, before + 1);
+    d.wait_for("the heal's sync to complete", |d| {
+        let log = d.log();
+        log.rfind("syncing (self-heal)")
+            .is_some_and(|i| log[i..].contains("sync complete") && log[i..].contains("restores"))
+    })
+    .await;
+    let o = site.plimsoll(&["plan"], &[]);
+    assert_eq!(o.status.code(), Some(0), "no drift left: {}", text(&o));
     drop(d);
 
     // `plimsoll sync` in a git repository syncs what is committed (HEAD),

@@ -25,6 +25,7 @@
 
 pub mod health;
 pub mod journal;
+pub mod live_drift;
 pub mod manifest_diff;
 pub mod manifests;
 pub mod phased;

@@ -20,6 +20,12 @@ pub struct ObservedState {
     /// snapshots taken without it).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub health: Vec<ObservedHealth>,
+    /// Live objects of the kinds the drift check compares
+    /// ([`crate::live_drift::KINDS`]) that the releases' deployed
+    /// manifests hold; `None` when not read (a snapshot from before the
+    /// drift check), which is no drift rather than every object deleted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub objects: Option<Vec<crate::live_drift::LiveObject>>,
 }
 
 /// A resource addressed by API version, kind, namespace and name.

@@ -432,8 +432,14 @@ impl Executor {
                 ..
             } => self.orphan_delete(namespace, statefulset, uid).await,
             Step::HelmUpgrade {
-                namespace, release, ..
-            } => self.helm_upgrade(namespace, release).await,
+                namespace,
+                release,
+                restores,
+                ..
+            } => {
+                self.helm_upgrade(namespace, release, restores.as_ref())
+                    .await
+            }
             Step::WaitForReady {
                 namespace,
                 statefulsets,
@@ -861,7 +867,17 @@ impl Executor {
 
     /// Whether the newest deployed revision already has this chart version
     /// and values, and every StatefulSet the chart renders exists.
-    async fn upgrade_done(&self, ns: &str, release: &str, src: &ReleaseSource) -> bool {
+    /// Done when the release is deployed at the version with the values
+    /// (and its StatefulSets exist); an upgrade that restores drifted
+    /// objects is done once the release has a revision newer than the one
+    /// they drifted from.
+    async fn upgrade_done(
+        &self,
+        ns: &str,
+        release: &str,
+        src: &ReleaseSource,
+        repair: Option<&plimsoll_planner::plan::DriftRepair>,
+    ) -> bool {
         let Ok(releases) = crate::observe::helm_releases(&self.client, ns, Some(release)).await
         else {
             return false;
@@ -870,6 +886,9 @@ impl Executor {
             return false;
         };
         if r.status != "deployed" || r.version != src.version || r.values != src.values {
+            return false;
+        }
+        if repair.is_some_and(|d| r.revision <= d.revision) {
             return false;
         }
         let sts: Api<StatefulSet> = Api::namespaced(self.client.clone(), ns);
@@ -882,11 +901,16 @@ impl Executor {
         true
     }
 
-    async fn helm_upgrade(&self, ns: &str, release: &str) -> Result<bool, StepError> {
+    async fn helm_upgrade(
+        &self,
+        ns: &str,
+        release: &str,
+        repair: Option<&plimsoll_planner::plan::DriftRepair>,
+    ) -> Result<bool, StepError> {
         let src = self.sources.get(release).ok_or_else(|| {
             StepError::Invalid(format!("no rendered values for release {release}"))
         })?;
-        if self.upgrade_done(ns, release, src).await {
+        if self.upgrade_done(ns, release, src, repair).await {
             return Ok(false);
         }
         let timeout = self.settings.helm_timeout;
@@ -896,8 +920,14 @@ impl Executor {
         cmd.args(["upgrade", "--install"])
             .args(["--namespace", ns, "--version", &src.version, "-f"])
             .arg(&src.values_file)
-            .args(["--wait", "--timeout", &format!("{}s", timeout.as_secs())])
-            .args(["--", release, &src.chart])
+            .args(["--wait", "--timeout", &format!("{}s", timeout.as_secs())]);
+        // Helm 4 applies server-side: fields someone edited by hand are
+        // theirs until taken back (Helm 3's three-way merge takes them
+        // back by itself and has no such flag).
+        if repair.is_some() && crate::helm::major_version(&self.settings.helm).await >= Some(4) {
+            cmd.arg("--force-conflicts");
+        }
+        cmd.args(["--", release, &src.chart])
             .stdin(std::process::Stdio::null())
             .kill_on_drop(true);
         // helm enforces --timeout itself; the margin covers a hung helm.

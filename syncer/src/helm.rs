@@ -119,6 +119,47 @@ impl TemplateCache {
     }
 }
 
+/// The helm executable's major version (`helm version --short`), asked
+/// once per executable; `None` when it does not say.
+pub async fn major_version(helm: &Path) -> Option<u32> {
+    use std::collections::HashMap;
+    use std::sync::Mutex;
+    static KNOWN: Mutex<Option<HashMap<PathBuf, Option<u32>>>> = Mutex::new(None);
+    if let Some(known) = KNOWN
+        .lock()
+        .ok()?
+        .as_ref()
+        .and_then(|m| m.get(helm).copied())
+    {
+        return known;
+    }
+    let out = tokio::time::timeout(
+        std::time::Duration::from_secs(30),
+        tokio::process::Command::new(helm)
+            .args(["version", "--short"])
+            .stdin(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .ok()?
+    .ok()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let major = text
+        .trim()
+        .trim_start_matches('v')
+        .split('.')
+        .next()
+        .and_then(|m| m.parse().ok())
+        .filter(|_| out.status.success());
+    KNOWN
+        .lock()
+        .ok()?
+        .get_or_insert_with(HashMap::new)
+        .insert(helm.to_path_buf(), major);
+    major
+}
+
 /// Plimsoll's cache directory: `$XDG_CACHE_HOME/plimsoll`, else
 /// `~/.cache/plimsoll`.
 pub fn cache_root() -> Option<PathBuf> {

@@ -127,17 +127,101 @@ pub async fn helm_releases(
     Ok(out)
 }
 
-/// Adds one namespace's releases, StatefulSets, PVCs and Deployments.
+/// Adds one namespace's releases, StatefulSets, PVCs and Deployments,
+/// and the live objects the releases' deployed manifests hold (for the
+/// drift check).
 async fn observe_namespace(
     client: &kube::Client,
     namespace: &str,
     out: &mut ObservedState,
 ) -> Result<(), ObserveError> {
-    out.releases
-        .extend(helm_releases(client, namespace, None).await?);
+    let releases = helm_releases(client, namespace, None).await?;
+    // (apiVersion, kind, name) of what the deployed manifests hold.
+    let wanted: std::collections::BTreeSet<(String, String, String)> = releases
+        .iter()
+        .flat_map(|r| plimsoll_planner::live_drift::manifest_objects(&r.manifest, namespace))
+        .filter(|(_, _, ns, _, _)| ns == namespace)
+        .map(|(a, k, _, n, _)| (a, k, n))
+        .collect();
+    out.releases.extend(releases);
+    let objects = out.objects.get_or_insert_with(Vec::new);
+    let mut keep = |api_version: &str, kind: &str, value: serde_json::Value| {
+        let name = value
+            .pointer("/metadata/name")
+            .and_then(serde_json::Value::as_str)
+            .unwrap_or_default()
+            .to_string();
+        if wanted.contains(&(api_version.to_string(), kind.to_string(), name.clone())) {
+            objects.push(plimsoll_planner::live_drift::LiveObject {
+                api_version: api_version.to_string(),
+                kind: kind.to_string(),
+                namespace: namespace.to_string(),
+                name,
+                object: without_server_fields(value),
+            });
+        }
+    };
 
     let sts: Api<StatefulSet> = Api::namespaced(client.clone(), namespace);
-    for s in sts.list(&ListParams::default()).await? {
+    let sts_list = sts.list(&ListParams::default()).await?;
+    let dep_list = Api::<Deployment>::namespaced(client.clone(), namespace)
+        .list(&ListParams::default())
+        .await?;
+    for s in &sts_list {
+        keep(
+            "apps/v1",
+            "StatefulSet",
+            serde_json::to_value(s).unwrap_or_default(),
+        );
+    }
+    for d in &dep_list {
+        keep(
+            "apps/v1",
+            "Deployment",
+            serde_json::to_value(d).unwrap_or_default(),
+        );
+    }
+    // The other kinds only when a manifest holds one (the RBAC a chart
+    // needs covers what it renders).
+    let has = |kind: &str| wanted.iter().any(|(_, k, _)| k == kind);
+    if has("DaemonSet") {
+        for x in Api::<k8s_openapi::api::apps::v1::DaemonSet>::namespaced(client.clone(), namespace)
+            .list(&ListParams::default())
+            .await?
+        {
+            keep(
+                "apps/v1",
+                "DaemonSet",
+                serde_json::to_value(&x).unwrap_or_default(),
+            );
+        }
+    }
+    if has("Service") {
+        for x in Api::<k8s_openapi::api::core::v1::Service>::namespaced(client.clone(), namespace)
+            .list(&ListParams::default())
+            .await?
+        {
+            keep(
+                "v1",
+                "Service",
+                serde_json::to_value(&x).unwrap_or_default(),
+            );
+        }
+    }
+    if has("ConfigMap") {
+        for x in Api::<k8s_openapi::api::core::v1::ConfigMap>::namespaced(client.clone(), namespace)
+            .list(&ListParams::default())
+            .await?
+        {
+            keep(
+                "v1",
+                "ConfigMap",
+                serde_json::to_value(&x).unwrap_or_default(),
+            );
+        }
+    }
+
+    for s in sts_list {
         let spec = s.spec.clone().unwrap_or_default();
         out.statefulsets.push(StatefulSetState {
             name: s.metadata.name.clone().unwrap_or_default(),
@@ -188,8 +272,7 @@ async fn observe_namespace(
         });
     }
 
-    let deployments: Api<Deployment> = Api::namespaced(client.clone(), namespace);
-    for d in deployments.list(&ListParams::default()).await? {
+    for d in dep_list {
         out.deployments.push(DeploymentState {
             name: d.metadata.name.clone().unwrap_or_default(),
             namespace: namespace.to_string(),
@@ -204,6 +287,28 @@ async fn observe_namespace(
         });
     }
     Ok(())
+}
+
+/// An object without `status` and the metadata the server manages.
+fn without_server_fields(mut v: serde_json::Value) -> serde_json::Value {
+    if let Some(o) = v.as_object_mut() {
+        o.remove("status");
+        if let Some(m) = o
+            .get_mut("metadata")
+            .and_then(serde_json::Value::as_object_mut)
+        {
+            for k in [
+                "managedFields",
+                "resourceVersion",
+                "uid",
+                "creationTimestamp",
+                "generation",
+            ] {
+                m.remove(k);
+            }
+        }
+    }
+    v
 }
 
 /// Where a resource of any kind is served: discovery of its kind.

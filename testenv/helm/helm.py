@@ -66,7 +66,7 @@ def parse(argv):
         "-i", "--install", "--wait", "--create-namespace", "--reuse-values", "--reset-values",
         "-a", "--all", "-A", "--all-namespaces", "--keep-history", "--ignore-not-found",
         "--atomic", "--rollback-on-failure", "--cleanup-on-fail", "--dry-run",
-        "--password-stdin", "--force-update",
+        "--password-stdin", "--force-update", "--short", "--force-conflicts",
     }
     aliases = {"-n": "--namespace", "-f": "--values", "-o": "--output", "-i": "--install", "-d": "--destination",
                "-a": "--all", "-A": "--all-namespaces", "--atomic": "--rollback-on-failure"}
@@ -229,6 +229,28 @@ def release_exists(cfg, name):
         raise
 
 
+def upgrade_forcing_conflicts(cfg, chart, name, values, common):
+    """`helm upgrade --force-conflicts`: Helm 4's server-side apply takes
+    back fields another manager (a `kubectl edit`) owns. The SDK's Python
+    binding does not expose the option; its native call does."""
+    from helm_python import _native
+    from helm_python.config import _loads_obj, _opts
+    handle, ref = cfg._chart_args(chart)
+    payload = _native.call_string(
+        "helm_upgrade", cfg._raw(), cfg._context_arg(None), handle, ref, name, json.dumps(values),
+        _opts(
+            namespace=common["namespace"],
+            timeout_seconds=common["timeout"],
+            wait=common["wait"],
+            chart_version=common["chart_version"],
+            description=common["description"],
+            rollback_on_failure=common["rollback_on_failure"] or None,
+            force_conflicts=True,
+        ),
+    )
+    return _loads_obj(payload)
+
+
 def cmd_upgrade(pos, opts, install_only=False):
     if len(pos) != 2:
         raise Usage("requires NAME and CHART")
@@ -246,6 +268,9 @@ def cmd_upgrade(pos, opts, install_only=False):
         if install_only or (opts.get("--install") and not release_exists(cfg, name)):
             rel = cfg.install(chart, name, values, create_namespace=bool(opts.get("--create-namespace")), **common)
             verb = "installed"
+        elif opts.get("--force-conflicts"):
+            rel = upgrade_forcing_conflicts(cfg, chart, name, values, common)
+            verb = "upgraded"
         else:
             rel = cfg.upgrade(
                 chart, name, values,
@@ -410,7 +435,16 @@ def cmd_package(pos, opts):
     print(f"Successfully packaged chart and saved it to: {helm.package(pos[0], destination=opts.get('--destination', '.'))}")
 
 
+def cmd_version(pos, opts):
+    if pos:
+        raise Usage("takes no arguments")
+    from helm_python import _native
+    version = _native.helm_sdk_version()
+    print(version if opts.get("--short") else f'version.BuildInfo{{Version:"{version}"}}')
+
+
 COMMANDS = {
+    "version": cmd_version,
     "repo": cmd_repo,
     "registry": cmd_registry,
     "pull": cmd_pull,

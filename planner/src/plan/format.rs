@@ -106,9 +106,21 @@ pub fn to_text(plan: &Plan) -> String {
                 phase_label(r, i),
                 s.describe()
             ));
-            if let Step::HelmUpgrade { changed_values, .. } = s {
+            if let Step::HelmUpgrade {
+                changed_values,
+                restores,
+                ..
+            } = s
+            {
                 for c in changed_values {
                     out.push_str(&change_text(c, "       ", ""));
+                }
+                for line in restores
+                    .iter()
+                    .flat_map(|r| &r.objects)
+                    .flat_map(|o| o.lines())
+                {
+                    out.push_str(&format!("       drift: {line}\n"));
                 }
             }
         }
@@ -236,7 +248,22 @@ pub fn to_markdown(plan: &Plan) -> String {
                 phase_label(r, i),
                 s.describe()
             ));
-            if let Step::HelmUpgrade { changed_values, .. } = s {
+            if let Step::HelmUpgrade {
+                changed_values,
+                restores,
+                ..
+            } = s
+            {
+                if let Some(r) = restores {
+                    out.push_str(&format!(
+                        "   <details><summary>{} drifted object(s), restored by this upgrade</summary>\n\n   ```\n",
+                        r.objects.len()
+                    ));
+                    for line in r.objects.iter().flat_map(|o| o.lines()) {
+                        out.push_str(&format!("   {line}\n"));
+                    }
+                    out.push_str("   ```\n   </details>\n");
+                }
                 if !changed_values.is_empty() {
                     out.push_str(&format!(
                         "   <details><summary>{} value change(s)</summary>\n\n   ```\n",

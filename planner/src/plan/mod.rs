@@ -73,6 +73,11 @@ pub enum Step {
         /// The repository or registry and the archive's digest.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         pulled: Option<crate::state::ChartPull>,
+        /// Live objects that drifted from the deployed manifest: the
+        /// upgrade restores them (taking their fields back from whoever
+        /// edited them).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        restores: Option<DriftRepair>,
     },
     WaitForReady {
         namespace: String,
@@ -170,6 +175,15 @@ pub struct AttributedChange {
     pub change: ValueChange,
     /// Where the new value comes from, `FILE:LINE`; `None` when removed.
     pub layer: Option<String>,
+}
+
+/// Live objects of a release that drifted from its deployed manifest, and
+/// the release's revision they drifted from: the repairing upgrade is done
+/// once the release has a newer revision.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DriftRepair {
+    pub revision: u32,
+    pub objects: Vec<crate::live_drift::ObjectDrift>,
 }
 
 /// The plan of one release.
@@ -289,8 +303,10 @@ impl Step {
                 to_version,
                 changed_values,
                 pulled,
+                restores,
                 ..
             } => {
+                let drifted = restores.as_ref().map_or(0, |r| r.objects.len());
                 let mut version = match from_version {
                     Some(f) if f != to_version => format!("{chart} {f} -> {to_version}"),
                     Some(_) => format!("{chart} {to_version}"),
@@ -302,8 +318,13 @@ impl Step {
                     let short = p.digest.get(..19).unwrap_or(&p.digest);
                     version.push_str(&format!(" from {} {short}", p.source));
                 }
+                let restored = if drifted > 0 {
+                    format!("; restores {drifted} drifted object(s)")
+                } else {
+                    String::new()
+                };
                 format!(
-                    "helm upgrade --install {release} ({version}, {} value change(s))",
+                    "helm upgrade --install {release} ({version}, {} value change(s){restored})",
                     changed_values.len()
                 )
             }
@@ -416,10 +437,20 @@ pub fn plan(desired: &[DesiredRelease], observed: &ObservedState, options: &Plan
             });
         }
         volumes.push_recreates(d, &mut rp);
+        let drift = match (live, &observed.objects) {
+            (Some(l), Some(objects)) if !l.manifest.is_empty() => crate::live_drift::release_drift(
+                &l.manifest,
+                &d.namespace,
+                objects,
+                &options.redactor,
+            ),
+            _ => Vec::new(),
+        };
         upgrades::plan_upgrade(
             d,
             live,
             !volumes.recreate.is_empty(),
+            drift,
             options,
             &mut rp,
             &mut out,

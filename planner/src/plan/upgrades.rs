@@ -44,6 +44,7 @@ pub(super) fn plan_upgrade(
     d: &DesiredRelease,
     live: Option<&ReleaseState>,
     recreates: bool,
+    drift: Vec<crate::live_drift::ObjectDrift>,
     options: &PlanOptions,
     rp: &mut ReleasePlan,
     out: &mut Plan,
@@ -74,7 +75,14 @@ pub(super) fn plan_upgrade(
             ));
         }
     }
-    if version_change || !changes.is_empty() || recreates {
+    let restores = match live {
+        Some(l) if !drift.is_empty() => Some(super::DriftRepair {
+            revision: l.revision,
+            objects: drift,
+        }),
+        _ => None,
+    };
+    if version_change || !changes.is_empty() || recreates || restores.is_some() {
         rp.steps.push(Step::HelmUpgrade {
             namespace: d.namespace.clone(),
             release: d.name.clone(),
@@ -83,6 +91,7 @@ pub(super) fn plan_upgrade(
             to_version: d.version.clone(),
             changed_values: changes,
             pulled: d.pulled.clone(),
+            restores,
         });
     }
 }

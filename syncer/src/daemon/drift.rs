@@ -1,6 +1,7 @@
 //! Drift: the live state compared with the last synced commit's desired
 //! state, as the planner sees it (values, chart versions, PVC sizes,
-//! declared patches). Reported as a log line, the `plimsoll_drift` gauge
+//! declared patches, and the live objects against the deployed manifest:
+//! a hand-edited image or replica count). Reported as a log line, the `plimsoll_drift` gauge
 //! and a Warning Event on the release's first workload.
 
 use k8s_openapi::api::core::v1::Event;
@@ -38,7 +39,16 @@ pub async fn report(
     }
     let mut drifted = Vec::new();
     for rp in &plan.releases {
-        let what: Vec<String> = rp.steps.iter().map(|s| s.describe()).collect();
+        let mut what: Vec<String> = rp.steps.iter().map(|s| s.describe()).collect();
+        // What drifted in the live objects, field by field.
+        for s in &rp.steps {
+            if let plimsoll_planner::plan::Step::HelmUpgrade {
+                restores: Some(r), ..
+            } = s
+            {
+                what.extend(r.objects.iter().flat_map(|o| o.lines()));
+            }
+        }
         let message = desired.scrubber.scrub(&format!(
             "{} drifted from {}: {}",
             rp.release,
