@@ -1,6 +1,7 @@
 //! `plimsoll sync` at scale on the real test control plane: 110 releases of
-//! a small chart (a ConfigMap and a one-replica Deployment), then a sync
-//! with nothing to change, then one where 10 releases change values.
+//! a small chart (a ConfigMap and a one-replica Deployment), then a plan
+//! and a sync with nothing to change, then a plan (with the manifest diffs
+//! of the 10 changed releases) and a sync where 10 releases change values.
 //! Prints wall and CPU time in total and per release.
 //!
 //! ```sh
@@ -62,7 +63,11 @@ fn plimsoll(repo: &Path, kubeconfig: &Path, helm: &Path, args: &[&str]) -> Run {
     let o = cmd.output().unwrap();
     let wall = start.elapsed().as_secs_f64();
     let stderr = String::from_utf8_lossy(&o.stderr);
-    assert!(o.status.success(), "{args:?}: {stderr}");
+    // `plan` exits 2 when there are changes.
+    assert!(
+        o.status.success() || (args[0] == "plan" && o.status.code() == Some(2)),
+        "{args:?}: {stderr}"
+    );
     let peak_rss_kb = stderr
         .lines()
         .find_map(|l| {
@@ -136,6 +141,23 @@ async fn main() {
     for i in 0..CHANGED {
         write(r, &format!("values/r{:03}.yaml", i * 11), "message: v2\n");
     }
+    // The plan a reviewer reads: each changed release with its manifest
+    // diff (against the manifest stored with the deployed release), every
+    // release's live objects compared with it.
+    let reviewed = plimsoll(r, &kc, &helm, &["plan"]);
+    report(
+        &format!("plan, {CHANGED} changed (manifest diffs)"),
+        &reviewed,
+    );
+    assert_eq!(
+        reviewed
+            .stdout
+            .matches("objects (against the deployed release's manifest)")
+            .count(),
+        CHANGED,
+        "{}",
+        reviewed.stdout
+    );
     let changed = plimsoll(r, &kc, &helm, &["sync", "--yes"]);
     report(
         &format!("sync, {CHANGED} releases with a values change"),

@@ -190,5 +190,115 @@ fn moves(c: &mut Criterion) {
     });
 }
 
-criterion_group!(name = planner; config = Criterion::default().sample_size(20); targets = bench, health, moves);
+/// The chart of `benches/sync.rs` rendered for release `name` with
+/// `message`: a ConfigMap and a one-replica Deployment.
+fn tiny_manifest(name: &str, message: &str) -> String {
+    format!(
+        "---\n# Source: tiny/templates/all.yaml\napiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {name}\ndata:\n  message: \"{message}\"\n---\n\
+         # Source: tiny/templates/all.yaml\napiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: {name}\nspec:\n  replicas: 1\n  selector:\n    matchLabels: {{app: {name}}}\n  template:\n    metadata:\n      labels: {{app: {name}}}\n      annotations: {{message: \"{message}\"}}\n    spec:\n      containers: [{{name: main, image: registry.invalid/tiny:1}}]\n"
+    )
+}
+
+/// 110 releases of the sync benchmark's chart, deployed, with their live
+/// objects (as the API server returns them: defaults added); `changed` of
+/// them with a new value (a manifest diff each).
+fn tiny_fleet(changed: usize) -> (Vec<DesiredRelease>, ObservedState) {
+    let mut desired = Vec::new();
+    let mut observed = ObservedState {
+        objects: Some(Vec::new()),
+        ..ObservedState::default()
+    };
+    for i in 0..110 {
+        let name = format!("r{i:03}");
+        let message = if i % 11 == 0 && i / 11 < changed {
+            "v2"
+        } else {
+            "v1"
+        };
+        let deployed = tiny_manifest(&name, "v1");
+        observed.releases.push(ReleaseState {
+            name: name.clone(),
+            namespace: "bench".into(),
+            chart: "tiny".into(),
+            version: "1.0.0".into(),
+            revision: 1,
+            status: "deployed".into(),
+            values: json!({"message": "v1"}),
+            manifest: deployed.clone(),
+        });
+        let objects = observed.objects.as_mut().expect("objects");
+        for (api_version, kind, namespace, obj_name, mut object) in
+            plimsoll_planner::live_drift::manifest_objects(&deployed, "bench")
+        {
+            if kind == "Deployment" {
+                object["spec"]["progressDeadlineSeconds"] = json!(600);
+                object["spec"]["template"]["spec"]["containers"][0]["imagePullPolicy"] =
+                    json!("IfNotPresent");
+            }
+            object["metadata"]["annotations"] = json!({"meta.helm.sh/release-name": name});
+            objects.push(plimsoll_planner::live_drift::LiveObject {
+                api_version,
+                kind,
+                namespace,
+                name: obj_name,
+                object,
+            });
+        }
+        observed.deployments.push(DeploymentState {
+            name: name.clone(),
+            namespace: "bench".into(),
+            release: Some(name.clone()),
+            replicas: 1,
+            ready_replicas: 1,
+        });
+        desired.push(DesiredRelease {
+            pulled: None,
+            name: name.clone(),
+            namespace: "bench".into(),
+            stage: "apps".into(),
+            chart: "tiny".into(),
+            version: "1.0.0".into(),
+            values: json!({"message": message}),
+            statefulsets: vec![],
+            deployments: vec![name.clone()],
+            patches: vec![],
+            custom_resources: vec![],
+            ready_timeout: None,
+            requires: vec![],
+            manifest: tiny_manifest(&name, message),
+        });
+    }
+    (desired, observed)
+}
+
+/// Manifest diffs and the live-object drift check over the 110 releases of
+/// `benches/sync.rs`: nothing changed (every release compared with its
+/// live objects) and 10 changed (a manifest diff each).
+fn manifests(c: &mut Criterion) {
+    for changed in [0, 10] {
+        let (desired, observed) = tiny_fleet(changed);
+        let p = plan(&desired, &observed, &PlanOptions::default());
+        assert_eq!(
+            p.releases.len(),
+            changed,
+            "{}",
+            plimsoll_planner::plan::to_text(&p)
+        );
+        assert!(p.releases.iter().all(|r| r.objects.len() == 2));
+        c.bench_function(
+            &format!("plan 110 releases with manifests and live objects, {changed} changed"),
+            |b| {
+                b.iter(|| {
+                    black_box(plan(
+                        black_box(&desired),
+                        black_box(&observed),
+                        &PlanOptions::default(),
+                    ))
+                })
+            },
+        );
+    }
+}
+
+criterion_group!(name = planner; config = Criterion::default().sample_size(20); targets = bench, health, moves, manifests);
 criterion_main!(planner);
