@@ -75,6 +75,44 @@ pub fn snapshot(
     Ok(ExitCode::SUCCESS)
 }
 
+pub fn estimate(
+    common: &Common,
+    cluster: &Cluster,
+    (live, read_cluster): (Option<&Path>, bool),
+    rev: Option<&str>,
+    json: bool,
+    helm: Option<&Path>,
+) -> anyhow::Result<ExitCode> {
+    let helm = helm_executable(helm);
+    let desired = desired::load(&common.source(), rev, &helm)?;
+    let observed: Option<plimsoll_planner::state::ObservedState> = match (live, read_cluster) {
+        (Some(path), _) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read {}", path.display()))?;
+            Some(
+                serde_json::from_str(&text)
+                    .with_context(|| format!("{} is not a Plimsoll snapshot", path.display()))?,
+            )
+        }
+        (None, true) => {
+            let ns = namespaces(common, cluster)?;
+            Some(runtime()?.block_on(async {
+                let client = plimsoll_syncer::client::connect(&cluster.options()).await?;
+                sync::observe_desired(&client, &desired, &ns).await
+            })?)
+        }
+        (None, false) => None,
+    };
+    let e = plimsoll_planner::capacity::estimate(&desired.releases, observed.as_ref());
+    let text = if json {
+        serde_json::to_string_pretty(&e)? + "\n"
+    } else {
+        e.to_text()
+    };
+    std::io::stdout().write_all(text.as_bytes())?;
+    Ok(ExitCode::SUCCESS)
+}
+
 pub fn plan(
     common: &Common,
     cluster: &Cluster,

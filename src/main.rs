@@ -109,6 +109,29 @@ pub enum Command {
         #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(0..=1000))]
         diff_context: Option<u16>,
     },
+    /// What the stack needs (pods' requests, storage per class) for the
+    /// variables given; with --live SNAPSHOT or --cluster, beside what the
+    /// cluster has free. Run it before choosing a sizing.
+    Estimate {
+        #[command(flatten)]
+        common: Common,
+        #[command(flatten)]
+        cluster: Cluster,
+        /// Compare with a snapshot file.
+        #[arg(long, conflicts_with = "cluster_read")]
+        live: Option<PathBuf>,
+        /// Compare with the live cluster (kubeconfig).
+        #[arg(long = "cluster", id = "cluster_read")]
+        cluster_read: bool,
+        /// The repository at this git revision.
+        #[arg(long)]
+        rev: Option<String>,
+        #[arg(long, value_enum, default_value_t = EstimateFormat::Text)]
+        format: EstimateFormat,
+        /// The helm executable used for `helm template` (default: $PLIMSOLL_HELM, then `helm`).
+        #[arg(long)]
+        helm: Option<PathBuf>,
+    },
     /// Plan and execute: expand volumes, patch operator resources, re-create
     /// StatefulSets (orphan delete), helm upgrade, wait until ready; journaled
     /// in the cluster so that an interrupted sync resumes.
@@ -300,6 +323,12 @@ fn init_logging(format: LogFormat) {
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum EstimateFormat {
+    Text,
+    Json,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum PlanFormat {
     Text,
     Markdown,
@@ -376,6 +405,22 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             cluster,
             out,
         } => cluster_cmd::snapshot(&common, &cluster, out.as_deref()),
+        Command::Estimate {
+            common,
+            cluster,
+            live,
+            cluster_read,
+            rev,
+            format,
+            helm,
+        } => cluster_cmd::estimate(
+            &common,
+            &cluster,
+            (live.as_deref(), cluster_read),
+            rev.as_deref(),
+            matches!(format, EstimateFormat::Json),
+            helm.as_deref(),
+        ),
         Command::Plan {
             common,
             cluster,

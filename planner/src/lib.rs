@@ -23,6 +23,7 @@
 //! kube, k8s-openapi, tokio, git2 or hyper; `tests/dependencies.rs`
 //! checks the dependency tree.
 
+pub mod capacity;
 pub mod health;
 pub mod journal;
 pub mod live_drift;

@@ -26,6 +26,16 @@ pub struct ObservedState {
     /// drift check), which is no drift rather than every object deleted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub objects: Option<Vec<crate::live_drift::LiveObject>>,
+    /// The cluster's nodes (allocatable, labels, taints), for the capacity
+    /// check; `None` when not read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nodes: Option<Vec<crate::capacity::NodeState>>,
+    /// Pods bound to nodes, with their requests.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pods: Vec<crate::capacity::PodState>,
+    /// What `CSIStorageCapacity` objects publish; `None` when not read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub storage_capacities: Option<Vec<crate::capacity::StorageCapacityState>>,
 }
 
 /// A resource addressed by API version, kind, namespace and name.

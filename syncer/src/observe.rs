@@ -76,7 +76,155 @@ pub async fn observe(
         });
     }
     all.resources = observe_resources(client, targets).await?;
+    observe_capacity(client, &mut all).await?;
     Ok(all)
+}
+
+/// Whether a read was refused by RBAC (the capacity check then says it
+/// could not look, instead of failing the plan).
+fn forbidden(e: &kube::Error) -> bool {
+    matches!(e, kube::Error::Api(s) if s.code == 403)
+}
+
+/// Nodes (those reporting allocatable resources), the pods bound to them
+/// with their requests, and what `CSIStorageCapacity` objects publish
+/// (`storage.k8s.io/v1`, else `v1beta1`, else `v1alpha1`, whichever the
+/// API server serves), for the capacity check.
+pub async fn observe_capacity(
+    client: &kube::Client,
+    out: &mut ObservedState,
+) -> Result<(), ObserveError> {
+    use k8s_openapi::api::core::v1::{Node, Pod};
+    use plimsoll_planner::capacity::{
+        cpu_millis, pod_requests, NodeState, PodState, StorageCapacityState, Taint,
+    };
+    let nodes = match Api::<Node>::all(client.clone())
+        .list(&ListParams::default())
+        .await
+    {
+        Ok(n) => Some(n),
+        Err(e) if forbidden(&e) => None,
+        Err(e) => return Err(e.into()),
+    };
+    out.nodes = nodes
+        .map(|nodes| {
+            nodes
+                .into_iter()
+                .filter_map(|n| {
+                    // A node that reports no allocatable resources (no kubelet
+                    // yet) says nothing about room.
+                    let alloc = n.status.as_ref()?.allocatable.clone()?;
+                    let spec = n.spec.clone().unwrap_or_default();
+                    Some(NodeState {
+                        name: n.metadata.name.clone().unwrap_or_default(),
+                        cpu_millis: alloc.get("cpu").and_then(|q| cpu_millis(&q.0)).unwrap_or(0),
+                        memory_bytes: alloc
+                            .get("memory")
+                            .and_then(|q| plimsoll_planner::state::quantity_bytes(&q.0))
+                            .map_or(0, |b| b.min(u64::MAX as u128) as u64),
+                        labels: n.metadata.labels.clone().unwrap_or_default(),
+                        taints: spec
+                            .taints
+                            .unwrap_or_default()
+                            .into_iter()
+                            .map(|t| Taint {
+                                key: t.key,
+                                value: t.value.unwrap_or_default(),
+                                effect: t.effect,
+                            })
+                            .collect(),
+                        unschedulable: spec.unschedulable.unwrap_or(false),
+                    })
+                })
+                .collect::<Vec<_>>()
+        })
+        .filter(|n| !n.is_empty());
+    if out.nodes.is_some() {
+        let pods = match Api::<Pod>::all(client.clone())
+            .list(&ListParams::default())
+            .await
+        {
+            Ok(p) => p.items,
+            Err(e) if forbidden(&e) => {
+                out.nodes = None;
+                Vec::new()
+            }
+            Err(e) => return Err(e.into()),
+        };
+        for p in pods {
+            let phase = p
+                .status
+                .as_ref()
+                .and_then(|s| s.phase.clone())
+                .unwrap_or_default();
+            let Some(spec) = p
+                .spec
+                .as_ref()
+                .filter(|_| phase != "Succeeded" && phase != "Failed")
+            else {
+                continue;
+            };
+            let Some(node) = spec.node_name.clone() else {
+                continue;
+            };
+            let (cpu, memory) = pod_requests(&serde_json::to_value(spec).unwrap_or_default());
+            let owner = p
+                .metadata
+                .owner_references
+                .as_ref()
+                .and_then(|o| o.iter().find(|o| o.controller == Some(true)).or(o.first()))
+                .map(|o| format!("{}/{}", o.kind, o.name))
+                .unwrap_or_default();
+            out.pods.push(PodState {
+                namespace: p.metadata.namespace.clone().unwrap_or_default(),
+                name: p.metadata.name.clone().unwrap_or_default(),
+                node,
+                owner,
+                cpu_millis: cpu,
+                memory_bytes: memory,
+            });
+        }
+    }
+    for version in ["v1", "v1beta1", "v1alpha1"] {
+        let gvk = GroupVersionKind::gvk("storage.k8s.io", version, "CSIStorageCapacity");
+        let resource = match kube::discovery::pinned_kind(client, &gvk).await {
+            Ok((resource, _)) => resource,
+            Err(kube::Error::Api(s)) if s.code == 404 => continue,
+            Err(kube::Error::Discovery(_)) => continue,
+            Err(e) => return Err(e.into()),
+        };
+        let api: Api<DynamicObject> = Api::all_with(client.clone(), &resource);
+        let list = match api.list(&ListParams::default()).await {
+            Ok(l) => l,
+            Err(e) if forbidden(&e) => break,
+            Err(e) => return Err(e.into()),
+        };
+        let bytes = |v: Option<&serde_json::Value>| {
+            v.and_then(serde_json::Value::as_str)
+                .and_then(plimsoll_planner::state::quantity_bytes)
+                .map(|b| b.min(u64::MAX as u128) as u64)
+        };
+        out.storage_capacities = Some(
+            list.items
+                .into_iter()
+                .map(|o| StorageCapacityState {
+                    storage_class: o.data["storageClassName"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_string(),
+                    segment: o
+                        .data
+                        .get("nodeTopology")
+                        .map(|t| t.to_string())
+                        .unwrap_or_default(),
+                    capacity_bytes: bytes(o.data.get("capacity")).unwrap_or(0),
+                    maximum_volume_bytes: bytes(o.data.get("maximumVolumeSize")),
+                })
+                .collect(),
+        );
+        break;
+    }
+    Ok(())
 }
 
 /// The newest revision of each Helm release in a namespace. Only the

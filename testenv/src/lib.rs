@@ -372,7 +372,13 @@ impl ControlPlane {
         ];
         match env.version {
             // The insecure port was removed in 1.24.
-            KubeVersion::V1_20 => args.push("--insecure-port=0".to_string()),
+            // CSIStorageCapacity is alpha in 1.20: its feature gate and
+            // storage.k8s.io/v1alpha1 on, for the capacity check.
+            KubeVersion::V1_20 => args.extend([
+                "--insecure-port=0".to_string(),
+                "--feature-gates=CSIStorageCapacity=true".to_string(),
+                "--runtime-config=storage.k8s.io/v1alpha1=true".to_string(),
+            ]),
             // CSIStorageCapacity is served at storage.k8s.io/v1 (GA in 1.24).
             KubeVersion::V1_32 => {}
         }

@@ -109,3 +109,35 @@ pub fn plimsoll_on(
         .output()
         .expect("run plimsoll")
 }
+
+/// The bundled example (profiles, overlays, site values) with the test
+/// charts in place of the vendor's, releases in namespace `ns`; `patch`
+/// adds the Percona patch to the data release.
+pub fn example_repo(ns: &str, patch: bool) -> tempfile::TempDir {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let dir = tempfile::tempdir().unwrap();
+    for d in ["profiles", "overlays", "site"] {
+        copy_dir(&root.join(d), &dir.path().join(d));
+    }
+    copy_dir(
+        &root.join("fixtures/charts/test-data-1.0.0"),
+        &dir.path().join("charts/test-data"),
+    );
+    copy_dir(
+        &root.join("fixtures/charts/test-app-1.0.0"),
+        &dir.path().join("charts/test-app"),
+    );
+    let patches = if patch {
+        "    patches:\n      - apiVersion: psmdb.percona.com/v1\n        kind: PerconaServerMongoDB\n        name: mongo\n        patch:\n          - {op: replace, path: /spec/enableVolumeExpansion, value: true}\n"
+    } else {
+        ""
+    };
+    let stack = format!(
+        "name: example\nvariables:\n  segment: {{values: [m, l, xl], default: m}}\n  cloud: {{values: [aws, azure, gcp], default: aws}}\n\
+         stages: [data, application]\nreleases:\n\
+         \x20 - name: thingpark-data\n    chart: charts/test-data\n    version: 1.0.0\n    namespace: {ns}\n    stage: data\n    layers: &data-stack\n      - overlays/storage/${{cloud}}.yaml\n      - overlays/priority-class.yaml\n      - profiles/${{segment}}.yaml\n      - site/data-stack.yaml\n{patches}\
+         \x20 - name: thingpark-enterprise\n    chart: charts/test-app\n    version: 1.0.0\n    namespace: {ns}\n    stage: application\n    layers:\n      - overlays/storage/${{cloud}}.yaml\n      - overlays/lb/${{cloud}}.yaml\n      - overlays/priority-class.yaml\n      - profiles/${{segment}}.yaml\n      - site/application-stack.yaml\n"
+    );
+    std::fs::write(dir.path().join("plimsoll.yaml"), stack).unwrap();
+    dir
+}

@@ -134,6 +134,12 @@ pub fn to_text(plan: &Plan) -> String {
             }
         }
     }
+    if let Some(c) = &plan.capacity {
+        out.push_str("\nCapacity:\n");
+        for line in c.lines() {
+            out.push_str(&format!("  {line}\n"));
+        }
+    }
     out
 }
 
@@ -285,6 +291,12 @@ pub fn to_markdown(plan: &Plan) -> String {
                     o.diff
                 ));
             }
+        }
+    }
+    if let Some(c) = plan.capacity.as_ref().filter(|_| plan.refusals.is_empty()) {
+        out.push_str("\n### Capacity\n\n");
+        for line in c.lines() {
+            out.push_str(&format!("- {}\n", line.trim_start()));
         }
     }
     markdown_values_since_base(plan, &mut out);

@@ -222,6 +222,9 @@ pub struct Plan {
     /// The platform release move, with a release manifest.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub platform: Option<crate::platform::PlatformMove>,
+    /// Will the new state fit (an estimate); with changes only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub capacity: Option<crate::capacity::Capacity>,
 }
 
 impl Plan {
@@ -546,6 +549,17 @@ pub fn plan(desired: &[DesiredRelease], observed: &ObservedState, options: &Plan
             });
             out.releases.push(rp);
         }
+    }
+    if out.has_changes() {
+        let capacity = crate::capacity::capacity(desired, observed);
+        for problem in capacity.problems() {
+            if options.strict {
+                out.refusals.push(Refusal::Capacity { problem });
+            } else {
+                out.warnings.push(format!("capacity: {problem}"));
+            }
+        }
+        out.capacity = Some(capacity);
     }
     out
 }

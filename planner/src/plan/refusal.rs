@@ -118,6 +118,9 @@ pub enum Refusal {
     /// The cluster runs charts of several platform releases and the
     /// target does not complete a move between two.
     PlatformMixed { to: String, charts: Vec<String> },
+    /// With `--strict`: the new state does not fit the cluster (the
+    /// capacity estimate).
+    Capacity { problem: String },
     /// A phased list (moved one element per edit, see
     /// [`crate::phased`]) cannot be moved: an element without its key, a
     /// key twice, an element changed in place.
@@ -160,6 +163,7 @@ impl Refusal {
             | Refusal::PlatformMajorNotFromLatest { .. }
             | Refusal::PlatformUnordered { .. }
             | Refusal::PlatformMixed { .. } => "platform",
+            Refusal::Capacity { .. } => "capacity",
         }
     }
 
@@ -228,6 +232,9 @@ impl Refusal {
             ),
             Refusal::PlatformUnordered { tag, to } => format!(
                 "platform release {tag} is not a version, so the move to {to} cannot be checked against the upgrade rules; give the release a version in the manifest"
+            ),
+            Refusal::Capacity { problem } => format!(
+                "{problem}: add nodes or capacity, or choose a smaller sizing (`plimsoll estimate` shows what each needs); without --strict this is a warning"
             ),
             Refusal::PlatformMixed { to, charts } => format!(
                 "the cluster runs charts of more than one platform release ({}), and {to} does not complete a move between two of them; select the release the cluster was moving to, so that the next sync completes that move",
