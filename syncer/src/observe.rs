@@ -332,38 +332,31 @@ async fn observe_namespace(
     // The other kinds only when a manifest holds one (the RBAC a chart
     // needs covers what it renders).
     let has = |kind: &str| wanted.iter().any(|(_, k, _)| k == kind);
-    if has("DaemonSet") {
-        for x in Api::<k8s_openapi::api::apps::v1::DaemonSet>::namespaced(client.clone(), namespace)
-            .list(&ListParams::default())
-            .await?
-        {
-            keep(
-                "apps/v1",
-                "DaemonSet",
-                serde_json::to_value(&x).unwrap_or_default(),
-            );
+    for (api_version, kind, resource) in [
+        (
+            "apps/v1",
+            "DaemonSet",
+            kube::core::ApiResource::erase::<k8s_openapi::api::apps::v1::DaemonSet>(&()),
+        ),
+        (
+            "v1",
+            "Service",
+            kube::core::ApiResource::erase::<k8s_openapi::api::core::v1::Service>(&()),
+        ),
+        (
+            "v1",
+            "ConfigMap",
+            kube::core::ApiResource::erase::<k8s_openapi::api::core::v1::ConfigMap>(&()),
+        ),
+    ] {
+        if !has(kind) {
+            continue;
         }
-    }
-    if has("Service") {
-        for x in Api::<k8s_openapi::api::core::v1::Service>::namespaced(client.clone(), namespace)
-            .list(&ListParams::default())
-            .await?
-        {
+        let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), namespace, &resource);
+        for x in api.list(&ListParams::default()).await? {
             keep(
-                "v1",
-                "Service",
-                serde_json::to_value(&x).unwrap_or_default(),
-            );
-        }
-    }
-    if has("ConfigMap") {
-        for x in Api::<k8s_openapi::api::core::v1::ConfigMap>::namespaced(client.clone(), namespace)
-            .list(&ListParams::default())
-            .await?
-        {
-            keep(
-                "v1",
-                "ConfigMap",
+                api_version,
+                kind,
                 serde_json::to_value(&x).unwrap_or_default(),
             );
         }
