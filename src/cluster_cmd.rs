@@ -103,7 +103,11 @@ pub fn estimate(
         }
         (None, false) => None,
     };
-    let e = plimsoll_planner::capacity::estimate(&desired.releases, observed.as_ref());
+    let e = plimsoll_planner::capacity::estimate(
+        &desired.releases,
+        observed.as_ref(),
+        &desired.storage_pools,
+    );
     let text = if json {
         serde_json::to_string_pretty(&e)? + "\n"
     } else {

@@ -144,6 +144,29 @@ async fn the_new_sizing_is_checked_against_nodes_and_published_storage_before_an
         text(&o)
     );
 
+    // The ext4 class publishes nothing; declared as a local pool of 10Gi
+    // on the node, the two lrc claims' growth (10Gi each) does not fit.
+    let stack = std::fs::read_to_string(dir.join("plimsoll.yaml")).unwrap();
+    std::fs::write(
+        dir.join("plimsoll.yaml"),
+        format!("{stack}storagePools:\n  - storageClass: {}\n    kind: local\n    free: {{stand-in: 15Gi}}\n", CLASSES[1]),
+    )
+    .unwrap();
+    let o = run(&["plan", "--strict", "--set", "segment=l"]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(
+        stdout(&o).contains("REFUSED: storage pool thingpark-csi-gp3-ext4: 1 claim(s) find no room: thingpark/data-lrc-"),
+        "{}",
+        text(&o)
+    );
+    let o = run(&["plan", "--set", "segment=l"]);
+    assert!(
+        stdout(&o).contains("storage pool thingpark-csi-gp3-ext4 (local): stand-in 10Gi of 15Gi free"),
+        "{}",
+        text(&o)
+    );
+    std::fs::write(dir.join("plimsoll.yaml"), stack).unwrap();
+
     // What an operator runs before choosing a segment.
     let helm = cluster.cp.helm.display().to_string();
     let alone = support::plimsoll(dir, &["estimate", "--set", "segment=xl", "--helm", &helm]);

@@ -108,6 +108,25 @@ pub struct ComputeFit {
     /// Pods that would not fit: `ns/deployment/twa #3 (cpu 500m, memory 1Gi): why`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub unplaced: Vec<String>,
+    /// Each schedulable node after the placement.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub per_node: Vec<NodeUse>,
+    /// Where each placed pod went: (namespace, workload, ordinal, node).
+    #[serde(skip)]
+    pub placements: Vec<(String, String, u32, String)>,
+}
+
+/// A node after the placement: what it has, what stays, what is placed.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeUse {
+    pub name: String,
+    pub cpu_millis: u64,
+    pub memory_bytes: u64,
+    /// Requests of the pods that stay and of the pods placed.
+    pub cpu_millis_used: u64,
+    pub memory_bytes_used: u64,
+    /// The stack's pods placed here.
+    pub pods: u32,
 }
 
 /// A StorageClass's growth and what the cluster publishes for it.
@@ -146,6 +165,38 @@ pub struct Capacity {
     pub compute: Option<ComputeFit>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub storage: Vec<ClassGrowth>,
+    /// The stack file's storage pools, with the growth placed on them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pools: Vec<PoolFit>,
+}
+
+impl PoolFit {
+    /// One line per node, and the claims that find no room.
+    pub fn lines(&self) -> Vec<String> {
+        let kind = if self.replicated {
+            format!("replicated × {}", self.replicas)
+        } else {
+            "local".to_string()
+        };
+        let mut out = vec![format!(
+            "storage pool {} ({kind}): {}",
+            self.storage_class,
+            self.per_node
+                .iter()
+                .map(|n| format!(
+                    "{} {} of {} free",
+                    n.name,
+                    bytes_text(n.needed_bytes),
+                    bytes_text(n.free_bytes)
+                ))
+                .collect::<Vec<_>>()
+                .join(", ")
+        )];
+        for u in &self.unplaced {
+            out.push(format!("  does not fit: {u}"));
+        }
+        out
+    }
 }
 
 impl Capacity {
@@ -160,6 +211,16 @@ impl Capacity {
                     c.nodes,
                     cpu_text(c.cpu_millis.shortfall),
                     bytes_text(c.memory_bytes.shortfall)
+                ));
+            }
+        }
+        for p in &self.pools {
+            if !p.unplaced.is_empty() {
+                out.push(format!(
+                    "storage pool {}: {} claim(s) find no room: {}",
+                    p.storage_class,
+                    p.unplaced.len(),
+                    p.unplaced.join("; ")
                 ));
             }
         }
@@ -222,11 +283,18 @@ impl Capacity {
                         _ => "",
                     }
                 ),
+                None if self.pools.iter().any(|p| p.storage_class == s.storage_class) => format!(
+                    "storage class {}: {growth}; placed on the declared pool below",
+                    s.storage_class
+                ),
                 None => format!(
                     "storage class {}: {growth}; the class publishes no capacity (CSIStorageCapacity), not checked",
                     s.storage_class
                 ),
             });
+        }
+        for p in &self.pools {
+            out.extend(p.lines());
         }
         out
     }
@@ -537,6 +605,12 @@ pub fn compute_fit(shapes: &[PodShape], nodes: &[NodeState], pods: &[PodState]) 
                     f.0 -= cpu;
                     f.1 -= mem;
                 }
+                fit.placements.push((
+                    shape.namespace.clone(),
+                    shape.workload.clone(),
+                    ordinal,
+                    node.to_string(),
+                ));
                 placed.insert(
                     (shape.namespace.as_str(), shape.workload.as_str(), node),
                     (),
@@ -561,13 +635,44 @@ pub fn compute_fit(shapes: &[PodShape], nodes: &[NodeState], pods: &[PodState]) 
         }
     }
     fit.unplaced.sort();
+    fit.per_node = schedulable
+        .iter()
+        .map(|n| {
+            let (cpu, mem) = free[n.name.as_str()];
+            NodeUse {
+                name: n.name.clone(),
+                cpu_millis: n.cpu_millis,
+                memory_bytes: n.memory_bytes,
+                cpu_millis_used: (n.cpu_millis as i128 - cpu).max(0) as u64,
+                memory_bytes_used: (n.memory_bytes as i128 - mem).max(0) as u64,
+                pods: fit.placements.iter().filter(|p| p.3 == n.name).count() as u32,
+            }
+        })
+        .collect();
     fit
 }
 
-/// Storage growth per class: claims of the desired StatefulSets that do
-/// not exist yet, and growth of those that do.
-pub fn storage_growth(desired: &[DesiredRelease], observed: &ObservedState) -> Vec<ClassGrowth> {
-    let mut by_class: BTreeMap<String, ClassGrowth> = BTreeMap::new();
+/// One claim of a desired StatefulSet and how much it grows (all of it
+/// when it does not exist yet).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClaimGrowth {
+    pub namespace: String,
+    pub statefulset: String,
+    pub ordinal: u32,
+    pub pvc: String,
+    pub storage_class: String,
+    pub size: u64,
+    pub growth: u64,
+    pub new: bool,
+}
+
+/// Every claim of the desired StatefulSets, with its growth against
+/// `observed` (no observation: every claim is new).
+pub fn claim_growth(
+    desired: &[DesiredRelease],
+    observed: Option<&ObservedState>,
+) -> Vec<ClaimGrowth> {
+    let mut out = Vec::new();
     for d in desired {
         for s in &d.statefulsets {
             for t in &s.claim_templates {
@@ -577,57 +682,194 @@ pub fn storage_growth(desired: &[DesiredRelease], observed: &ObservedState) -> V
                 };
                 for i in 0..s.replicas.min(10_000) {
                     let pvc = format!("{}-{}-{i}", t.name, s.name);
-                    let existing = observed
-                        .pvcs
-                        .iter()
-                        .find(|p| p.namespace == d.namespace && p.name == pvc);
-                    let class = t
-                        .storage_class
-                        .clone()
-                        .or_else(|| existing.and_then(|p| p.storage_class.clone()))
-                        .unwrap_or_else(|| "(default)".to_string());
-                    let g = by_class
-                        .entry(class.clone())
-                        .or_insert_with(|| ClassGrowth {
-                            storage_class: class,
-                            new_bytes: 0,
-                            expansion_bytes: 0,
-                            published_bytes: None,
-                            maximum_volume_bytes: None,
-                            too_large: Vec::new(),
-                        });
-                    match existing {
-                        Some(p) => {
-                            let now = quantity_bytes(&p.request).unwrap_or(0) as u64;
-                            g.expansion_bytes += size.saturating_sub(now);
-                        }
-                        None => g.new_bytes += size,
-                    }
-                    if let Some(max) = g
-                        .maximum_volume_bytes
-                        .or_else(|| published(observed, &g.storage_class).and_then(|(_, m)| m))
-                    {
-                        if size > max {
-                            g.too_large.push(format!(
-                                "{}/{pvc} ({})",
-                                d.namespace,
-                                bytes_text(size)
-                            ));
-                        }
-                    }
+                    let existing = observed.and_then(|o| {
+                        o.pvcs
+                            .iter()
+                            .find(|p| p.namespace == d.namespace && p.name == pvc)
+                    });
+                    let now = existing.map(|p| quantity_bytes(&p.request).unwrap_or(0) as u64);
+                    out.push(ClaimGrowth {
+                        namespace: d.namespace.clone(),
+                        statefulset: s.name.clone(),
+                        ordinal: i,
+                        storage_class: t
+                            .storage_class
+                            .clone()
+                            .or_else(|| existing.and_then(|p| p.storage_class.clone()))
+                            .unwrap_or_else(|| "(default)".to_string()),
+                        pvc,
+                        size,
+                        growth: now.map_or(size, |n| size.saturating_sub(n)),
+                        new: existing.is_none(),
+                    });
                 }
             }
         }
     }
-    let mut out: Vec<ClassGrowth> = by_class.into_values().collect();
-    for g in &mut out {
-        if let Some((total, max)) = published(observed, &g.storage_class) {
-            g.published_bytes = Some(total);
-            g.maximum_volume_bytes = max;
+    out
+}
+
+/// Storage growth per class: claims of the desired StatefulSets that do
+/// not exist yet, and growth of those that do.
+pub fn storage_growth(desired: &[DesiredRelease], observed: &ObservedState) -> Vec<ClassGrowth> {
+    let mut by_class: BTreeMap<String, ClassGrowth> = BTreeMap::new();
+    for c in claim_growth(desired, Some(observed)) {
+        let published = published(observed, &c.storage_class);
+        let g = by_class
+            .entry(c.storage_class.clone())
+            .or_insert_with(|| ClassGrowth {
+                storage_class: c.storage_class.clone(),
+                new_bytes: 0,
+                expansion_bytes: 0,
+                published_bytes: published.map(|(t, _)| t),
+                maximum_volume_bytes: published.and_then(|(_, m)| m),
+                too_large: Vec::new(),
+            });
+        if c.new {
+            g.new_bytes += c.growth;
+        } else {
+            g.expansion_bytes += c.growth;
+        }
+        if c.growth > 0 && g.maximum_volume_bytes.is_some_and(|max| c.size > max) {
+            g.too_large.push(format!(
+                "{}/{} ({})",
+                c.namespace,
+                c.pvc,
+                bytes_text(c.size)
+            ));
         }
     }
+    let mut out: Vec<ClassGrowth> = by_class.into_values().collect();
     out.retain(|g| g.new_bytes + g.expansion_bytes > 0);
     out
+}
+
+/// A storage pool the stack file declares (`storagePools:`), for classes
+/// that publish nothing: local (a volume group on each node: a claim is
+/// stored on its pod's node) or replicated (a claim stored `replicas`
+/// times, on as many nodes), with the free space of each node.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoragePool {
+    pub storage_class: String,
+    pub replicated: bool,
+    /// Copies of each claim (1 for a local pool).
+    pub replicas: u32,
+    /// Free bytes per node.
+    pub free: BTreeMap<String, u64>,
+}
+
+/// A pool's estimate: per node what it has free and what the growth needs.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PoolFit {
+    pub storage_class: String,
+    pub replicated: bool,
+    pub replicas: u32,
+    pub per_node: Vec<PoolNode>,
+    /// Claims (or replicas of them) that find no node with room.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub unplaced: Vec<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PoolNode {
+    pub name: String,
+    pub free_bytes: u64,
+    pub needed_bytes: u64,
+}
+
+/// Places each claim's growth on the pool's nodes: a local claim on the
+/// node its pod was placed on (else the node with the most room), each
+/// replica of a replicated claim on a different node, most room first.
+pub fn pool_fit(
+    pool: &StoragePool,
+    claims: &[ClaimGrowth],
+    placements: &[(String, String, u32, String)],
+) -> PoolFit {
+    let mut room: BTreeMap<&str, (u64, u64)> = pool
+        .free
+        .iter()
+        .map(|(n, f)| (n.as_str(), (*f, 0u64)))
+        .collect();
+    let mut unplaced = Vec::new();
+    let mut mine: Vec<&ClaimGrowth> = claims
+        .iter()
+        .filter(|c| c.storage_class == pool.storage_class && c.growth > 0)
+        .collect();
+    mine.sort_by(|a, b| b.growth.cmp(&a.growth).then_with(|| a.pvc.cmp(&b.pvc)));
+    for c in mine {
+        let copies = if pool.replicated {
+            pool.replicas.max(1)
+        } else {
+            1
+        };
+        let pinned = (!pool.replicated)
+            .then(|| {
+                placements
+                    .iter()
+                    .find(|p| {
+                        p.0 == c.namespace
+                            && p.1 == format!("statefulset/{}", c.statefulset)
+                            && p.2 == c.ordinal
+                    })
+                    .map(|p| p.3.as_str())
+            })
+            .flatten()
+            .filter(|n| room.contains_key(n));
+        let mut chosen: Vec<&str> = Vec::new();
+        for _ in 0..copies {
+            let candidate = match pinned {
+                Some(n) if chosen.is_empty() => {
+                    Some(n).filter(|n| room[n].0 >= room[n].1 + c.growth)
+                }
+                _ => room
+                    .iter()
+                    .filter(|(n, (free, used))| !chosen.contains(n) && *free >= used + c.growth)
+                    .max_by_key(|(_, (free, used))| free - used)
+                    .map(|(n, _)| *n),
+            };
+            match candidate {
+                Some(n) => chosen.push(n),
+                None => break,
+            }
+        }
+        if chosen.len() < copies as usize {
+            unplaced.push(format!(
+                "{}/{} ({}{}): {}",
+                c.namespace,
+                c.pvc,
+                bytes_text(c.growth),
+                if copies > 1 {
+                    format!(" × {copies}")
+                } else {
+                    String::new()
+                },
+                match pinned {
+                    Some(n) => format!("its pod's node {n} has not enough room"),
+                    None => format!("fewer than {copies} node(s) with room"),
+                }
+            ));
+            continue;
+        }
+        for n in chosen {
+            if let Some(r) = room.get_mut(n) {
+                r.1 += c.growth;
+            }
+        }
+    }
+    PoolFit {
+        storage_class: pool.storage_class.clone(),
+        replicated: pool.replicated,
+        replicas: pool.replicas,
+        per_node: room
+            .into_iter()
+            .map(|(n, (free, used))| PoolNode {
+                name: n.to_string(),
+                free_bytes: free,
+                needed_bytes: used,
+            })
+            .collect(),
+        unplaced,
+    }
 }
 
 /// The capacity a class publishes (sum over segments) and the largest
@@ -690,10 +932,17 @@ pub struct Estimate {
     /// The stack placed on the cluster (its own pods replaced).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cluster: Option<ComputeFit>,
+    /// The declared storage pools with the claims placed on them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pools: Vec<PoolFit>,
 }
 
 /// What the desired state needs; with `observed`, beside what is free.
-pub fn estimate(desired: &[DesiredRelease], observed: Option<&ObservedState>) -> Estimate {
+pub fn estimate(
+    desired: &[DesiredRelease],
+    observed: Option<&ObservedState>,
+    pools: &[StoragePool],
+) -> Estimate {
     let shapes: Vec<PodShape> = desired
         .iter()
         .flat_map(|d| pods_of_manifest(&d.name, &d.namespace, &d.manifest))
@@ -747,7 +996,20 @@ pub fn estimate(desired: &[DesiredRelease], observed: Option<&ObservedState>) ->
             }
         }
     }
+    let cluster = observed
+        .and_then(|o| o.nodes.as_ref().map(|n| (o, n)))
+        .map(|(o, nodes)| compute_fit(&shapes, nodes, &o.pods));
+    let claims = claim_growth(desired, observed);
+    let placements = cluster
+        .as_ref()
+        .map(|c| c.placements.as_slice())
+        .unwrap_or(&[]);
+    let pools = pools
+        .iter()
+        .map(|p| pool_fit(p, &claims, placements))
+        .collect();
     Estimate {
+        pools,
         pods: workloads.iter().map(|w| w.pods).sum(),
         cpu_millis: workloads
             .iter()
@@ -768,9 +1030,7 @@ pub fn estimate(desired: &[DesiredRelease], observed: Option<&ObservedState>) ->
         }),
         workloads,
         storage: storage.into_values().collect(),
-        cluster: observed
-            .and_then(|o| o.nodes.as_ref().map(|n| (o, n)))
-            .map(|(o, nodes)| compute_fit(&shapes, nodes, &o.pods)),
+        cluster,
     }
 }
 
@@ -838,10 +1098,17 @@ impl Estimate {
                 ));
             }
         }
+        if !self.pools.is_empty() {
+            out.push('\n');
+            for p in &self.pools {
+                for line in p.lines() {
+                    out.push_str(&format!("{line}\n"));
+                }
+            }
+        }
         if let Some(c) = &self.cluster {
             out.push_str(&format!(
-                "
-On the cluster ({} node(s)): CPU {} needed, {} free of {}; memory {} needed, {} free of {}
+                "\nOn the cluster ({} node(s)): CPU {} needed, {} free of {}; memory {} needed, {} free of {}
 ",
                 c.nodes,
                 cpu_text(c.cpu_millis.needed),
@@ -859,6 +1126,23 @@ On the cluster ({} node(s)): CPU {} needed, {} free of {}; memory {} needed, {} 
                 ),
                 bytes_text(c.memory_bytes.allocatable),
             ));
+            out.push_str(&format!(
+                "\n{:<32} {:>5} {:>17} {:>21}\n",
+                "NODE", "PODS", "CPU USED/ALLOC", "MEMORY USED/ALLOC"
+            ));
+            for n in &c.per_node {
+                out.push_str(&format!(
+                    "{:<32} {:>5} {:>17} {:>21}\n",
+                    n.name,
+                    n.pods,
+                    format!("{}/{}", cpu_text(n.cpu_millis_used), cpu_text(n.cpu_millis)),
+                    format!(
+                        "{}/{}",
+                        bytes_text(n.memory_bytes_used),
+                        bytes_text(n.memory_bytes)
+                    ),
+                ));
+            }
             if c.unplaced.is_empty() {
                 out.push_str(
                     "fits (first fit, largest pods first)
@@ -884,16 +1168,31 @@ On the cluster ({} node(s)): CPU {} needed, {} free of {}; memory {} needed, {} 
 }
 
 /// The capacity section for a plan.
-pub fn capacity(desired: &[DesiredRelease], observed: &ObservedState) -> Capacity {
+pub fn capacity(
+    desired: &[DesiredRelease],
+    observed: &ObservedState,
+    pools: &[StoragePool],
+) -> Capacity {
     let shapes: Vec<PodShape> = desired
         .iter()
         .flat_map(|d| pods_of_manifest(&d.name, &d.namespace, &d.manifest))
         .collect();
+    let compute = observed
+        .nodes
+        .as_ref()
+        .map(|nodes| compute_fit(&shapes, nodes, &observed.pods));
+    let claims = claim_growth(desired, Some(observed));
+    let placements = compute
+        .as_ref()
+        .map(|c| c.placements.as_slice())
+        .unwrap_or(&[]);
     Capacity {
-        compute: observed
-            .nodes
-            .as_ref()
-            .map(|nodes| compute_fit(&shapes, nodes, &observed.pods)),
+        pools: pools
+            .iter()
+            .map(|p| pool_fit(p, &claims, placements))
+            .filter(|f| f.per_node.iter().any(|n| n.needed_bytes > 0) || !f.unplaced.is_empty())
+            .collect(),
+        compute,
         storage: storage_growth(desired, observed),
     }
 }
@@ -984,6 +1283,86 @@ mod tests {
         assert!(
             fit.unplaced[0].starts_with("tp/statefulset/db #"),
             "{fit:?}"
+        );
+    }
+
+    fn claim(pvc: &str, sts: &str, ordinal: u32, class: &str, gi: u64) -> ClaimGrowth {
+        ClaimGrowth {
+            namespace: "tp".into(),
+            statefulset: sts.into(),
+            ordinal,
+            pvc: pvc.into(),
+            storage_class: class.into(),
+            size: gi << 30,
+            growth: gi << 30,
+            new: true,
+        }
+    }
+
+    #[test]
+    fn pools_local_on_the_pods_node_replicated_on_distinct_nodes() {
+        // Kloudspot's layout: a cStor pool (shared, 3 replicas) and an LVM
+        // volume group (unshared) on each of three nodes.
+        let free = |gi: [u64; 3]| {
+            BTreeMap::from([
+                ("n1".to_string(), gi[0] << 30),
+                ("n2".to_string(), gi[1] << 30),
+                ("n3".to_string(), gi[2] << 30),
+            ])
+        };
+        let shared = StoragePool {
+            storage_class: "cstor".into(),
+            replicated: true,
+            replicas: 3,
+            free: free([20, 20, 20]),
+        };
+        let claims = [
+            claim("state-flink-0", "flink", 0, "cstor", 10),
+            claim("es-flink-0", "flink", 0, "cstor", 10),
+        ];
+        let fit = pool_fit(&shared, &claims, &[]);
+        assert!(fit.unplaced.is_empty(), "{fit:?}");
+        assert!(
+            fit.per_node.iter().all(|n| n.needed_bytes == 20 << 30),
+            "each node holds a replica of each: {fit:?}"
+        );
+        let more = [
+            claims[0].clone(),
+            claims[1].clone(),
+            claim("db-x-0", "x", 0, "cstor", 1),
+        ];
+        let fit = pool_fit(&shared, &more, &[]);
+        assert_eq!(
+            fit.unplaced,
+            ["tp/db-x-0 (1Gi × 3): fewer than 3 node(s) with room"]
+        );
+
+        let local = StoragePool {
+            storage_class: "lvm".into(),
+            replicated: false,
+            replicas: 1,
+            free: free([5, 50, 50]),
+        };
+        let claims = [claim("data-mongo-0", "mongo", 0, "lvm", 10)];
+        // Its pod lands on n1, which has 5Gi: it does not fit there, though
+        // other nodes have room.
+        let placements = [(
+            "tp".to_string(),
+            "statefulset/mongo".to_string(),
+            0,
+            "n1".to_string(),
+        )];
+        let fit = pool_fit(&local, &claims, &placements);
+        assert_eq!(
+            fit.unplaced,
+            ["tp/data-mongo-0 (10Gi): its pod's node n1 has not enough room"]
+        );
+        // Placement unknown (no cluster): the node with the most room.
+        let fit = pool_fit(&local, &claims, &[]);
+        assert!(fit.unplaced.is_empty());
+        assert_eq!(
+            fit.per_node.iter().map(|n| n.needed_bytes).sum::<u64>(),
+            10 << 30
         );
     }
 

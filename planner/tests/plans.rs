@@ -26,6 +26,9 @@ struct Options {
     /// The release manifest and the platform release selected.
     #[serde(default)]
     platform: Option<plimsoll_planner::platform::Platform>,
+    /// The stack file's `storagePools:`.
+    #[serde(default)]
+    storage_pools: Vec<plimsoll_planner::capacity::StoragePool>,
 }
 
 #[test]
@@ -60,6 +63,7 @@ fn planner_cases() {
             operator_volumes: opts.operator_volumes,
             platform: opts.platform,
             manifest_context: None,
+            storage_pools: opts.storage_pools,
         };
         let p = plan(&desired, &observed, &options);
         let text = to_text(&p);

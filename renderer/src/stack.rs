@@ -132,6 +132,20 @@ pub struct Stack {
     pub platform: Option<PlatformDecl>,
     /// Chart repositories and registries (`repositories:`).
     pub repositories: Vec<RepositoryDecl>,
+    /// Storage pools for the capacity check (`storagePools:`).
+    pub storage_pools: Vec<StoragePoolDecl>,
+}
+
+/// One entry of `storagePools:`: a StorageClass backed by a local pool (a
+/// volume group on each node) or a replicated one (each claim stored
+/// `replicas` times), with each node's free space.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoragePoolDecl {
+    pub storage_class: String,
+    pub replicated: bool,
+    pub replicas: u32,
+    /// (node, free size as a quantity), in the file's order.
+    pub free: Vec<(String, String)>,
 }
 
 /// One entry of `repositories:`: a Helm chart repository (`https://`,
@@ -388,6 +402,7 @@ pub fn parse(file: &str, bytes: &[u8]) -> Result<Stack, StackError> {
             "operatorVolumes",
             "platform",
             "repositories",
+            "storagePools",
         ],
         "the stack file",
     )?;
@@ -425,6 +440,7 @@ pub fn parse(file: &str, bytes: &[u8]) -> Result<Stack, StackError> {
     let phased_lists = parse_phased_lists(&r, &root)?;
     let operator_volumes = parse_operator_volumes(&r, &root)?;
     let repositories = parse_repositories(&r, &root)?;
+    let storage_pools = parse_storage_pools(&r, &root)?;
     check_repository_references(&r, &root, &repositories, &releases)?;
     let stages = order_stages(&r, &root, stage_decl, &releases)?;
     releases.sort_by_key(|rel| {
@@ -446,7 +462,103 @@ pub fn parse(file: &str, bytes: &[u8]) -> Result<Stack, StackError> {
         operator_volumes,
         platform,
         repositories,
+        storage_pools,
     })
+}
+
+/// `storagePools:` storageClass, kind (`local` or `replicated`),
+/// replicas (replicated: 1 to 16), free (node: size).
+fn parse_storage_pools(r: &Reader<'_>, root: &Node) -> Result<Vec<StoragePoolDecl>, StackError> {
+    let Some(list) = root.get("storagePools") else {
+        return Ok(Vec::new());
+    };
+    let mut out: Vec<StoragePoolDecl> = Vec::new();
+    for entry in r.seq(list, "storagePools")? {
+        let m = r.map(entry, "a storage pool")?;
+        r.check_keys(
+            m,
+            &["storageClass", "kind", "replicas", "free"],
+            "a storage pool",
+        )?;
+        let get = |k: &str| -> Result<(String, &Node), StackError> {
+            let v = m
+                .get(k)
+                .ok_or_else(|| r.err(m, format!("a storage pool needs `{k}`")))?;
+            Ok((r.string(v, k)?, v))
+        };
+        let (storage_class, at) = get("storageClass")?;
+        if !is_dns_label(&storage_class.replace('.', "-"), 253) {
+            return Err(r.err(
+                at,
+                format!("storageClass {storage_class:?} is not a StorageClass name"),
+            ));
+        }
+        if out.iter().any(|p| p.storage_class == storage_class) {
+            return Err(r.err(
+                at,
+                format!("storage pool {storage_class:?} is declared twice"),
+            ));
+        }
+        let (kind, at) = get("kind")?;
+        let replicated = match kind.as_str() {
+            "local" => false,
+            "replicated" => true,
+            _ => {
+                return Err(r.err(
+                    at,
+                    format!("kind {kind:?}: `local` (a volume group on each node) or `replicated`"),
+                ))
+            }
+        };
+        let replicas = match m.get("replicas") {
+            Some(n) if replicated => match r.string(n, "replicas")?.parse::<u32>() {
+                Ok(x) if (1..=16).contains(&x) => x,
+                _ => return Err(r.err(n, "replicas: 1 to 16")),
+            },
+            Some(n) => return Err(r.err(n, "replicas: only for a replicated pool")),
+            None if replicated => return Err(r.err(m, "a replicated pool needs `replicas`")),
+            None => 1,
+        };
+        let free_node = m
+            .get("free")
+            .ok_or_else(|| r.err(m, "a storage pool needs `free` (node: size)"))?;
+        let mut free = Vec::new();
+        for (k, v) in r.map(free_node, "free")?.pairs().take(10_000) {
+            if !is_dns_label(&k.value.replace('.', "-"), 253) {
+                return Err(r.err(k, format!("node {:?} is not a node name", k.value)));
+            }
+            let size = r.string(v, "a size")?;
+            if !is_quantity(&size) {
+                return Err(r.err(v, format!("size {size:?} is not a quantity (e.g. 87Gi)")));
+            }
+            free.push((k.value.clone(), size));
+        }
+        if free.is_empty() {
+            return Err(r.err(free_node, "free: at least one node"));
+        }
+        out.push(StoragePoolDecl {
+            storage_class,
+            replicated,
+            replicas,
+            free,
+        });
+    }
+    Ok(out)
+}
+
+/// A Kubernetes quantity of bytes: digits, a fraction, a suffix.
+fn is_quantity(s: &str) -> bool {
+    let digits = s.trim_end_matches(|c: char| c.is_ascii_alphabetic());
+    let suffix = &s[digits.len()..];
+    !digits.is_empty()
+        && s.len() <= 32
+        && digits
+            .parse::<f64>()
+            .is_ok_and(|n| n.is_finite() && n >= 0.0)
+        && [
+            "", "Ki", "Mi", "Gi", "Ti", "Pi", "Ei", "k", "M", "G", "T", "P", "E",
+        ]
+        .contains(&suffix)
 }
 
 /// `repositories:` name (a DNS label), url, optional caFile and

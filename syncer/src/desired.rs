@@ -45,6 +45,8 @@ pub struct DesiredState {
     pub platform: Option<plimsoll_planner::platform::Platform>,
     /// The stack's `operatorVolumes:` (claims operators keep).
     pub operator_volumes: Vec<plimsoll_planner::plan::OperatorVolumeRule>,
+    /// The stack's `storagePools:`, sizes in bytes.
+    pub storage_pools: Vec<plimsoll_planner::capacity::StoragePool>,
     pub rendered: Rendered,
     /// Sha-256 of everything a sync applies (values, charts, versions,
     /// patches): the journal resumes only a plan for the same digest.
@@ -363,6 +365,23 @@ pub fn load(source: &StackSource, rev: Option<&str>, helm: &Path) -> anyhow::Res
                 enabled_by: v.enabled_by.clone(),
             })
             .collect(),
+        storage_pools: stack
+            .storage_pools
+            .iter()
+            .map(|p| plimsoll_planner::capacity::StoragePool {
+                storage_class: p.storage_class.clone(),
+                replicated: p.replicated,
+                replicas: p.replicas,
+                free: p
+                    .free
+                    .iter()
+                    .map(|(n, q)| {
+                        let bytes = plimsoll_planner::state::quantity_bytes(q).unwrap_or(0);
+                        (n.clone(), bytes.min(u64::MAX as u128) as u64)
+                    })
+                    .collect(),
+            })
+            .collect(),
         revision: revision.as_ref().map(|r| r.commit.clone()),
         releases,
         sources,
@@ -418,6 +437,7 @@ impl DesiredState {
             operator_volumes: self.operator_volumes.clone(),
             platform: self.platform.clone(),
             manifest_context: None,
+            storage_pools: self.storage_pools.clone(),
         }
     }
 }

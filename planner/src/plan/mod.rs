@@ -266,6 +266,9 @@ pub struct PlanOptions {
     /// Lines of context in the manifest diff (`--context N`); `None`:
     /// [`crate::manifest_diff::DEFAULT_CONTEXT`].
     pub manifest_context: Option<usize>,
+    /// The stack file's `storagePools:` (local and replicated pools the
+    /// capacity check places claims on).
+    pub storage_pools: Vec<crate::capacity::StoragePool>,
 }
 
 impl Step {
@@ -551,7 +554,7 @@ pub fn plan(desired: &[DesiredRelease], observed: &ObservedState, options: &Plan
         }
     }
     if out.has_changes() {
-        let capacity = crate::capacity::capacity(desired, observed);
+        let capacity = crate::capacity::capacity(desired, observed, &options.storage_pools);
         for problem in capacity.problems() {
             if options.strict {
                 out.refusals.push(Refusal::Capacity { problem });
