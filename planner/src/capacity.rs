@@ -1167,6 +1167,52 @@ impl Estimate {
     }
 }
 
+/// Adds the growth of claims an operator keeps (namespace, PVC, new size)
+/// to their classes.
+pub fn add_operator_growth(
+    capacity: &mut Capacity,
+    observed: &ObservedState,
+    claims: &[(String, String, String)],
+) {
+    for (namespace, pvc, to) in claims {
+        let Some(p) = observed
+            .pvcs
+            .iter()
+            .find(|p| p.namespace == *namespace && p.name == *pvc)
+        else {
+            continue;
+        };
+        let now = quantity_bytes(&p.request).unwrap_or(0) as u64;
+        let to = quantity_bytes(to).unwrap_or(0) as u64;
+        let class = p
+            .storage_class
+            .clone()
+            .unwrap_or_else(|| "(default)".into());
+        let published = published(observed, &class);
+        match capacity
+            .storage
+            .iter_mut()
+            .find(|g| g.storage_class == class)
+        {
+            Some(g) => g.expansion_bytes += to.saturating_sub(now),
+            None => capacity.storage.push(ClassGrowth {
+                storage_class: class,
+                new_bytes: 0,
+                expansion_bytes: to.saturating_sub(now),
+                published_bytes: published.map(|(t, _)| t),
+                maximum_volume_bytes: published.and_then(|(_, m)| m),
+                too_large: Vec::new(),
+            }),
+        }
+    }
+    capacity
+        .storage
+        .retain(|g| g.new_bytes + g.expansion_bytes > 0);
+    capacity
+        .storage
+        .sort_by(|a, b| a.storage_class.cmp(&b.storage_class));
+}
+
 /// The capacity section for a plan.
 pub fn capacity(
     desired: &[DesiredRelease],

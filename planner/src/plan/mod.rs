@@ -554,7 +554,20 @@ pub fn plan(desired: &[DesiredRelease], observed: &ObservedState, options: &Plan
         }
     }
     if out.has_changes() {
-        let capacity = crate::capacity::capacity(desired, observed, &options.storage_pools);
+        let mut capacity = crate::capacity::capacity(desired, observed, &options.storage_pools);
+        // Claims operators keep grow too (Percona's, Strimzi's).
+        let operator_claims: Vec<(String, String, String)> = out
+            .releases
+            .iter()
+            .flat_map(|r| &r.steps)
+            .filter_map(|s| match s {
+                Step::WaitForOperatorExpansion {
+                    namespace, pvc, to, ..
+                } => Some((namespace.clone(), pvc.clone(), to.clone())),
+                _ => None,
+            })
+            .collect();
+        crate::capacity::add_operator_growth(&mut capacity, observed, &operator_claims);
         for problem in capacity.problems() {
             if options.strict {
                 out.refusals.push(Refusal::Capacity { problem });
