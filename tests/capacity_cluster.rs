@@ -115,31 +115,39 @@ async fn the_new_sizing_is_checked_against_nodes_and_published_storage_before_an
     assert_eq!(capacity_section(&stdout(&offline)), capacity_section(&stdout(&online)), "{}", text(&offline));
     assert!(!capacity_section(&stdout(&online)).is_empty());
 
-    // The xfs class publishes 50Gi: m -> l needs 75Gi more.
-    let (version, capacity) = match cluster.cp.version {
-        plimsoll_testenv::KubeVersion::V1_20 => ("v1alpha1", "50Gi"),
-        plimsoll_testenv::KubeVersion::V1_32 => ("v1", "50Gi"),
+    // The xfs class publishes 50Gi in the stand-in node's segment and
+    // 100Gi in another: 150Gi in all, but m -> l needs 75Gi more where its
+    // pods are.
+    let version = match cluster.cp.version {
+        plimsoll_testenv::KubeVersion::V1_20 => "v1alpha1",
+        plimsoll_testenv::KubeVersion::V1_32 => "v1",
     };
-    let published: kube::api::DynamicObject = serde_json::from_value(json!({
-        "apiVersion": format!("storage.k8s.io/{version}"),
-        "kind": "CSIStorageCapacity",
-        "metadata": {"name": "xfs-zone-a", "namespace": NS},
-        "storageClassName": CLASSES[0],
-        "capacity": capacity,
-        "maximumVolumeSize": "40Gi",
-        "nodeTopology": {"matchLabels": {"kubernetes.io/hostname": "stand-in"}},
-    }))
-    .unwrap();
     let gvk = kube::api::GroupVersionKind::gvk("storage.k8s.io", version, "CSIStorageCapacity");
     let (resource, _) = kube::discovery::pinned_kind(&cluster.client, &gvk).await.unwrap();
-    Api::<kube::api::DynamicObject>::namespaced_with(cluster.client.clone(), NS, &resource)
-        .create(&Default::default(), &published)
-        .await
+    let capacities = Api::<kube::api::DynamicObject>::namespaced_with(cluster.client.clone(), NS, &resource);
+    for (name, host, capacity) in [("xfs-stand-in", "stand-in", "50Gi"), ("xfs-elsewhere", "elsewhere", "100Gi")] {
+        let published: kube::api::DynamicObject = serde_json::from_value(json!({
+            "apiVersion": format!("storage.k8s.io/{version}"),
+            "kind": "CSIStorageCapacity",
+            "metadata": {"name": name, "namespace": NS},
+            "storageClassName": CLASSES[0],
+            "capacity": capacity,
+            "maximumVolumeSize": "40Gi",
+            "nodeTopology": {"matchLabels": {"kubernetes.io/hostname": host}},
+        }))
         .unwrap();
+        capacities.create(&Default::default(), &published).await.unwrap();
+    }
     let o = run(&["plan", "--strict", "--set", "segment=l"]);
     assert_eq!(o.status.code(), Some(1), "{}", text(&o));
     assert!(
-        stdout(&o).contains("REFUSED: StorageClass thingpark-csi-gp3-xfs: 75Gi more is needed, 50Gi is published"),
+        stdout(&o).contains("REFUSED: StorageClass thingpark-csi-gp3-xfs in segment kubernetes.io/hostname=stand-in: 75Gi more is needed there, 50Gi is published"),
+        "{}",
+        text(&o)
+    );
+    let o = run(&["plan", "--set", "segment=l"]);
+    assert!(
+        stdout(&o).contains("storage class thingpark-csi-gp3-xfs: 0 new, 75Gi expansion; 150Gi published — does not fit\n    segment kubernetes.io/hostname=stand-in: 75Gi needed, 50Gi published"),
         "{}",
         text(&o)
     );
@@ -175,6 +183,10 @@ async fn the_new_sizing_is_checked_against_nodes_and_published_storage_before_an
     let beside = run(&["estimate", "--cluster", "--set", "segment=xl"]);
     assert!(beside.status.success(), "{}", text(&beside));
     support::golden("capacity", "estimate-xl-on-the-cluster.txt", &stdout(&beside));
+    // From a snapshot: the same.
+    std::fs::write(&snap, snapshot().stdout).unwrap();
+    let offline = support::plimsoll(dir, &["estimate", "--set", "segment=xl", "--live", "snapshot.json", "--helm", &helm]);
+    assert_eq!(stdout(&offline), stdout(&beside), "{}", text(&offline));
     let json = run(&["estimate", "--cluster", "--set", "segment=xl", "--format", "json"]);
     let e: serde_json::Value = serde_json::from_slice(&json.stdout).expect("json");
     assert_eq!(e["cluster"]["unplaced"].as_array().map(Vec::len), Some(2), "{e}");

@@ -147,13 +147,99 @@ pub struct ClassGrowth {
     /// Claims larger than the largest volume published.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub too_large: Vec<String>,
+    /// Per topology segment, the growth of the claims whose pods are
+    /// placed on its nodes (with the compute placement).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub segments: Vec<SegmentUse>,
+}
+
+/// A topology segment of a class: what it publishes, what lands on it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SegmentUse {
+    /// Its node selector (`kubernetes.io/hostname=node1`).
+    pub segment: String,
+    pub capacity_bytes: u64,
+    pub needed_bytes: u64,
 }
 
 impl ClassGrowth {
     /// Whether the growth fits what is published (`None`: not published).
     pub fn fits(&self) -> Option<bool> {
-        self.published_bytes
-            .map(|p| self.new_bytes + self.expansion_bytes <= p && self.too_large.is_empty())
+        self.published_bytes.map(|p| {
+            self.new_bytes + self.expansion_bytes <= p
+                && self.too_large.is_empty()
+                && self
+                    .segments
+                    .iter()
+                    .all(|s| s.needed_bytes <= s.capacity_bytes)
+        })
+    }
+}
+
+/// The `matchLabels` of a segment's node topology (as observed: JSON).
+fn segment_labels(segment: &str) -> BTreeMap<String, String> {
+    serde_json::from_str::<Value>(segment)
+        .ok()
+        .and_then(|v| v.get("matchLabels").and_then(Value::as_object).cloned())
+        .map(|m| {
+            m.into_iter()
+                .filter_map(|(k, v)| v.as_str().map(|v| (k, v.to_string())))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Spreads the growth of each class over its topology segments: a claim
+/// lands in the segment of the node its pod is placed on.
+fn place_on_segments(
+    storage: &mut [ClassGrowth],
+    claims: &[ClaimGrowth],
+    placements: &[(String, String, u32, String)],
+    observed: &ObservedState,
+) {
+    let nodes = observed.nodes.as_deref().unwrap_or(&[]);
+    for g in storage.iter_mut().filter(|g| g.published_bytes.is_some()) {
+        let caps: Vec<&StorageCapacityState> = observed
+            .storage_capacities
+            .iter()
+            .flatten()
+            .filter(|c| c.storage_class == g.storage_class && !c.segment.is_empty())
+            .collect();
+        for c in claims
+            .iter()
+            .filter(|c| c.storage_class == g.storage_class && c.growth > 0)
+        {
+            let Some(node) = placements
+                .iter()
+                .find(|p| {
+                    p.0 == c.namespace
+                        && p.1 == format!("statefulset/{}", c.statefulset)
+                        && p.2 == c.ordinal
+                })
+                .and_then(|p| nodes.iter().find(|n| n.name == p.3))
+            else {
+                continue;
+            };
+            let Some(cap) = caps.iter().find(|cap| {
+                let want = segment_labels(&cap.segment);
+                !want.is_empty() && want.iter().all(|(k, v)| node.labels.get(k) == Some(v))
+            }) else {
+                continue;
+            };
+            let name = segment_labels(&cap.segment)
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect::<Vec<_>>()
+                .join(",");
+            match g.segments.iter_mut().find(|s| s.segment == name) {
+                Some(s) => s.needed_bytes += c.growth,
+                None => g.segments.push(SegmentUse {
+                    segment: name,
+                    capacity_bytes: cap.capacity_bytes,
+                    needed_bytes: c.growth,
+                }),
+            }
+        }
     }
 }
 
@@ -225,7 +311,22 @@ impl Capacity {
             }
         }
         for s in &self.storage {
-            if s.fits() == Some(false) {
+            for seg in s
+                .segments
+                .iter()
+                .filter(|x| x.needed_bytes > x.capacity_bytes)
+            {
+                out.push(format!(
+                    "StorageClass {} in segment {}: {} more is needed there, {} is published",
+                    s.storage_class,
+                    seg.segment,
+                    bytes_text(seg.needed_bytes),
+                    bytes_text(seg.capacity_bytes)
+                ));
+            }
+            if s.new_bytes + s.expansion_bytes > s.published_bytes.unwrap_or(u64::MAX)
+                || !s.too_large.is_empty()
+            {
                 out.push(format!(
                     "StorageClass {}: {} more is needed, {} is published{}",
                     s.storage_class,
@@ -292,6 +393,14 @@ impl Capacity {
                     s.storage_class
                 ),
             });
+            for seg in &s.segments {
+                out.push(format!(
+                    "  segment {}: {} needed, {} published",
+                    seg.segment,
+                    bytes_text(seg.needed_bytes),
+                    bytes_text(seg.capacity_bytes)
+                ));
+            }
         }
         for p in &self.pools {
             out.extend(p.lines());
@@ -724,6 +833,7 @@ pub fn storage_growth(desired: &[DesiredRelease], observed: &ObservedState) -> V
                 published_bytes: published.map(|(t, _)| t),
                 maximum_volume_bytes: published.and_then(|(_, m)| m),
                 too_large: Vec::new(),
+                segments: Vec::new(),
             });
         if c.new {
             g.new_bytes += c.growth;
@@ -1202,6 +1312,7 @@ pub fn add_operator_growth(
                 published_bytes: published.map(|(t, _)| t),
                 maximum_volume_bytes: published.and_then(|(_, m)| m),
                 too_large: Vec::new(),
+                segments: Vec::new(),
             }),
         }
     }
@@ -1232,6 +1343,8 @@ pub fn capacity(
         .as_ref()
         .map(|c| c.placements.as_slice())
         .unwrap_or(&[]);
+    let mut storage = storage_growth(desired, observed);
+    place_on_segments(&mut storage, &claims, placements, observed);
     Capacity {
         pools: pools
             .iter()
@@ -1239,7 +1352,7 @@ pub fn capacity(
             .filter(|f| f.per_node.iter().any(|n| n.needed_bytes > 0) || !f.unplaced.is_empty())
             .collect(),
         compute,
-        storage: storage_growth(desired, observed),
+        storage,
     }
 }
 
