@@ -355,16 +355,27 @@ async fn decide(
             false
         }
         Some(j) => {
-            let remaining: Vec<&serde_json::Value> = j
+            // What a drift repair adds to an upgrade is not part of the
+            // comparison: an interrupted sync leaves objects missing (the
+            // StatefulSets it orphan-deleted), and the upgrade it resumes
+            // re-creates them.
+            let comparable = |v: &serde_json::Value| {
+                let mut v = v.clone();
+                if let Some(o) = v.as_object_mut() {
+                    o.remove("restores");
+                }
+                v
+            };
+            let remaining: Vec<serde_json::Value> = j
                 .steps
                 .iter()
                 .filter(|s| !j.completed.contains(&s.id))
-                .map(|s| &s.step)
+                .map(|s| comparable(&s.step))
                 .collect();
             let new: Vec<&str> = journal
                 .steps
                 .iter()
-                .filter(|s| !remaining.contains(&&s.step))
+                .filter(|s| !remaining.contains(&comparable(&s.step)))
                 .map(|s| s.id.as_str())
                 .collect();
             if new.is_empty() {
