@@ -255,6 +255,10 @@ pub struct SyncArgs {
     /// Seconds to wait for each volume expansion.
     #[arg(long, default_value_t = 600, value_name = "SECONDS")]
     expansion_timeout: u64,
+    /// Releases of one stage synced at once, at most (each release's own
+    /// steps in order; stages one after the other).
+    #[arg(long, default_value_t = 4, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=64))]
+    concurrency: u16,
     /// Seconds helm may take (`helm upgrade --wait --timeout`).
     #[arg(long, default_value_t = 600, value_name = "SECONDS")]
     helm_timeout: u64,
@@ -271,6 +275,7 @@ impl SyncArgs {
             dry_run,
             settings: Settings {
                 helm: helm_executable(self.helm.as_deref()),
+                concurrency: usize::from(self.concurrency),
                 expansion_timeout: Duration::from_secs(self.expansion_timeout),
                 helm_timeout: Duration::from_secs(self.helm_timeout),
                 ready_timeout: Duration::from_secs(self.ready_timeout),

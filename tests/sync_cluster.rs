@@ -1552,6 +1552,7 @@ fn sync_options(site: &Site) -> plimsoll_syncer::sync::SyncOptions {
             helm_timeout: Duration::from_secs(120),
             ready_timeout: Duration::from_secs(120),
             poll: Duration::from_millis(200),
+            concurrency: 4,
         },
         lease_duration: Duration::from_secs(15),
         wait_for_lease: None,

@@ -45,6 +45,11 @@ pub struct JournalStep {
     /// Stable identity: `RELEASE/INDEX/KIND/OBJECT`.
     pub id: String,
     pub release: String,
+    /// The release's stage: releases of one stage run side by side.
+    /// Empty in journals from before concurrency (each release then
+    /// counts as a stage of its own).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub stage: String,
     /// The step as the planner made it (JSON, secrets already redacted).
     pub step: serde_json::Value,
 }
@@ -128,6 +133,7 @@ impl Journal {
                         step_object(s)
                     ),
                     release: r.release.clone(),
+                    stage: r.stage.clone(),
                     step: serde_json::to_value(s).unwrap_or_default(),
                 });
             }

@@ -50,6 +50,8 @@ pub struct ReleaseSource {
 #[derive(Clone, Debug)]
 pub struct Settings {
     pub helm: PathBuf,
+    /// Releases of one stage run at once, at most (`--concurrency`).
+    pub concurrency: usize,
     pub expansion_timeout: Duration,
     pub helm_timeout: Duration,
     pub ready_timeout: Duration,
@@ -60,6 +62,7 @@ impl Default for Settings {
     fn default() -> Settings {
         Settings {
             helm: PathBuf::from("helm"),
+            concurrency: 4,
             expansion_timeout: Duration::from_secs(600),
             helm_timeout: Duration::from_secs(600),
             ready_timeout: Duration::from_secs(600),
@@ -196,6 +199,30 @@ impl Report {
 /// (a terminal, the daemon's log); the executor never logs them itself.
 pub type Progress = Arc<dyn Fn(&str) + Send + Sync>;
 
+/// What the releases of a run share: the journal (one save at a time),
+/// the report, whether new steps may start.
+struct Shared {
+    journal: tokio::sync::Mutex<Journal>,
+    report: std::sync::Mutex<Report>,
+    /// Set by a failure: no release starts another step (except to finish
+    /// an orphan delete's upgrade).
+    halt: AtomicBool,
+    /// Steps started so far (for `[n/total]`).
+    started: std::sync::atomic::AtomicUsize,
+    total: usize,
+    abort_kind: Option<String>,
+}
+
+/// How one release's run ended.
+enum ReleaseEnd {
+    Done,
+    /// Not started, or stopped at a safe boundary after another failed.
+    NotStarted,
+    /// A stop request ended it before this step.
+    Stopped(String),
+    Failed(ExecError),
+}
+
 /// Performs plans against one cluster.
 pub struct Executor {
     pub client: kube::Client,
@@ -274,35 +301,144 @@ impl Executor {
         report
     }
 
+    /// Runs the stages in order; the releases of a stage side by side (at
+    /// most `settings.concurrency` at once), each release's steps in
+    /// order, the journal saved after every step (one save at a time). A
+    /// failure stops new starts: releases already running stop at their
+    /// next safe boundary (never between an orphan delete and the upgrade
+    /// that re-creates the StatefulSet), and the next stage never starts.
     async fn run_steps(&self, journal: &mut Journal, report: &mut Report) -> Result<(), ExecError> {
-        // A StatefulSet orphan-deleted whose upgrade has not run yet.
-        let mut orphaned: Option<String> = None;
-        let abort_kind = fault::abort_after();
         journal.status = JournalStatus::Running;
         self.save(journal).await?;
-        let total = journal.steps.len();
-        while let Some(js) = journal.next_step().cloned() {
-            let step: Step = serde_json::from_value(js.step.clone())
-                .map_err(|e| JournalError::from_message(format!("step {}: {e}", js.id)))?;
+        // Stages in the journal's order, each with its releases.
+        let mut stages: Vec<(String, Vec<String>)> = Vec::new();
+        for s in &journal.steps {
+            let key = if s.stage.is_empty() {
+                format!("\0{}", s.release)
+            } else {
+                s.stage.clone()
+            };
+            match stages.last_mut() {
+                Some((k, releases)) if *k == key => {
+                    if !releases.contains(&s.release) {
+                        releases.push(s.release.clone());
+                    }
+                }
+                _ => stages.push((key, vec![s.release.clone()])),
+            }
+        }
+        let shared = Shared {
+            started: std::sync::atomic::AtomicUsize::new(journal.completed.len()),
+            total: journal.steps.len(),
+            journal: tokio::sync::Mutex::new(journal.clone()),
+            report: std::sync::Mutex::new(std::mem::take(report)),
+            halt: AtomicBool::new(false),
+            abort_kind: fault::abort_after(),
+        };
+        let outcome = self.run_stages(&stages, &shared).await;
+        *journal = shared.journal.into_inner();
+        *report = shared
+            .report
+            .into_inner()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        match outcome? {
+            Some(before) => {
+                report.end = RunEnd::Stopped { before };
+                Ok(())
+            }
+            None => {
+                journal.status = JournalStatus::Succeeded;
+                journal.message.clear();
+                self.save(journal).await
+            }
+        }
+    }
+
+    /// The stages one after the other; `Some(step)` when a stop request
+    /// ended it before `step`.
+    async fn run_stages(
+        &self,
+        stages: &[(String, Vec<String>)],
+        shared: &Shared,
+    ) -> Result<Option<String>, ExecError> {
+        for (_, releases) in stages {
+            let limit = tokio::sync::Semaphore::new(self.settings.concurrency.max(1));
+            let ends = futures::future::join_all(releases.iter().map(|release| {
+                let limit = &limit;
+                async move {
+                    let Ok(_permit) = limit.acquire().await else {
+                        return ReleaseEnd::NotStarted;
+                    };
+                    if shared.halt.load(Ordering::SeqCst) {
+                        return ReleaseEnd::NotStarted;
+                    }
+                    self.run_release(release, shared).await
+                }
+            }))
+            .await;
+            let mut stopped = None;
+            for end in ends {
+                match end {
+                    ReleaseEnd::Failed(e) => return Err(e),
+                    ReleaseEnd::Stopped(before) => stopped = stopped.or(Some(before)),
+                    ReleaseEnd::Done | ReleaseEnd::NotStarted => {}
+                }
+            }
+            if stopped.is_some() {
+                return Ok(stopped);
+            }
+        }
+        Ok(None)
+    }
+
+    /// One release's remaining steps, in order.
+    async fn run_release(&self, release: &str, shared: &Shared) -> ReleaseEnd {
+        // A StatefulSet orphan-deleted whose upgrade has not run yet.
+        let mut orphaned: Option<String> = None;
+        loop {
+            let js = {
+                let j = shared.journal.lock().await;
+                match j
+                    .steps
+                    .iter()
+                    .find(|s| s.release == release && !j.completed.contains(&s.id))
+                {
+                    Some(s) => s.clone(),
+                    None => return ReleaseEnd::Done,
+                }
+            };
+            let step: Step = match serde_json::from_value(js.step.clone()) {
+                Ok(s) => s,
+                Err(e) => {
+                    shared.halt.store(true, Ordering::SeqCst);
+                    return ReleaseEnd::Failed(
+                        JournalError::from_message(format!("step {}: {e}", js.id)).into(),
+                    );
+                }
+            };
             if orphaned.is_none() && self.stop.load(Ordering::SeqCst) {
                 self.say(&format!("stop requested: stopping before {}", js.id));
-                report.end = RunEnd::Stopped { before: js.id };
-                return Ok(());
+                return ReleaseEnd::Stopped(js.id);
+            }
+            if orphaned.is_none() && shared.halt.load(Ordering::SeqCst) {
+                // Another release of the stage failed: stop here, safely.
+                return ReleaseEnd::NotStarted;
             }
             if let Err(error) = self.await_lease().await {
-                return Err(self.fail(journal, &js, error).await);
+                return self.release_failed(shared, &js, error).await;
             }
-            let done = journal.completed.len() + 1;
-            self.say(&format!("[{done}/{total}] {}", step.describe()));
+            let n = shared.started.fetch_add(1, Ordering::SeqCst) + 1;
+            self.say(&format!("[{n}/{}] {}", shared.total, step.describe()));
             match self.perform(&step).await {
                 Ok(true) => {
-                    *report
-                        .executed
-                        .entry(step_kind(&step).to_string())
-                        .or_default() += 1;
+                    if let Ok(mut r) = shared.report.lock() {
+                        *r.executed.entry(step_kind(&step).to_string()).or_default() += 1;
+                    }
                 }
                 Ok(false) => {
-                    report.skipped += 1;
+                    if let Ok(mut r) = shared.report.lock() {
+                        r.skipped += 1;
+                    }
                     self.say("  already done");
                 }
                 Err(StepError::Stopped) if orphaned.is_none() => {
@@ -310,10 +446,9 @@ impl Executor {
                         "stop requested: stopping before {} completes",
                         js.id
                     ));
-                    report.end = RunEnd::Stopped { before: js.id };
-                    return Ok(());
+                    return ReleaseEnd::Stopped(js.id);
                 }
-                Err(error) => return Err(self.fail(journal, &js, error).await),
+                Err(error) => return self.release_failed(shared, &js, error).await,
             }
             match &step {
                 Step::RecreateStatefulSet { statefulset, .. } => {
@@ -322,17 +457,30 @@ impl Executor {
                 Step::HelmUpgrade { .. } => orphaned = None,
                 _ => {}
             }
-            journal.completed.push(js.id.clone());
+            let mut j = shared.journal.lock().await;
+            j.completed.push(js.id.clone());
             if let Err(error) = self.await_lease().await {
-                return Err(self.fail(journal, &js, error).await);
+                drop(j);
+                return self.release_failed(shared, &js, error).await;
             }
-            self.save(journal).await?;
-            fault::abort_if_due(abort_kind.as_deref(), &step, journal);
+            if let Err(e) = self.save(&j).await {
+                shared.halt.store(true, Ordering::SeqCst);
+                return ReleaseEnd::Failed(e);
+            }
+            fault::abort_if_due(shared.abort_kind.as_deref(), &step, &j);
         }
-        journal.status = JournalStatus::Succeeded;
-        journal.message.clear();
-        self.save(journal).await?;
-        Ok(())
+    }
+
+    /// A release's step failed: no new starts, the failure recorded.
+    async fn release_failed(
+        &self,
+        shared: &Shared,
+        js: &JournalStep,
+        error: StepError,
+    ) -> ReleaseEnd {
+        shared.halt.store(true, Ordering::SeqCst);
+        let mut j = shared.journal.lock().await;
+        ReleaseEnd::Failed(self.fail(&mut j, js, error).await)
     }
 
     /// Saves the journal, only while the lease is confirmed: a syncer
