@@ -1,7 +1,9 @@
 //! `plimsoll sync` at scale on the real test control plane: 110 releases of
 //! a small chart (a ConfigMap and a one-replica Deployment), then a plan
 //! and a sync with nothing to change, then a plan (with the manifest diffs
-//! of the 10 changed releases) and a sync where 10 releases change values.
+//! of the 10 changed releases) and a sync where 10 releases change values;
+//! all of it at `--concurrency 1` and `--concurrency 4`, each in a
+//! namespace of its own.
 //! Prints wall and CPU time in total and per release.
 //!
 //! ```sh
@@ -107,6 +109,22 @@ async fn main() {
         .expect("control plane");
     let (kc, helm) = (cluster.cp.kubeconfig.clone(), cluster.cp.helm.clone());
 
+    println!("{RELEASES} releases of a ConfigMap + one-replica Deployment chart, helm through the test Helm engine");
+    for concurrency in ["1", "4"] {
+        cluster
+            .cp
+            .namespace(&cluster.client, &format!("bench-c{concurrency}"))
+            .await
+            .expect("namespace");
+        println!("--concurrency {concurrency}");
+        run_at(&kc, &helm, concurrency);
+    }
+}
+
+/// The whole sequence with `--concurrency N`, in a namespace of its own.
+fn run_at(kc: &Path, helm: &Path, concurrency: &str) {
+    let (kc, helm) = (kc.to_path_buf(), helm.to_path_buf());
+    let sync = ["sync", "--yes", "--concurrency", concurrency];
     let repo = tempfile::tempdir().unwrap();
     let r = repo.path();
     write(
@@ -121,22 +139,21 @@ async fn main() {
         "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {{ .Release.Name }}\ndata:\n  message: {{ .Values.message | quote }}\n---\n\
          apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: {{ .Release.Name }}\nspec:\n  replicas: 1\n  selector:\n    matchLabels: {app: {{ .Release.Name }}}\n  template:\n    metadata:\n      labels: {app: {{ .Release.Name }}}\n      annotations: {message: {{ .Values.message | quote }}}\n    spec:\n      containers: [{name: main, image: registry.invalid/tiny:1}]\n",
     );
-    let mut stack = String::from("name: bench\nreleases:\n");
+    let mut stack = format!("name: bench-c{concurrency}\nreleases:\n");
     for i in 0..RELEASES {
         stack.push_str(&format!(
-            "  - name: r{i:03}\n    chart: charts/tiny\n    version: 1.0.0\n    namespace: bench\n    stage: apps\n    layers: [values/r{i:03}.yaml]\n"
+            "  - name: r{i:03}\n    chart: charts/tiny\n    version: 1.0.0\n    namespace: bench-c{concurrency}\n    stage: apps\n    layers: [values/r{i:03}.yaml]\n"
         ));
         write(r, &format!("values/r{i:03}.yaml"), "message: v1\n");
     }
     write(r, "plimsoll.yaml", &stack);
 
-    println!("{RELEASES} releases of a ConfigMap + one-replica Deployment chart, helm through the test Helm engine");
-    let install = plimsoll(r, &kc, &helm, &["sync", "--yes"]);
+    let install = plimsoll(r, &kc, &helm, &sync);
     report("install (sync from nothing)", &install);
     let plan = plimsoll(r, &kc, &helm, &["plan"]);
     report("plan, nothing to change", &plan);
     assert!(plan.stdout.contains("No changes"), "{}", plan.stdout);
-    let idle = plimsoll(r, &kc, &helm, &["sync", "--yes"]);
+    let idle = plimsoll(r, &kc, &helm, &sync);
     report("sync, nothing to change", &idle);
     for i in 0..CHANGED {
         write(r, &format!("values/r{:03}.yaml", i * 11), "message: v2\n");
@@ -158,7 +175,7 @@ async fn main() {
         "{}",
         reviewed.stdout
     );
-    let changed = plimsoll(r, &kc, &helm, &["sync", "--yes"]);
+    let changed = plimsoll(r, &kc, &helm, &sync);
     report(
         &format!("sync, {CHANGED} releases with a values change"),
         &changed,
