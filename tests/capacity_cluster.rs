@@ -1,7 +1,9 @@
 //! Pre-flight capacity on the real control plane: the bundled example (with
 //! the test charts, which render the profiles' requests) installed at m on
 //! a node of 1 CPU and 6 GiB (the node stand-in's allocatable), then: m→l
-//! fits; m→xl does not (the plan names the shortfall and the pods, a
+//! fits (beside a pod of another workload that stays, and a second node
+//! whose taint the database does not tolerate); m→xl does not (the plan
+//! names the shortfall and the pods, a
 //! warning, a refusal with --strict, and `sync --strict` changes nothing);
 //! a StorageClass publishing too little capacity (CSIStorageCapacity, v1 on
 //! 1.32, v1alpha1 behind its feature gate on 1.20) is refused with
@@ -63,12 +65,43 @@ async fn the_new_sizing_is_checked_against_nodes_and_published_storage_before_an
         .await
         .unwrap();
 
+    // A second node, smaller and tainted for Kafka (the mariadb pods do
+    // not tolerate it), and a pod of another workload that stays, with
+    // requests, on the stand-in node.
+    let small: Node = serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "Node",
+        "metadata": {"name": "small-2", "labels": {"kubernetes.io/hostname": "small-2"}},
+        "spec": {"taints": [{"key": "dedicated", "value": "kafka", "effect": "NoSchedule"}]},
+    }))
+    .unwrap();
+    nodes.create(&Default::default(), &small).await.unwrap();
+    nodes
+        .patch_status(
+            "small-2",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"status": {"allocatable": {"cpu": "500m", "memory": "2Gi", "pods": "110"}}})),
+        )
+        .await
+        .unwrap();
+    let other = cluster.cp.namespace(&cluster.client, "other").await.unwrap();
+    let busy: k8s_openapi::api::core::v1::Pod = serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "busy", "namespace": other},
+        "spec": {"nodeName": "stand-in", "containers": [{"name": "main", "image": "registry.invalid/busy:1",
+                 "resources": {"requests": {"cpu": "100m", "memory": "512Mi"}}}]},
+    }))
+    .unwrap();
+    Api::<k8s_openapi::api::core::v1::Pod>::namespaced(cluster.client.clone(), &other)
+        .create(&Default::default(), &busy)
+        .await
+        .unwrap();
+
     // m -> l fits.
     let o = run(&["plan", "--strict", "--set", "segment=l"]);
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
     let l = capacity_section(&stdout(&o));
     assert!(
-        l.contains("compute (an estimate, first fit on 1 node(s)): CPU 900m needed, 1 free of 1; memory 4.3Gi needed, 6Gi free of 6Gi"),
+        l.contains("compute (an estimate, first fit on 2 node(s)): CPU 900m needed, 1400m free of 1500m; memory 4.3Gi needed, 7.5Gi free of 8Gi"),
         "{}",
         text(&o)
     );
@@ -80,7 +113,7 @@ async fn the_new_sizing_is_checked_against_nodes_and_published_storage_before_an
     assert_eq!(o.status.code(), Some(2), "a warning without --strict: {}", text(&o));
     let out = stdout(&o);
     assert!(
-        out.contains("warning: capacity: 2 pod(s) would not fit on the 1 node(s): short of 1200m CPU and 5.7Gi memory"),
+        out.contains("warning: capacity: 2 pod(s) would not fit on the 2 node(s): short of 1200m CPU and 5.7Gi memory"),
         "{}",
         text(&o)
     );
