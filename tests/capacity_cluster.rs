@@ -87,7 +87,7 @@ async fn the_new_sizing_is_checked_against_nodes_and_published_storage_before_an
     let busy: k8s_openapi::api::core::v1::Pod = serde_json::from_value(json!({
         "apiVersion": "v1", "kind": "Pod",
         "metadata": {"name": "busy", "namespace": other},
-        "spec": {"nodeName": "stand-in", "containers": [{"name": "main", "image": "registry.invalid/busy:1",
+        "spec": {"nodeName": "stand-in", "automountServiceAccountToken": false, "containers": [{"name": "main", "image": "registry.invalid/busy:1",
                  "resources": {"requests": {"cpu": "100m", "memory": "512Mi"}}}]},
     }))
     .unwrap();
