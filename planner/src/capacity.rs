@@ -163,6 +163,20 @@ pub struct SegmentUse {
 }
 
 impl ClassGrowth {
+    /// No growth yet, with what `observed` publishes for the class.
+    fn new(storage_class: String, observed: &ObservedState) -> ClassGrowth {
+        let published = published(observed, &storage_class);
+        ClassGrowth {
+            storage_class,
+            new_bytes: 0,
+            expansion_bytes: 0,
+            published_bytes: published.map(|(t, _)| t),
+            maximum_volume_bytes: published.and_then(|(_, m)| m),
+            too_large: Vec::new(),
+            segments: Vec::new(),
+        }
+    }
+
     /// Whether the growth fits what is published (`None`: not published).
     pub fn fits(&self) -> Option<bool> {
         self.published_bytes.map(|p| {
@@ -823,18 +837,9 @@ pub fn claim_growth(
 pub fn storage_growth(desired: &[DesiredRelease], observed: &ObservedState) -> Vec<ClassGrowth> {
     let mut by_class: BTreeMap<String, ClassGrowth> = BTreeMap::new();
     for c in claim_growth(desired, Some(observed)) {
-        let published = published(observed, &c.storage_class);
         let g = by_class
             .entry(c.storage_class.clone())
-            .or_insert_with(|| ClassGrowth {
-                storage_class: c.storage_class.clone(),
-                new_bytes: 0,
-                expansion_bytes: 0,
-                published_bytes: published.map(|(t, _)| t),
-                maximum_volume_bytes: published.and_then(|(_, m)| m),
-                too_large: Vec::new(),
-                segments: Vec::new(),
-            });
+            .or_insert_with(|| ClassGrowth::new(c.storage_class.clone(), observed));
         if c.new {
             g.new_bytes += c.growth;
         } else {
@@ -1298,23 +1303,18 @@ pub fn add_operator_growth(
             .storage_class
             .clone()
             .unwrap_or_else(|| "(default)".into());
-        let published = published(observed, &class);
-        match capacity
+        let at = match capacity
             .storage
-            .iter_mut()
-            .find(|g| g.storage_class == class)
+            .iter()
+            .position(|g| g.storage_class == class)
         {
-            Some(g) => g.expansion_bytes += to.saturating_sub(now),
-            None => capacity.storage.push(ClassGrowth {
-                storage_class: class,
-                new_bytes: 0,
-                expansion_bytes: to.saturating_sub(now),
-                published_bytes: published.map(|(t, _)| t),
-                maximum_volume_bytes: published.and_then(|(_, m)| m),
-                too_large: Vec::new(),
-                segments: Vec::new(),
-            }),
-        }
+            Some(i) => i,
+            None => {
+                capacity.storage.push(ClassGrowth::new(class, observed));
+                capacity.storage.len() - 1
+            }
+        };
+        capacity.storage[at].expansion_bytes += to.saturating_sub(now);
     }
     capacity
         .storage

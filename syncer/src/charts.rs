@@ -189,10 +189,10 @@ impl RemoteChart<'_> {
         }
     }
 
-    fn chart_name(&self) -> &str {
+    fn chart_name(&self) -> String {
         match self {
-            RemoteChart::Repository { chart, .. } => chart,
-            RemoteChart::Oci { reference, .. } => reference.rsplit('/').next().unwrap_or(reference),
+            RemoteChart::Repository { chart, .. } => chart.to_string(),
+            RemoteChart::Oci { reference, .. } => plimsoll_renderer::stack::chart_name(reference),
         }
     }
 }
@@ -362,9 +362,9 @@ impl ChartStore {
                 let mut add: Vec<std::ffi::OsString> =
                     vec!["repo".into(), "add".into(), "--force-update".into()];
                 if let Some(c) = &credential {
+                    // `--username=VALUE`: a username is never read as a flag.
                     add.extend([
-                        "--username".into(),
-                        c.username.clone().into(),
+                        format!("--username={}", c.username).into(),
                         "--password-stdin".into(),
                     ]);
                 }
@@ -387,8 +387,7 @@ impl ChartStore {
                     let mut login: Vec<std::ffi::OsString> = vec![
                         "registry".into(),
                         "login".into(),
-                        "--username".into(),
-                        c.username.clone().into(),
+                        format!("--username={}", c.username).into(),
                         "--password-stdin".into(),
                     ];
                     ca_args(&mut login);
