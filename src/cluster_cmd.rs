@@ -8,10 +8,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
+use plimsoll_daemon::{DaemonOptions, StatusOptions, Upstream};
 use plimsoll_planner::plan;
 use plimsoll_planner::redact::Scrubber;
 use plimsoll_planner::state::{ObservedState, ResourceRef};
-use plimsoll_syncer::daemon::{DaemonOptions, Upstream};
 use plimsoll_syncer::desired;
 use plimsoll_syncer::execute::{Progress, RunEnd};
 use plimsoll_syncer::git::Revision;
@@ -372,10 +372,24 @@ pub struct DaemonArgs {
     pub url: Option<String>,
     pub mirror: Option<PathBuf>,
     pub branch: String,
+    pub stacks: Vec<String>,
+    pub config: Option<PathBuf>,
     pub interval: u64,
     pub listen: Option<std::net::SocketAddr>,
+    /// `None`: no status page; `Some(None)`: the default address.
+    pub status_listen: Option<Option<std::net::SocketAddr>>,
+    pub status_token_file: Option<PathBuf>,
+    pub identity: Option<String>,
+    pub group: String,
     pub self_heal: bool,
     pub webhook_secret_file: Option<PathBuf>,
+}
+
+/// A secret read from a file (trimmed), never from the command line.
+fn secret_file(path: &Path) -> anyhow::Result<Vec<u8>> {
+    std::fs::read(path)
+        .map(|b| b.trim_ascii().to_vec())
+        .with_context(|| format!("cannot read {}", path.display()))
 }
 
 pub fn daemon(
@@ -384,27 +398,82 @@ pub fn daemon(
     sync: &SyncArgs,
     args: DaemonArgs,
 ) -> anyhow::Result<ExitCode> {
-    let upstream = match args.url {
-        Some(url) => Upstream::remote(url, args.mirror),
-        None => Upstream::Local(common.repo.clone()),
+    use plimsoll_daemon::config;
+    let repositories = match &args.config {
+        Some(path) => {
+            let bytes = plimsoll_syncer::source::read_input(path)
+                .with_context(|| format!("cannot read {}", path.display()))?;
+            config::parse_config(&path.display().to_string(), &bytes)?
+        }
+        None => {
+            let upstream = match args.url {
+                Some(url) if url.starts_with('-') => bail!("--url {url:?} must not start with '-'"),
+                Some(url) => Upstream::remote(url, args.mirror),
+                None => Upstream::Local(common.repo.clone()),
+            };
+            config::check_branch(&args.branch).map_err(anyhow::Error::msg)?;
+            let stacks = if args.stacks.is_empty() {
+                vec![common.stack_file.clone()]
+            } else {
+                args.stacks
+            };
+            for p in &stacks {
+                plimsoll_daemon::discover::check_pattern(p).map_err(anyhow::Error::msg)?;
+            }
+            vec![config::Repository {
+                upstream,
+                branch: args.branch,
+                stacks,
+                set: common.set.clone(),
+            }]
+        }
     };
+    let identity = args
+        .identity
+        .unwrap_or_else(plimsoll_syncer::sync::holder_identity);
+    config::check_identity(&identity).map_err(anyhow::Error::msg)?;
+    config::check_group(&args.group).map_err(anyhow::Error::msg)?;
     let webhook_secret = args
         .webhook_secret_file
-        .map(|p| {
-            std::fs::read(&p)
-                .map(|b| b.trim_ascii().to_vec())
-                .with_context(|| format!("cannot read {}", p.display()))
-        })
+        .as_deref()
+        .map(secret_file)
         .transpose()?;
+    let status = match args.status_listen {
+        None => None,
+        Some(listen) => {
+            let token = args
+                .status_token_file
+                .as_deref()
+                .map(|p| {
+                    let t = String::from_utf8(secret_file(p)?)
+                        .with_context(|| format!("{} must hold text", p.display()))?;
+                    if t.is_empty() {
+                        bail!("{} is empty", p.display());
+                    }
+                    Ok(t)
+                })
+                .transpose()?;
+            Some(StatusOptions {
+                listen: listen.unwrap_or_else(|| {
+                    config::DEFAULT_STATUS_LISTEN
+                        .parse()
+                        .expect("a socket address")
+                }),
+                token,
+                explicit: listen.is_some(),
+            })
+        }
+    };
     let opts = DaemonOptions {
-        upstream,
-        branch: args.branch,
-        set: common.set.clone(),
+        repositories,
         interval: Duration::from_secs(args.interval.max(1)),
         listen: args.listen,
+        status,
         self_heal: args.self_heal,
         webhook_secret,
         credentials: common.source().credentials,
+        identity,
+        group: args.group,
     };
     let sync: SyncOptions = sync.options(cluster.namespaces.clone(), false);
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -417,7 +486,7 @@ pub fn daemon(
         let client = plimsoll_syncer::client::connect(&cluster.options()).await?;
         let stop = Stop::default();
         stop.on_signals(|| tracing::info!("stop requested: stopping at the next safe boundary"));
-        plimsoll_syncer::daemon::run(opts, client, sync, stop, |_| {}).await
+        plimsoll_daemon::run(opts, client, sync, stop, |_| {}).await
     })?;
     Ok(ExitCode::SUCCESS)
 }

@@ -34,6 +34,8 @@ pub struct Cli {
 }
 
 #[derive(Subcommand)]
+// Parsed once per process: the size of a variant does not matter.
+#[allow(clippy::large_enum_variant)]
 pub enum Command {
     /// Merge values files exactly as `yq eval-all '. as $item ireduce ({}; . * $item)'` does.
     Merge {
@@ -160,9 +162,11 @@ pub enum Command {
         #[arg(long, value_name = "FILE")]
         plan: Option<PathBuf>,
     },
-    /// Follow a branch of the deployment repository and keep the cluster at
-    /// it: sync new commits, report drift (and heal it with --self-heal),
-    /// serve /metrics, /healthz, /readyz and POST /hook.
+    /// Follow a branch of the deployment repository (or several
+    /// repositories, --config) and keep the cluster at it, stack by stack:
+    /// sync new commits, report drift (and heal it with --self-heal); share
+    /// the stacks with the group's other replicas through Leases; serve
+    /// /metrics, /healthz, /readyz, POST /hook and a status page.
     Daemon {
         #[command(flatten)]
         common: Common,
@@ -172,20 +176,47 @@ pub enum Command {
         sync: SyncArgs,
         /// Fetch this remote repository (into --mirror) instead of following
         /// the local repository --repo.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "config")]
         url: Option<String>,
         /// Bare mirror for --url (default: ~/.cache/plimsoll/mirrors/ID).
-        #[arg(long)]
+        #[arg(long, conflicts_with = "config")]
         mirror: Option<PathBuf>,
         /// The tracked branch: only its commits are synced.
-        #[arg(long, default_value = "main")]
+        #[arg(long, default_value = "main", conflicts_with = "config")]
         branch: String,
+        /// Stack files to follow in the repository, a pattern (`*` and `?`
+        /// within a path segment, `**` across), repeatable; e.g.
+        /// 'stacks/*/plimsoll.yaml' (default: the --stack file).
+        #[arg(long = "stacks", value_name = "PATTERN", conflicts_with = "config")]
+        stacks: Vec<String>,
+        /// Follow the repositories listed in this YAML file instead
+        /// (`repositories:` with url or path, branch, stacks, set).
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
         /// Seconds between fetches and drift checks (jittered by 10 %).
         #[arg(long, default_value_t = 60)]
         interval: u64,
         /// Address of the HTTP endpoint (/metrics, /healthz, /readyz, POST /hook).
         #[arg(long)]
         listen: Option<std::net::SocketAddr>,
+        /// Address of the read-only status page (HTML at /, JSON at
+        /// /status.json); this machine only by default.
+        #[arg(long, value_name = "ADDR")]
+        status_listen: Option<std::net::SocketAddr>,
+        /// Do not serve the status page.
+        #[arg(long, conflicts_with_all = ["status_listen", "status_token_file"])]
+        no_status_page: bool,
+        /// File holding a token the status page then requires (`Authorization:
+        /// Bearer TOKEN`, or TOKEN as the password a browser asks for).
+        #[arg(long, value_name = "FILE")]
+        status_token_file: Option<PathBuf>,
+        /// This replica's name among its peers; unique per process (default:
+        /// HOST-PID).
+        #[arg(long)]
+        identity: Option<String>,
+        /// Replicas of one group share the group's stacks.
+        #[arg(long, default_value = "default")]
+        group: String,
         /// Sync drift back to the last synced commit.
         #[arg(long)]
         self_heal: bool,
@@ -212,6 +243,11 @@ pub struct Common {
     /// The deployment repository (holds plimsoll.yaml).
     #[arg(long, default_value = ".")]
     repo: PathBuf,
+    /// The stack file, relative to --repo (one of several stacks, e.g.
+    /// stacks/site-a/plimsoll.yaml); paths inside it stay relative to the
+    /// repository's root.
+    #[arg(long = "stack", value_name = "FILE", default_value = plimsoll_renderer::STACK_FILE, value_parser = parse_stack_file)]
+    stack_file: String,
     /// Set a stack variable, e.g. --set segment=l.
     #[arg(long = "set", value_name = "VAR=VALUE", value_parser = parse_assignment)]
     set: Vec<(String, String)>,
@@ -285,6 +321,8 @@ impl SyncArgs {
             wait_for_lease: self.wait_for_lease.map(Duration::from_secs),
             namespaces,
             saved: None,
+            holder: plimsoll_syncer::sync::holder_identity(),
+            tracker: None,
         }
     }
 }
@@ -293,6 +331,7 @@ impl Common {
     fn source(&self) -> StackSource {
         StackSource {
             repo: self.repo.clone(),
+            stack_file: self.stack_file.clone(),
             set: self.set.clone(),
             credentials: plimsoll_syncer::charts::CredentialStore::with_dir(
                 self.credentials_dir.as_deref(),
@@ -349,6 +388,13 @@ pub enum Format {
 fn parse_mode(s: &str) -> Result<MergeMode, String> {
     MergeMode::parse(s)
         .ok_or_else(|| format!("unknown merge mode {s:?} (replace, append, by-index)"))
+}
+
+/// A stack file path inside the repository, in one spelling.
+fn parse_stack_file(s: &str) -> Result<String, String> {
+    plimsoll_renderer::render::normalize(s)
+        .filter(|p| !p.starts_with('-'))
+        .ok_or_else(|| format!("{s:?} must be a relative path inside the repository"))
 }
 
 fn parse_assignment(s: &str) -> Result<(String, String), String> {
@@ -470,8 +516,15 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             url,
             mirror,
             branch,
+            stacks,
+            config,
             interval,
             listen,
+            status_listen,
+            no_status_page,
+            status_token_file,
+            identity,
+            group,
             self_heal,
             webhook_secret_file,
             log_format,
@@ -485,8 +538,14 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     url,
                     mirror,
                     branch,
+                    stacks,
+                    config,
                     interval,
                     listen,
+                    status_listen: (!no_status_page).then_some(status_listen),
+                    status_token_file,
+                    identity,
+                    group,
                     self_heal,
                     webhook_secret_file,
                 },

@@ -49,7 +49,7 @@ fn start(repo: &Path, files: u32, extra: &str) -> Daemon {
     // Outside .git: the daemon watches .git, and must not see its own log.
     let log = repo.join("daemon.log");
     let command = format!(
-        "ulimit -n {files} && exec {} daemon --branch main --interval 300 --listen {addr} --kubeconfig {} {extra}",
+        "ulimit -n {files} && exec {} daemon --branch main --interval 300 --listen {addr} --status-listen 127.0.0.1:0 --kubeconfig {} {extra}",
         env!("CARGO_BIN_EXE_plimsoll"),
         unreachable_kubeconfig(repo),
     );
@@ -148,7 +148,7 @@ fn slow_clients_beyond_the_file_limit_neither_spin_nor_silence_metrics() {
     eprintln!("/metrics answered after {waited:?}; daemon CPU meanwhile {cpu:.2} s");
     let (code, body) = answered.expect("/metrics answers");
     assert_eq!(code, 200, "{body}");
-    assert!(body.contains("plimsoll_last_error_info"), "{body}");
+    assert!(body.contains("plimsoll_owned_stacks 0"), "{body}");
     let log = std::fs::read_to_string(&d.log).unwrap_or_default();
     // A spinning accept loop logs (and burns CPU) thousands of times a
     // second; backing off, a few times.
@@ -252,32 +252,161 @@ fn the_daemon_reacts_to_commits_not_to_its_own_reads() {
     assert!(log.contains("trigger=\"notify\""), "{log}");
 }
 
-/// A failing pass is retried with exponential backoff (5 s, 10 s, … up to
-/// the interval), not at once and not only at the next interval, and
-/// `/readyz` says why the daemon is not ready.
+/// Without a cluster the daemon cannot share its stacks (the leases are in
+/// the cluster): it says so in `/readyz`, retries with backoff (5 s, then
+/// up to a round's period), and holds no stack, so nothing is synced.
 #[test]
-fn a_failing_pass_is_retried_with_backoff_and_readyz_says_why() {
+fn without_a_cluster_nothing_is_held_and_readyz_says_why() {
     let repo = repo();
-    let d = start(repo.path(), 1024, "");
+    let d = start(repo.path(), 1024, "--lease-duration 30");
     let log = || std::fs::read_to_string(&d.log).unwrap_or_default();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !log().contains("retrying in 10s") && Instant::now() < deadline {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !log().contains("failure 2 in a row") && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(200));
     }
     let text = log();
     assert!(
-        text.contains("retrying in 5s (failure 1 in a row)"),
+        text.contains("sharing stacks: retrying in 5s (failure 1 in a row)"),
         "{text}"
     );
     assert!(
-        text.contains("retrying in 10s (failure 2 in a row)"),
+        text.contains("sharing stacks: retrying in 10s (failure 2 in a row)"),
         "{text}"
     );
-    assert_eq!(text.matches("new commit on main").count(), 2, "{text}");
+    assert_eq!(text.matches("new commit on main").count(), 1, "{text}");
+    assert!(!text.contains("syncing ("), "no stack is held: {text}");
     let (code, body) = get(&d.addr, "/readyz").unwrap();
     assert_eq!(code, 503, "{body}");
     assert!(
-        body.contains("not ready: the last reconcile pass failed: cannot run helm"),
+        body.contains("not ready: cannot share stacks through leases:"),
         "{body}"
     );
+}
+
+/// The address the status page was bound to, from the daemon's log.
+fn status_addr(d: &Daemon) -> String {
+    for _ in 0..100 {
+        let log = std::fs::read_to_string(&d.log).unwrap_or_default();
+        if let Some(rest) = log.split("serving the status page on http://").nth(1) {
+            return rest.split('/').next().unwrap().to_string();
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!(
+        "no status page: {}",
+        std::fs::read_to_string(&d.log).unwrap_or_default()
+    );
+}
+
+/// The status page: read only, a token when one is set (a bearer token, or
+/// the password of Basic authentication, which a browser asks for), never
+/// framed or cached, hostile text escaped; its JSON says what the HTML
+/// says.
+#[test]
+fn the_status_page_requires_its_token_and_escapes_what_it_shows() {
+    let repo = repo();
+    // A stack file whose name is markup: shown escaped.
+    std::fs::create_dir_all(repo.path().join("stacks/evil")).unwrap();
+    std::fs::write(
+        repo.path().join("stacks/evil/plimsoll.yaml"),
+        "name: <script>alert(1)</script>\n",
+    )
+    .unwrap();
+    commit_all(&git2::Repository::open(repo.path()).unwrap(), "two stacks");
+    let token = repo.path().join(".git/status-token");
+    std::fs::write(&token, "s3cret-t0ken\n").unwrap();
+    let d = start(
+        repo.path(),
+        1024,
+        &format!(
+            "--stacks plimsoll.yaml --stacks 'stacks/*/plimsoll.yaml' --status-token-file {}",
+            token.display()
+        ),
+    );
+    let status = status_addr(&d);
+    let with = |path: &str, auth: &str| {
+        request(
+            &status,
+            format!("GET {path} HTTP/1.1\r\nHost: x\r\n{auth}\r\n").as_bytes(),
+            Duration::from_secs(30),
+        )
+        .unwrap()
+    };
+    let (code, body) = with("/", "");
+    assert_eq!(code, 401, "{body}");
+    assert!(
+        body.contains("WWW-Authenticate: Basic realm=\"plimsoll\"")
+            || body
+                .to_lowercase()
+                .contains("www-authenticate: basic realm=\"plimsoll\""),
+        "{body}"
+    );
+    assert_eq!(with("/", "Authorization: Bearer wrong\r\n").0, 401);
+    // The stacks appear once the repository has been read.
+    let mut page = String::new();
+    for _ in 0..100 {
+        let (code, body) = with("/", "Authorization: Bearer s3cret-t0ken\r\n");
+        assert_eq!(code, 200, "{body}");
+        page = body;
+        if page.contains("stacks/evil/plimsoll.yaml") {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let lower = page.to_lowercase();
+    for header in [
+        "content-type: text/html; charset=utf-8",
+        "content-security-policy: default-src 'none'",
+        "x-content-type-options: nosniff",
+        "cache-control: no-store",
+    ] {
+        assert!(lower.contains(header), "{header}: {page}");
+    }
+    assert!(page.contains("stacks/evil/plimsoll.yaml"), "{page}");
+    assert!(
+        !page.contains("<script>"),
+        "markup from a repository is escaped: {page}"
+    );
+    assert!(
+        page.contains("&lt;script&gt;alert(1)&lt;/script&gt;"),
+        "{page}"
+    );
+    assert!(
+        page.contains("Cannot share stacks through leases"),
+        "{page}"
+    );
+    // Basic authentication with the token as the password (what a browser
+    // sends after asking): `printf 'x:s3cret-t0ken' | base64`.
+    let (code, json) = with(
+        "/status.json",
+        "Authorization: Basic eDpzM2NyZXQtdDBrZW4=\r\n",
+    );
+    assert_eq!(code, 200, "{json}");
+    let body = json.split("\r\n\r\n").nth(1).unwrap();
+    let v: serde_json::Value = serde_json::from_str(body).unwrap();
+    let mut files: Vec<&str> = v["stacks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["location"]["file"].as_str().unwrap())
+        .collect();
+    files.sort();
+    assert_eq!(files, ["plimsoll.yaml", "stacks/evil/plimsoll.yaml"]);
+    assert!(
+        v["stacks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|s| s["state"] == "unowned"),
+        "{v}"
+    );
+    assert!(v["shard_error"].is_string(), "{v}");
+    // Read only.
+    let (code, _) = request(
+        &status,
+        b"POST / HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer s3cret-t0ken\r\nContent-Length: 0\r\n\r\n",
+        Duration::from_secs(30),
+    )
+    .unwrap();
+    assert_eq!(code, 405);
 }

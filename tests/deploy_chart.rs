@@ -111,3 +111,41 @@ fn the_webhook_secret_and_repository_credentials_become_secrets() {
         "plimsoll-webhook"
     );
 }
+
+/// Several repositories: a ConfigMap the daemon reads with `--config`
+/// (parsed here by the daemon's own parser), mounted; the status page off.
+#[test]
+fn several_repositories_become_the_daemons_config_file() {
+    let Some(env) = Env::require() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let rendered = template(
+        &env,
+        dir.path(),
+        Some(
+            "replicas: 3\nstatusPage: {enabled: false}\nrepositories:\n\
+             \x20 - {url: 'https://git.example.org/a.git', branch: main, stacks: ['stacks/*/plimsoll.yaml']}\n\
+             \x20 - {url: 'https://git.example.org/b.git', set: {segment: l}}\n",
+        ),
+    );
+    let config = rendered
+        .iter()
+        .find(|o| o["kind"] == "ConfigMap" && o["metadata"]["name"] == "plimsoll-repositories")
+        .expect("the ConfigMap");
+    let text = config["data"]["repositories.yaml"].as_str().unwrap();
+    let repos = plimsoll_daemon::config::parse_config("repositories.yaml", text.as_bytes())
+        .unwrap_or_else(|e| panic!("{e}: {text}"));
+    assert_eq!(repos.len(), 2);
+    assert_eq!(repos[0].stacks, ["stacks/*/plimsoll.yaml"]);
+    assert_eq!(repos[1].set, [("segment".to_string(), "l".to_string())]);
+    let d = rendered.iter().find(|o| o["kind"] == "Deployment").unwrap();
+    let args: Vec<&str> = d["spec"]["template"]["spec"]["containers"][0]["args"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap())
+        .collect();
+    assert!(args.contains(&"--config=/etc/plimsoll/config/repositories.yaml"), "{args:?}");
+    assert!(args.contains(&"--no-status-page"), "{args:?}");
+    assert!(!args.iter().any(|a| a.starts_with("--url")), "{args:?}");
+    assert!(args.contains(&"--identity=$(POD_NAME)"), "{args:?}");
+}

@@ -1558,6 +1558,8 @@ fn sync_options(site: &Site) -> plimsoll_syncer::sync::SyncOptions {
         wait_for_lease: None,
         namespaces: Vec::new(),
         saved: None,
+        holder: plimsoll_syncer::sync::holder_identity(),
+        tracker: None,
     }
 }
 
@@ -1573,6 +1575,7 @@ async fn the_approved_plan_is_what_runs_and_a_changed_cluster_stops_the_sync() {
     };
     let source = plimsoll_syncer::source::StackSource {
         repo: site.repo.path().to_path_buf(),
+        stack_file: "plimsoll.yaml".into(),
         set: vec![("segment".into(), "l".into())],
         credentials: Default::default(),
     };
@@ -1743,9 +1746,10 @@ async fn sync_at_a_terminal_asks_once_and_runs_what_was_shown() {
 
 on_both_versions! {
 /// The daemon runs in-process (the runtime is a library): it serves its
-/// endpoint, syncs the branch's commit, and stops when asked.
+/// endpoint and status page, syncs the branch's commit, and stops when
+/// asked, giving its stack's lease back.
 async fn the_daemon_runs_in_process_and_stops_when_asked() {
-    use plimsoll_syncer::daemon::{DaemonOptions, Upstream};
+    use plimsoll_daemon::{DaemonOptions, Repository, StatusOptions, Upstream};
     let Some(site) = site(StorageBehaviour::default(), false).await else {
         return;
     };
@@ -1753,29 +1757,37 @@ async fn the_daemon_runs_in_process_and_stops_when_asked() {
     git.set_head("refs/heads/main").unwrap();
     let commit = commit_all(&git, "segment m");
     let opts = DaemonOptions {
-        upstream: Upstream::Local(site.repo.path().to_path_buf()),
-        branch: "main".into(),
-        set: Vec::new(),
+        repositories: vec![Repository {
+            upstream: Upstream::Local(site.repo.path().to_path_buf()),
+            branch: "main".into(),
+            stacks: vec!["plimsoll.yaml".into()],
+            set: Vec::new(),
+        }],
         interval: Duration::from_secs(300),
         listen: Some("127.0.0.1:0".parse().unwrap()),
+        status: Some(StatusOptions {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            token: None,
+            explicit: true,
+        }),
         self_heal: false,
         webhook_secret: None,
         credentials: Default::default(),
+        identity: "in-process".into(),
+        group: "default".into(),
     };
     let stop = plimsoll_syncer::sync::Stop::default();
     let (tx, rx) = std::sync::mpsc::channel();
-    let daemon = tokio::spawn(plimsoll_syncer::daemon::run(
+    let daemon = tokio::spawn(plimsoll_daemon::run(
         opts,
         site.client(),
         sync_options(&site),
         stop.clone(),
-        move |running| tx.send(running.addr).unwrap(),
+        move |running| tx.send((running.addr, running.status_addr)).unwrap(),
     ));
-    let addr = rx
-        .recv_timeout(Duration::from_secs(30))
-        .unwrap()
-        .expect("bound")
-        .to_string();
+    let (addr, status_addr) = rx.recv_timeout(Duration::from_secs(30)).unwrap();
+    let addr = addr.expect("bound").to_string();
+    let status_addr = status_addr.expect("the status page is served").to_string();
     let mut synced = false;
     for _ in 0..600 {
         synced =
@@ -1788,6 +1800,17 @@ async fn the_daemon_runs_in_process_and_stops_when_asked() {
     assert!(synced, "the commit was synced");
     assert_eq!(http(&addr, "GET", "/readyz").0, 200);
     assert_eq!(site.release_revision("thingpark-data").await, 1);
+    let (code, json) = http(&status_addr, "GET", "/status.json");
+    assert_eq!(code, 200, "{json}");
+    assert!(json.contains("\"state\": \"in-sync\"") && json.contains(&commit), "{json}");
+    let leases: Api<k8s_openapi::api::coordination::v1::Lease> =
+        Api::namespaced(site.client(), "plimsoll");
+    let held = |l: &k8s_openapi::api::coordination::v1::Lease| {
+        l.metadata.name.as_deref().unwrap_or("").starts_with("plimsoll-stack-")
+            && l.spec.as_ref().and_then(|s| s.holder_identity.as_deref()) == Some("in-process")
+    };
+    let list = leases.list(&ListParams::default()).await.unwrap().items;
+    assert_eq!(list.iter().filter(|l| held(l)).count(), 1, "the stack's owner lease");
     stop.request();
     tokio::time::timeout(Duration::from_secs(10), daemon)
         .await
@@ -1795,6 +1818,8 @@ async fn the_daemon_runs_in_process_and_stops_when_asked() {
         .unwrap()
         .unwrap();
     assert_eq!(http(&addr, "GET", "/healthz").0, 0, "the endpoint is gone");
+    let list = leases.list(&ListParams::default()).await.unwrap().items;
+    assert_eq!(list.iter().filter(|l| held(l)).count(), 0, "given back on a clean stop");
 }
 }
 

@@ -324,7 +324,9 @@ pub fn load(source: &StackSource, rev: Option<&str>, helm: &Path) -> anyhow::Res
         });
     }
     let redactor = Redactor::with_patterns(&stack.redact);
-    let health = std::sync::Arc::new(health_rules(&stack).map_err(|e| e.context(UnusableContent))?);
+    let health = std::sync::Arc::new(
+        health_rules(&stack, &source.stack_file).map_err(|e| e.context(UnusableContent))?,
+    );
     let scrubber = scrubber_for(&redactor, &releases);
     Ok(DesiredState {
         stack_name: stack.name.clone(),
@@ -444,7 +446,10 @@ impl DesiredState {
 
 /// The stack file's health rules, compiled (a rule that does not compile
 /// is an error at its position).
-fn health_rules(stack: &plimsoll_renderer::stack::Stack) -> anyhow::Result<HealthRules> {
+fn health_rules(
+    stack: &plimsoll_renderer::stack::Stack,
+    stack_file: &str,
+) -> anyhow::Result<HealthRules> {
     let specs: Vec<HealthRuleSpec> = stack
         .health
         .iter()
@@ -453,7 +458,7 @@ fn health_rules(stack: &plimsoll_renderer::stack::Stack) -> anyhow::Result<Healt
             kind: h.kind.clone(),
             current: h.current.clone(),
             failed: h.failed.clone(),
-            at: format!("{}:{}:{}", crate::source::STACK_FILE, h.line, h.column),
+            at: format!("{stack_file}:{}:{}", h.line, h.column),
         })
         .collect();
     Ok(HealthRules::compile(&specs)?)

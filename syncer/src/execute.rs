@@ -30,6 +30,7 @@ use plimsoll_planner::state::{quantity_bytes, DesiredPatch, DesiredResource, Res
 
 use crate::journal_store::{self, JournalLocation, StoreError};
 use crate::lease::LeaseCheck;
+use crate::progress::RunTracker;
 
 /// What `helm upgrade` needs for one release.
 #[derive(Clone, Debug)]
@@ -245,6 +246,14 @@ pub struct Executor {
     /// write to the cluster (journal included) and every helm call.
     pub lease: LeaseCheck,
     pub progress: Progress,
+    /// What runs now, for a status page (`None`: nobody looks).
+    pub tracker: Option<RunTracker>,
+}
+
+tokio::task_local! {
+    /// The release whose steps the current future performs (the releases
+    /// of a stage run side by side in one task).
+    static CURRENT_RELEASE: String;
 }
 
 /// Fault injection for the resumption tests: the process aborts (as if
@@ -278,11 +287,31 @@ impl Executor {
         (self.progress)(&self.scrubber.scrub(line));
     }
 
+    /// Says what a step waits on, and records it as the condition now of
+    /// the release's running step. `say` is false when only the record is
+    /// due (lines are said when the condition changes, or every 5 s).
+    fn waiting(&self, line: &str, say: bool) {
+        let line = self.scrubber.scrub(line);
+        if say {
+            (self.progress)(&line);
+        }
+        if let Some(t) = &self.tracker {
+            let _ = CURRENT_RELEASE.try_with(|r| t.waiting(r, line.trim()));
+        }
+    }
+
     /// Runs the journal's remaining steps in order, saving the journal
     /// after each. The report says how it ended, failures included.
     pub async fn run(&self, journal: &mut Journal) -> Report {
         let mut report = Report::default();
-        if let Err(e) = self.run_steps(journal, &mut report).await {
+        if let Some(t) = &self.tracker {
+            t.begin(journal.completed.len(), journal.steps.len());
+        }
+        let result = self.run_steps(journal, &mut report).await;
+        if let Some(t) = &self.tracker {
+            t.end();
+        }
+        if let Err(e) = result {
             let step = match &e {
                 ExecError::Step { step, release, .. } => Some(FailedStep {
                     id: step.clone(),
@@ -372,7 +401,9 @@ impl Executor {
                     if shared.halt.load(Ordering::SeqCst) {
                         return ReleaseEnd::NotStarted;
                     }
-                    self.run_release(release, shared).await
+                    CURRENT_RELEASE
+                        .scope(release.clone(), self.run_release(release, shared))
+                        .await
                 }
             }))
             .await;
@@ -428,8 +459,16 @@ impl Executor {
                 return self.release_failed(shared, &js, error).await;
             }
             let n = shared.started.fetch_add(1, Ordering::SeqCst) + 1;
-            self.say(&format!("[{n}/{}] {}", shared.total, step.describe()));
-            match self.perform(&step).await {
+            let described = step.describe();
+            self.say(&format!("[{n}/{}] {described}", shared.total));
+            if let Some(t) = &self.tracker {
+                t.step_started(release, n, &js.id, &self.scrubber.scrub(&described));
+            }
+            let performed = self.perform(&step).await;
+            if let Some(t) = &self.tracker {
+                t.step_ended(release, performed.is_ok());
+            }
+            match performed {
                 Ok(true) => {
                     if let Ok(mut r) = shared.report.lock() {
                         *r.executed.entry(step_kind(&step).to_string()).or_default() += 1;
@@ -745,8 +784,9 @@ impl Executor {
                     }
                 )
             })?;
-            if last_report.elapsed() > Duration::from_secs(5) {
-                self.say(&format!(
+            let due = last_report.elapsed() > Duration::from_secs(5);
+            self.waiting(
+                &format!(
                     "  PVC {name}: capacity {}, waiting for {to} ({}s){}",
                     if capacity.is_empty() {
                         "unknown"
@@ -759,7 +799,10 @@ impl Executor {
                     } else {
                         format!("; {}", conditions.join(", "))
                     }
-                ));
+                ),
+                due,
+            );
+            if due {
                 last_report = Instant::now();
             }
             tokio::time::sleep(self.settings.poll).await;
@@ -949,8 +992,9 @@ impl Executor {
                     "{what} still exists after {}s; its operator removes it once the element is gone from the list (check the operator's logs and the resource's events)",
                     limit.as_secs()
                 ))?;
-            if last_report.is_none_or(|at| at.elapsed() > Duration::from_secs(5)) {
-                self.say(&format!("  waiting: {what} to be gone"));
+            let due = last_report.is_none_or(|at| at.elapsed() > Duration::from_secs(5));
+            self.waiting(&format!("  waiting: {what} to be gone"), due);
+            if due {
                 last_report = Some(Instant::now());
             }
             tokio::time::sleep(self.settings.poll).await;
@@ -1078,6 +1122,13 @@ impl Executor {
         cmd.args(["--", release, &src.chart])
             .stdin(std::process::Stdio::null())
             .kill_on_drop(true);
+        self.waiting(
+            &format!(
+                "helm upgrade --wait (up to {}s: the release's objects applied and ready)",
+                timeout.as_secs()
+            ),
+            false,
+        );
         // helm enforces --timeout itself; the margin covers a hung helm.
         let out = tokio::time::timeout(timeout + Duration::from_secs(60), cmd.output())
             .await
@@ -1170,8 +1221,8 @@ impl Executor {
             let due = last_report
                 .as_ref()
                 .is_none_or(|(at, said)| *said != now || at.elapsed() > Duration::from_secs(5));
+            self.waiting(&format!("  waiting: {now}"), due);
             if due {
-                self.say(&format!("  waiting: {now}"));
                 last_report = Some((Instant::now(), now));
             }
             tokio::time::sleep(self.settings.poll).await;

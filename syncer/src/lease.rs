@@ -50,7 +50,8 @@ struct LeaseShared {
 }
 
 impl LeaseCheck {
-    fn new(renew_deadline: Duration) -> LeaseCheck {
+    /// Confirmed now, for `renew_deadline` unless renewed.
+    pub fn new(renew_deadline: Duration) -> LeaseCheck {
         LeaseCheck {
             inner: Arc::new(LeaseShared {
                 lost: AtomicBool::new(false),
@@ -82,13 +83,15 @@ impl LeaseCheck {
                 .unwrap_or(false)
     }
 
-    fn renewed(&self) {
+    /// A renewal succeeded now.
+    pub fn renewed(&self) {
         if let Ok(mut t) = self.inner.renewed_at.lock() {
             *t = Instant::now();
         }
     }
 
-    fn lose(&self) {
+    /// Someone else holds the lease now: for good.
+    pub fn lose(&self) {
         self.inner.lost.store(true, Ordering::SeqCst);
     }
 }
@@ -172,7 +175,7 @@ fn expired(spec: &LeaseSpec, now: Timestamp) -> bool {
 /// Whether `other` (`HOST-PID`) is a process of this host (same `HOST` as
 /// `me`) that no longer runs: a killed `plimsoll sync` on an operator's
 /// machine need not make the next one wait for the lease to expire.
-fn dead_here(other: &str, me: &str) -> bool {
+pub fn dead_here(other: &str, me: &str) -> bool {
     let (Some((host, pid)), Some((my_host, _))) = (other.rsplit_once('-'), me.rsplit_once('-'))
     else {
         return false;

@@ -16,9 +16,13 @@
 //! - [`lease`]: one writer per stack (a `coordination.k8s.io` Lease).
 //! - [`execute`]: performs a plan's steps, each checking its own
 //!   precondition, recording each in the journal.
+//! - [`progress`]: what a running sync does now (step n of m, what each
+//!   release waits on), for a status page.
 //! - [`sync`]: one sync: lease, journal, plan (or resume), execute; in two
 //!   phases so that what a person approves is exactly what runs.
-//! - [`daemon`]: follows a branch: triggers, syncs, drift, metrics, HTTP.
+//!
+//! The daemon that follows branches and shares stacks among replicas is
+//! its own crate (`plimsoll-daemon`), built on this one.
 //!
 //! **Architecture Invariant:** planning happens only in `plimsoll-planner`
 //! (pure); this crate observes, decides nothing the planner has not
@@ -27,7 +31,6 @@
 
 pub mod charts;
 pub mod client;
-pub mod daemon;
 pub mod desired;
 pub mod execute;
 pub mod git;
@@ -36,5 +39,6 @@ pub mod helm_release;
 pub mod journal_store;
 pub mod lease;
 pub mod observe;
+pub mod progress;
 pub mod source;
 pub mod sync;

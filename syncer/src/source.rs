@@ -18,6 +18,11 @@ pub use plimsoll_renderer::STACK_FILE;
 #[derive(Clone, Debug)]
 pub struct StackSource {
     pub repo: PathBuf,
+    /// The stack file, relative to the repository (default
+    /// [`STACK_FILE`]; `stacks/site-a/plimsoll.yaml` for one of several).
+    /// Paths inside it stay relative to the repository's root, so stacks
+    /// can share layers.
+    pub stack_file: String,
     /// `--set VAR=VALUE` assignments, in order.
     pub set: Vec<(String, String)>,
     /// Where chart repository credentials are looked up.
@@ -28,6 +33,7 @@ impl StackSource {
     pub fn new(repo: impl Into<PathBuf>) -> StackSource {
         StackSource {
             repo: repo.into(),
+            stack_file: STACK_FILE.to_string(),
             set: Vec::new(),
             credentials: crate::charts::CredentialStore::with_dir(None),
         }
@@ -35,8 +41,10 @@ impl StackSource {
 
     /// The stack file of the working tree.
     pub fn load_stack(&self) -> anyhow::Result<(Stack, Assignments)> {
-        let path = self.repo.join(STACK_FILE);
-        let bytes = read_input(&path).with_context(|| format!("cannot read {}", path.display()))?;
+        let read = repo_reader(&self.repo);
+        let path = self.repo.join(&self.stack_file);
+        let bytes =
+            read(&self.stack_file).with_context(|| format!("cannot read {}", path.display()))?;
         self.stack_from(&path.display().to_string(), &bytes)
     }
 
@@ -58,9 +66,9 @@ impl StackSource {
     /// Renders the stack as it is at a git revision.
     pub fn render_revision(&self, rv: &Revision) -> anyhow::Result<(Stack, Rendered)> {
         let bytes = rv
-            .read(STACK_FILE)
-            .with_context(|| format!("{STACK_FILE} at {}", rv.commit))?;
-        let name = format!("{STACK_FILE}@{}", &rv.commit[..12]);
+            .read(&self.stack_file)
+            .with_context(|| format!("{} at {}", self.stack_file, rv.commit))?;
+        let name = format!("{}@{}", self.stack_file, &rv.commit[..12]);
         let (stack, vars) = self.stack_from(&name, &bytes)?;
         let read = |p: &str| rv.read(p);
         let rendered = render::render(&stack, &vars, &read)?;

@@ -36,6 +36,11 @@ pub struct SyncOptions {
     pub namespaces: Vec<String>,
     /// `sync --plan FILE`: run exactly this reviewed plan, or nothing.
     pub saved: Option<plimsoll_planner::plan::SavedPlan>,
+    /// Who holds the stack's lease while this syncs (default:
+    /// [`holder_identity`]; the daemon's replicas name themselves).
+    pub holder: String,
+    /// What runs now, recorded for a status page.
+    pub tracker: Option<crate::progress::RunTracker>,
 }
 
 impl SyncOptions {
@@ -161,7 +166,7 @@ pub fn holder_identity() -> String {
 
 /// Creates Plimsoll's namespace when it is missing (journal and lease live
 /// there); a syncer without the right to create it needs it made for it.
-async fn ensure_namespace(client: &kube::Client, name: &str) -> anyhow::Result<()> {
+pub async fn ensure_namespace(client: &kube::Client, name: &str) -> anyhow::Result<()> {
     let api: Api<Namespace> = Api::all(client.clone());
     if api.get_opt(name).await.unwrap_or(None).is_some() {
         return Ok(());
@@ -262,7 +267,7 @@ pub async fn prepare(
         client,
         &opts.journal_namespace,
         &desired.stack_name,
-        &holder_identity(),
+        &opts.holder,
         opts.lease_duration,
         opts.wait_for_lease,
     )
@@ -531,6 +536,7 @@ impl Prepared {
             stop,
             lease: lease.map_or_else(LeaseCheck::unleased, |l| l.check()),
             progress,
+            tracker: opts.tracker.clone(),
         };
         let report = executor.run(&mut self.journal).await;
         Ok(match report.end {

@@ -9,19 +9,21 @@ use kube::api::{Api, PostParams};
 use plimsoll_planner::plan::Plan;
 use plimsoll_planner::state::DesiredRelease;
 
-use crate::desired::DesiredState;
+use plimsoll_syncer::desired::DesiredState;
 
-use super::metrics::Metrics;
+use crate::metrics::Metrics;
 
 /// Reports drift found by `plan` (planned against the synced commit);
-/// returns the releases that drifted (and can be synced back).
+/// returns what drifted, by release (what can be synced back, and what
+/// cannot), each line scrubbed of secrets.
 pub async fn report(
     client: &kube::Client,
     metrics: &Metrics,
     desired: &DesiredState,
     commit: &str,
     plan: &Plan,
-) -> Vec<String> {
+) -> std::collections::BTreeMap<String, Vec<String>> {
+    let stack = desired.stack_name.as_str();
     for r in &desired.releases {
         let steps = plan
             .releases
@@ -35,10 +37,10 @@ pub async fn report(
             .iter()
             .filter(|x| x.release() == r.name)
             .count() as u64;
-        metrics.drift(&r.name, steps + refused);
+        metrics.drift(stack, &r.name, steps + refused);
     }
-    let mut drifted = Vec::new();
-    for rp in &plan.releases {
+    let mut drifted = std::collections::BTreeMap::new();
+    for rp in plan.releases.iter().filter(|r| !r.steps.is_empty()) {
         let mut what: Vec<String> = rp.steps.iter().map(|s| s.describe()).collect();
         // What drifted in the live objects, field by field.
         for s in &rp.steps {
@@ -59,13 +61,18 @@ pub async fn report(
         if let Some(r) = desired.releases.iter().find(|r| r.name == rp.release) {
             event(client, r, &message).await;
         }
-        drifted.push(rp.release.clone());
+        drifted.insert(
+            rp.release.clone(),
+            what.iter().map(|w| desired.scrubber.scrub(w)).collect(),
+        );
     }
     for r in &plan.refusals {
-        tracing::warn!(
-            "drift that cannot be synced back: {}",
-            desired.scrubber.scrub(&r.message())
-        );
+        let message = desired.scrubber.scrub(&r.message());
+        tracing::warn!("drift that cannot be synced back: {message}");
+        drifted
+            .entry(r.release().to_string())
+            .or_insert_with(Vec::new)
+            .push(format!("cannot be synced back: {message}"));
     }
     drifted
 }

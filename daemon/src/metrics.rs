@@ -1,8 +1,9 @@
 //! What `/metrics` reports, in the OpenMetrics text format
 //! (`prometheus-client`). Every series carries the stack's name.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::RwLock;
+use std::collections::{BTreeSet, HashMap};
+use std::sync::atomic::AtomicU64;
+use std::sync::Mutex;
 
 use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
 use prometheus_client::metrics::counter::Counter;
@@ -86,7 +87,6 @@ type FloatGauge = Gauge<f64, AtomicU64>;
 /// endpoint (all updates are atomic).
 pub struct Metrics {
     registry: Registry,
-    stack: RwLock<String>,
     synced_revision: Family<RevisionLabels, Gauge>,
     sync_duration: Family<StackLabels, Histogram, fn() -> Histogram>,
     syncs: Family<ResultLabels, Counter>,
@@ -96,7 +96,19 @@ pub struct Metrics {
     last_error: Family<MessageLabels, Gauge>,
     last_error_time: Family<StackLabels, FloatGauge>,
     reconcile_cpu: Family<StackLabels, FloatGauge>,
-    ready: AtomicBool,
+    reconcile_seconds: Family<StackLabels, FloatGauge>,
+    owned_stacks: Gauge,
+    peers: Gauge,
+    /// The gauge series each stack has, to remove them when it leaves.
+    series: Mutex<HashMap<String, Series>>,
+}
+
+/// A stack's gauge series with labels beyond the stack's name.
+#[derive(Default)]
+struct Series {
+    revision: Option<String>,
+    message: Option<String>,
+    releases: BTreeSet<String>,
 }
 
 fn duration_histogram() -> Histogram {
@@ -107,7 +119,6 @@ impl Default for Metrics {
     fn default() -> Metrics {
         let mut registry = Registry::default();
         let m = Metrics {
-            stack: RwLock::new(String::new()),
             synced_revision: Family::default(),
             sync_duration: Family::new_with_constructor(duration_histogram),
             syncs: Family::default(),
@@ -117,7 +128,10 @@ impl Default for Metrics {
             last_error: Family::default(),
             last_error_time: Family::default(),
             reconcile_cpu: Family::default(),
-            ready: AtomicBool::new(false),
+            reconcile_seconds: Family::default(),
+            owned_stacks: Gauge::default(),
+            peers: Gauge::default(),
+            series: Mutex::new(HashMap::new()),
             registry: Registry::default(),
         };
         registry.register(
@@ -158,26 +172,29 @@ impl Default for Metrics {
         );
         registry.register(
             "plimsoll_reconcile_cpu_seconds",
-            "CPU time of the last reconcile pass",
+            "CPU time of this process during the stack's last reconcile pass (passes of other stacks at the same time included)",
             m.reconcile_cpu.clone(),
+        );
+        registry.register(
+            "plimsoll_reconcile_pass_seconds",
+            "Wall time of the stack's last reconcile pass",
+            m.reconcile_seconds.clone(),
+        );
+        registry.register(
+            "plimsoll_owned_stacks",
+            "Stacks this replica holds (owner leases)",
+            m.owned_stacks.clone(),
+        );
+        registry.register(
+            "plimsoll_peers",
+            "Live replicas of this replica's group, itself included",
+            m.peers.clone(),
         );
         Metrics { registry, ..m }
     }
 }
 
 impl Metrics {
-    fn stack(&self) -> Text {
-        Text(self.stack.read().map(|s| s.clone()).unwrap_or_default())
-    }
-
-    pub fn set_stack(&self, name: &str) {
-        if let Ok(mut s) = self.stack.write() {
-            if *s != name {
-                *s = name.to_string();
-            }
-        }
-    }
-
     /// The exposition text.
     pub fn render(&self) -> String {
         let mut out = String::new();
@@ -186,102 +203,155 @@ impl Metrics {
         out
     }
 
-    pub fn synced(&self, revision: &str) {
-        self.synced_revision.clear();
+    fn series(&self, stack: &str, f: impl FnOnce(&mut Series)) {
+        if let Ok(mut m) = self.series.lock() {
+            f(m.entry(stack.to_string()).or_default());
+        }
+    }
+
+    pub fn synced(&self, stack: &str, revision: &str) {
+        let mut old = None;
+        self.series(stack, |s| old = s.revision.replace(revision.to_string()));
+        if let Some(old) = old {
+            self.synced_revision.remove(&RevisionLabels {
+                stack: stack.into(),
+                revision: old.as_str().into(),
+            });
+        }
         self.synced_revision
             .get_or_create(&RevisionLabels {
-                stack: self.stack(),
+                stack: stack.into(),
                 revision: revision.into(),
             })
             .set(1);
     }
 
-    pub fn sync_result(&self, result: &str) {
+    pub fn sync_result(&self, stack: &str, result: &str) {
         self.syncs
             .get_or_create(&ResultLabels {
-                stack: self.stack(),
+                stack: stack.into(),
                 result: result.into(),
             })
             .inc();
     }
 
-    pub fn observe_duration(&self, seconds: f64) {
+    pub fn observe_duration(&self, stack: &str, seconds: f64) {
         self.sync_duration
             .get_or_create(&StackLabels {
-                stack: self.stack(),
+                stack: stack.into(),
             })
             .observe(seconds);
     }
 
-    pub fn steps_executed(&self, kind: &str, n: u64) {
+    pub fn steps_executed(&self, stack: &str, kind: &str, n: u64) {
         self.steps_executed
             .get_or_create(&KindLabels {
-                stack: self.stack(),
+                stack: stack.into(),
                 kind: kind.into(),
             })
             .inc_by(n);
     }
 
-    pub fn step_failed(&self, kind: &str) {
+    pub fn step_failed(&self, stack: &str, kind: &str) {
         self.steps_failed
             .get_or_create(&KindLabels {
-                stack: self.stack(),
+                stack: stack.into(),
                 kind: kind.into(),
             })
             .inc();
     }
 
-    pub fn drift(&self, release: &str, steps: u64) {
+    pub fn drift(&self, stack: &str, release: &str, steps: u64) {
+        self.series(stack, |s| {
+            s.releases.insert(release.to_string());
+        });
         self.drift
             .get_or_create(&ReleaseLabels {
-                stack: self.stack(),
+                stack: stack.into(),
                 release: release.into(),
             })
             .set(steps.min(i64::MAX as u64) as i64);
     }
 
-    pub fn error(&self, message: &str) {
-        self.last_error.clear();
-        let stack = self.stack();
+    fn set_message(&self, stack: &str, message: &str) {
+        let mut old = None;
+        self.series(stack, |s| old = s.message.replace(message.to_string()));
+        if let Some(old) = old {
+            self.last_error.remove(&MessageLabels {
+                stack: stack.into(),
+                message: old.as_str().into(),
+            });
+        }
         self.last_error
             .get_or_create(&MessageLabels {
-                stack: stack.clone(),
+                stack: stack.into(),
                 message: message.into(),
             })
             .set(1);
+    }
+
+    pub fn error(&self, stack: &str, message: &str) {
+        self.set_message(stack, message);
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_secs_f64())
             .unwrap_or(0.0);
         self.last_error_time
-            .get_or_create(&StackLabels { stack })
+            .get_or_create(&StackLabels {
+                stack: stack.into(),
+            })
             .set(now);
     }
 
-    pub fn clear_error(&self) {
-        self.last_error.clear();
-        self.last_error
-            .get_or_create(&MessageLabels {
-                stack: self.stack(),
-                message: Text(String::new()),
-            })
-            .set(1);
+    pub fn clear_error(&self, stack: &str) {
+        self.set_message(stack, "");
     }
 
-    pub fn reconcile_cpu(&self, seconds: f64) {
-        self.reconcile_cpu
-            .get_or_create(&StackLabels {
-                stack: self.stack(),
-            })
-            .set(seconds);
+    /// CPU time of this process during the stack's last pass (other
+    /// stacks' passes at the same time included), and its wall time.
+    pub fn reconcile_pass(&self, stack: &str, cpu_seconds: f64, seconds: f64) {
+        let labels = StackLabels {
+            stack: stack.into(),
+        };
+        self.reconcile_cpu.get_or_create(&labels).set(cpu_seconds);
+        self.reconcile_seconds.get_or_create(&labels).set(seconds);
     }
 
-    pub fn set_ready(&self, ready: bool) {
-        self.ready.store(ready, Ordering::SeqCst);
+    /// The stacks held here and the live peers of the group.
+    pub fn shard(&self, owned: usize, peers: usize) {
+        self.owned_stacks.set(owned as i64);
+        self.peers.set(peers as i64);
     }
 
-    pub fn is_ready(&self) -> bool {
-        self.ready.load(Ordering::SeqCst)
+    /// The stack is not held here any more: its gauges go (another
+    /// replica reports them now); counters stay, as counters do.
+    pub fn forget(&self, stack: &str) {
+        let series = self.series.lock().ok().and_then(|mut m| m.remove(stack));
+        let Some(series) = series else { return };
+        if let Some(r) = series.revision {
+            self.synced_revision.remove(&RevisionLabels {
+                stack: stack.into(),
+                revision: r.as_str().into(),
+            });
+        }
+        if let Some(m) = series.message {
+            self.last_error.remove(&MessageLabels {
+                stack: stack.into(),
+                message: m.as_str().into(),
+            });
+        }
+        for release in series.releases {
+            self.drift.remove(&ReleaseLabels {
+                stack: stack.into(),
+                release: release.as_str().into(),
+            });
+        }
+        let labels = StackLabels {
+            stack: stack.into(),
+        };
+        self.last_error_time.remove(&labels);
+        self.reconcile_cpu.remove(&labels);
+        self.reconcile_seconds.remove(&labels);
     }
 }
 
@@ -302,16 +372,18 @@ mod tests {
     #[test]
     fn metrics_render_in_the_openmetrics_text_format() {
         let m = Metrics::default();
-        m.set_stack("example");
-        m.synced("abc");
-        m.observe_duration(3.0);
-        m.drift("data", 2);
-        m.steps_executed("expand-pvc", 2);
-        m.sync_result("succeeded");
-        m.error("boom \"quoted\"");
+        m.synced("example", "abc");
+        m.observe_duration("example", 3.0);
+        m.drift("example", "data", 2);
+        m.steps_executed("example", "expand-pvc", 2);
+        m.sync_result("example", "succeeded");
+        m.error("example", "boom \"quoted\"");
+        m.synced("other", "fff");
+        m.shard(2, 3);
         let t = m.render();
         for want in [
             "plimsoll_synced_revision_info{stack=\"example\",revision=\"abc\"} 1",
+            "plimsoll_synced_revision_info{stack=\"other\",revision=\"fff\"} 1",
             "plimsoll_sync_duration_seconds_bucket{le=\"1.0\",stack=\"example\"} 0",
             "plimsoll_sync_duration_seconds_bucket{le=\"5.0\",stack=\"example\"} 1",
             "plimsoll_sync_duration_seconds_count{stack=\"example\"} 1",
@@ -319,16 +391,25 @@ mod tests {
             "plimsoll_steps_executed_total{stack=\"example\",kind=\"expand-pvc\"} 2",
             "plimsoll_syncs_total{stack=\"example\",result=\"succeeded\"} 1",
             "message=\"boom \\\"quoted\\\"\"",
+            "plimsoll_owned_stacks 2",
+            "plimsoll_peers 3",
             "# EOF",
         ] {
             assert!(t.contains(want), "{want} in:\n{t}");
         }
-        // A new revision replaces the old series.
-        m.synced("def");
+        // A new revision replaces the stack's old series, not another's.
+        m.synced("example", "def");
         let t = m.render();
         assert!(!t.contains("revision=\"abc\""), "{t}");
-        m.clear_error();
+        assert!(t.contains("revision=\"fff\""), "{t}");
+        m.clear_error("example");
         assert!(!m.render().contains("boom"));
+        // A stack that leaves takes its gauges along.
+        m.forget("example");
+        let t = m.render();
+        assert!(!t.contains("revision=\"def\""), "{t}");
+        assert!(!t.contains("release=\"data\""), "{t}");
+        assert!(t.contains("revision=\"fff\""), "{t}");
     }
 
     #[test]

@@ -7,7 +7,7 @@ use std::time::Duration;
 use anyhow::Context;
 use tokio::sync::mpsc;
 
-use super::Trigger;
+use crate::Trigger;
 
 /// Watches a local repository's `.git` for ref changes (loose refs,
 /// packed refs, HEAD; not objects).

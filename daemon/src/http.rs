@@ -1,6 +1,9 @@
-//! The daemon's HTTP endpoint (hyper, HTTP/1.1): `GET /metrics`,
-//! `/healthz`, `/readyz` and `POST /hook` (a push webhook, GitHub-style
-//! `X-Hub-Signature-256` HMAC when a secret is set).
+//! The daemon's HTTP endpoints (hyper, HTTP/1.1). The main one: `GET
+//! /metrics`, `/healthz`, `/readyz` and `POST /hook` (a push webhook,
+//! GitHub-style `X-Hub-Signature-256` HMAC when a secret is set). The
+//! status page, on its own address (this machine only unless told
+//! otherwise): `GET /` (HTML) and `/status.json`, with an optional bearer
+//! token.
 //!
 //! Bounded against slow or hostile clients: at most [`MAX_CONNECTIONS`]
 //! at once (more wait in the kernel's backlog), headers within
@@ -21,8 +24,9 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use sha2::Sha256;
 use tokio::sync::{mpsc, Semaphore};
 
-use super::metrics::{Metrics, CONTENT_TYPE};
-use super::Trigger;
+use crate::metrics::{Metrics, CONTENT_TYPE};
+use crate::status::Board;
+use crate::Trigger;
 
 pub const MAX_CONNECTIONS: usize = 64;
 pub const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
@@ -32,10 +36,58 @@ pub const MAX_BODY: usize = 1 << 20;
 /// What the handlers share.
 pub struct Endpoint {
     pub metrics: Arc<Metrics>,
-    pub trigger: mpsc::Sender<Trigger>,
+    /// Each repository follower's trigger: a webhook wakes them all.
+    pub triggers: Vec<mpsc::Sender<Trigger>>,
     pub webhook_secret: Option<Vec<u8>>,
-    /// Why the daemon is not ready (None: ready), for `/readyz`.
-    pub not_ready: Arc<std::sync::RwLock<Option<String>>>,
+    /// What `/readyz` and the status page read.
+    pub board: Arc<Board>,
+    /// Which routes this endpoint serves.
+    pub routes: Routes,
+}
+
+/// The routes of an endpoint.
+#[derive(Clone, Debug)]
+pub enum Routes {
+    /// `/metrics`, `/healthz`, `/readyz`, `POST /hook`.
+    Main,
+    /// `/`, `/status`, `/status.json`; the token, when set, is required.
+    Status { token: Option<String> },
+}
+
+/// Seconds between reloads of the status page.
+pub const STATUS_REFRESH: u32 = 3;
+
+/// Whether the request carries `token`: `Authorization: Bearer TOKEN`, or
+/// Basic authentication with TOKEN as the password (what a browser sends
+/// after asking). Compared in constant time.
+pub fn authorized(token: &str, header: Option<&str>) -> bool {
+    use base64::Engine;
+    let Some(h) = header.map(str::trim) else {
+        return false;
+    };
+    let given: Vec<u8> = if let Some(t) = h.strip_prefix("Bearer ") {
+        t.trim().as_bytes().to_vec()
+    } else if let Some(b) = h.strip_prefix("Basic ") {
+        let Ok(decoded) = base64::engine::general_purpose::STANDARD.decode(b.trim()) else {
+            return false;
+        };
+        match decoded.iter().position(|c| *c == b':') {
+            Some(i) => decoded[i + 1..].to_vec(),
+            None => return false,
+        }
+    } else {
+        return false;
+    };
+    // HMACs of both under a fixed key compared with `verify_slice`: constant
+    // time whatever the lengths.
+    let mac = |b: &[u8]| {
+        let mut m =
+            Hmac::<Sha256>::new_from_slice(b"plimsoll-status-token").expect("any key length");
+        m.update(b);
+        m
+    };
+    let expected = mac(token.as_bytes()).finalize().into_bytes();
+    mac(&given).verify_slice(&expected).is_ok()
 }
 
 /// Whether `header` (`sha256=HEX`) is the HMAC-SHA256 of `body` under
@@ -78,20 +130,20 @@ async fn handle(
     req: Request<Incoming>,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
     const PLAIN: &str = "text/plain; charset=utf-8";
+    if let Routes::Status { token } = &endpoint.routes {
+        return Ok(status_page(&endpoint, token.as_deref(), &req));
+    }
     let response = match (req.method(), req.uri().path()) {
         (&Method::GET, "/metrics") => text(StatusCode::OK, CONTENT_TYPE, endpoint.metrics.render()),
         (&Method::GET, "/healthz") => text(StatusCode::OK, PLAIN, "ok\n"),
-        (&Method::GET, "/readyz") => {
-            let why = endpoint.not_ready.read().ok().and_then(|w| w.clone());
-            match why {
-                None => text(StatusCode::OK, PLAIN, "ready\n"),
-                Some(why) => text(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    PLAIN,
-                    format!("not ready: {why}\n"),
-                ),
-            }
-        }
+        (&Method::GET, "/readyz") => match endpoint.board.not_ready() {
+            None => text(StatusCode::OK, PLAIN, "ready\n"),
+            Some(why) => text(
+                StatusCode::SERVICE_UNAVAILABLE,
+                PLAIN,
+                format!("not ready: {why}\n"),
+            ),
+        },
         (&Method::POST, "/hook") => {
             let signature = req
                 .headers()
@@ -113,7 +165,9 @@ async fn handle(
                         None => true,
                     };
                     if ok {
-                        let _ = endpoint.trigger.try_send(Trigger::Webhook);
+                        for t in &endpoint.triggers {
+                            let _ = t.try_send(Trigger::Webhook);
+                        }
                         text(StatusCode::ACCEPTED, PLAIN, "fetch scheduled\n")
                     } else {
                         text(StatusCode::UNAUTHORIZED, PLAIN, "bad signature\n")
@@ -124,6 +178,59 @@ async fn handle(
         _ => text(StatusCode::NOT_FOUND, PLAIN, "not found\n"),
     };
     Ok(response)
+}
+
+/// The status page's routes.
+fn status_page(
+    endpoint: &Endpoint,
+    token: Option<&str>,
+    req: &Request<Incoming>,
+) -> Response<Full<Bytes>> {
+    const PLAIN: &str = "text/plain; charset=utf-8";
+    if let Some(token) = token {
+        let header = req
+            .headers()
+            .get(hyper::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok());
+        if !authorized(token, header) {
+            let mut r = text(StatusCode::UNAUTHORIZED, PLAIN, "a token is required\n");
+            r.headers_mut().insert(
+                hyper::header::WWW_AUTHENTICATE,
+                hyper::header::HeaderValue::from_static(
+                    "Basic realm=\"plimsoll\", charset=\"UTF-8\"",
+                ),
+            );
+            return r;
+        }
+    }
+    let mut r = match (req.method(), req.uri().path()) {
+        (&Method::GET, "/" | "/status") => text(
+            StatusCode::OK,
+            "text/html; charset=utf-8",
+            crate::status::to_html(&endpoint.board.snapshot(), STATUS_REFRESH),
+        ),
+        (&Method::GET, "/status.json") => text(
+            StatusCode::OK,
+            "application/json",
+            crate::status::to_json(&endpoint.board.snapshot()),
+        ),
+        (&Method::GET, _) => text(StatusCode::NOT_FOUND, PLAIN, "not found\n"),
+        _ => text(StatusCode::METHOD_NOT_ALLOWED, PLAIN, "read only\n"),
+    };
+    // Read only, never framed, never cached, no script.
+    let h = r.headers_mut();
+    for (k, v) in [
+        (
+            "content-security-policy",
+            "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'",
+        ),
+        ("x-content-type-options", "nosniff"),
+        ("cache-control", "no-store"),
+        ("referrer-policy", "no-referrer"),
+    ] {
+        h.insert(k, hyper::header::HeaderValue::from_static(v));
+    }
+    r
 }
 
 /// Binds `addr`; the returned listener is then served by [`serve`].
@@ -195,5 +302,24 @@ mod tests {
         ));
         assert!(!signature_ok(b"Jefe", body, Some("sha1=abc")));
         assert!(!signature_ok(b"Jefe", b"x", None));
+    }
+
+    #[test]
+    fn the_status_token_is_a_bearer_token_or_a_basic_password() {
+        use base64::Engine;
+        let basic = |s: &str| {
+            format!(
+                "Basic {}",
+                base64::engine::general_purpose::STANDARD.encode(s)
+            )
+        };
+        assert!(authorized("t0k", Some("Bearer t0k")));
+        assert!(authorized("t0k", Some(&basic("anyone:t0k"))));
+        assert!(!authorized("t0k", Some("Bearer t0")));
+        assert!(!authorized("t0k", Some("Bearer t0kk")));
+        assert!(!authorized("t0k", Some(&basic("t0k"))));
+        assert!(!authorized("t0k", Some("t0k")));
+        assert!(!authorized("t0k", None));
+        assert!(!authorized("t0k", Some("Basic !!!")));
     }
 }
