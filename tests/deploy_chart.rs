@@ -144,7 +144,10 @@ fn several_repositories_become_the_daemons_config_file() {
         .iter()
         .map(|a| a.as_str().unwrap())
         .collect();
-    assert!(args.contains(&"--config=/etc/plimsoll/config/repositories.yaml"), "{args:?}");
+    assert!(
+        args.contains(&"--config=/etc/plimsoll/config/repositories.yaml"),
+        "{args:?}"
+    );
     assert!(args.contains(&"--no-status-page"), "{args:?}");
     assert!(!args.iter().any(|a| a.starts_with("--url")), "{args:?}");
     assert!(args.contains(&"--identity=$(POD_NAME)"), "{args:?}");

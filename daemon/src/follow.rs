@@ -76,6 +76,33 @@ pub fn locations(repo: &Repository, head: &Head) -> Vec<(StackLocation, Result<S
         .collect()
 }
 
+/// Every followed repository with its newest head: what a stack's name is
+/// checked against (two files declaring one name are refused).
+#[derive(Clone)]
+pub struct Heads {
+    pub repositories: Arc<Vec<Repository>>,
+    pub heads: Vec<HeadWatch>,
+}
+
+impl Heads {
+    /// Every stack of every repository at its newest head.
+    pub fn locations(&self) -> Vec<(StackLocation, Result<String, String>)> {
+        let mut all = Vec::new();
+        for (repo, head) in self.repositories.iter().zip(&self.heads) {
+            if let Some(h) = head.borrow().clone() {
+                all.extend(locations(repo, &h));
+            }
+        }
+        all
+    }
+
+    /// Why `location` is refused for its name, if another file declares
+    /// the same stack name.
+    pub fn duplicate(&self, location: &StackLocation) -> Option<String> {
+        discover::duplicate_names(&self.locations()).remove(location)
+    }
+}
+
 /// Follows `repo` until `stop`; publishes every new head on `tx`.
 pub async fn follow(
     index: usize,

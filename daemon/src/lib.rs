@@ -34,6 +34,7 @@ pub mod watch;
 pub mod worker;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
+
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -237,6 +238,10 @@ pub async fn run(
         c.secrets = Some(secret_reader(&client, &sync.journal_namespace));
         c
     };
+    let fleet_heads = follow::Heads {
+        repositories: Arc::new(opts.repositories.clone()),
+        heads: heads.clone(),
+    };
     let mut shard = Shard::new(
         &client,
         &sync.journal_namespace,
@@ -261,13 +266,8 @@ pub async fn run(
                 all.push((loc, name));
             }
         }
-        let duplicates: BTreeMap<String, String> = discover::duplicate_names(&all)
-            .into_iter()
-            .map(|(l, why)| (l.key(), why))
-            .collect();
         let stacks: BTreeMap<String, StackLocation> =
             all.iter().map(|(l, _)| (l.key(), l.clone())).collect();
-        board.set_duplicates(duplicates);
         board.set_stacks(all.into_iter().map(|(l, n)| (l.key(), (l, n))).collect());
 
         let busy: HashSet<String> = workers
@@ -349,6 +349,7 @@ pub async fn run(
                         credentials: credentials.clone(),
                     },
                     head: heads[i].clone(),
+                    heads: fleet_heads.clone(),
                     sync: sync.clone(),
                     client: client.clone(),
                     metrics: metrics.clone(),

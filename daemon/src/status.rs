@@ -145,6 +145,9 @@ pub struct StackRecord {
     /// Drift lines by release (from the last check).
     pub drift: BTreeMap<String, Vec<String>>,
     pub last_error: Option<String>,
+    /// Why the stack's last sync or pass failed, until one succeeds (a
+    /// retry in progress does not make it ready).
+    pub failure: Option<String>,
     pub releases: Vec<ReleaseInfo>,
     pub last_pass: Option<u64>,
 }
@@ -180,8 +183,6 @@ struct Inner {
     /// Every stack the repositories hold, by key.
     stacks: BTreeMap<String, (StackLocation, Result<String, String>)>,
     holders: BTreeMap<String, String>,
-    /// Stacks refused because another file declares the same name.
-    duplicates: BTreeMap<String, String>,
     /// What this replica's workers recorded, by key.
     records: BTreeMap<String, StackRecord>,
 }
@@ -226,16 +227,6 @@ impl Board {
         });
     }
 
-    /// Stacks refused because another file declares the same name, by key.
-    pub fn set_duplicates(&self, duplicates: BTreeMap<String, String>) {
-        self.write(|w| w.duplicates = duplicates);
-    }
-
-    /// Why the stack `key` is refused for its name, if it is.
-    pub fn duplicate(&self, key: &str) -> Option<String> {
-        self.inner.read().ok()?.duplicates.get(key).cloned()
-    }
-
     /// What the shard loop saw in its last round.
     pub fn set_shard(&self, view: &crate::shard::ShardView, error: Option<String>) {
         self.write(|w| {
@@ -254,10 +245,14 @@ impl Board {
         self.write(|w| f(w.records.entry(key.to_string()).or_default()));
     }
 
-    /// The stack is not worked on here any more.
+    /// The stack is not worked on here any more (its lease given up or
+    /// lost): shown as nobody's until the next round says whose it is.
     pub fn forget(&self, key: &str) {
         self.write(|w| {
             w.records.remove(key);
+            if w.holders.get(key) == Some(&self.identity) {
+                w.holders.remove(key);
+            }
         });
     }
 
@@ -274,8 +269,12 @@ impl Board {
         }
         // Held here: ready once each has completed a pass.
         for (key, holder) in &r.holders {
-            if *holder == self.identity && r.records.get(key).is_none_or(|x| x.last_pass.is_none()) {
-                let file = r.stacks.get(key).map_or(key.as_str(), |(l, _)| l.file.as_str());
+            if *holder == self.identity && r.records.get(key).is_none_or(|x| x.last_pass.is_none())
+            {
+                let file = r
+                    .stacks
+                    .get(key)
+                    .map_or(key.as_str(), |(l, _)| l.file.as_str());
                 why.push(format!("stack {file}: no reconcile pass has completed"));
             }
         }
@@ -293,17 +292,14 @@ impl Board {
                 .get(key)
                 .map_or(key.as_str(), |(l, _)| l.file.as_str());
             let name = rec.name.as_deref().unwrap_or(file);
-            match rec.state {
-                Some(StackState::Rejected) => why.push(format!(
+            if rec.state == Some(StackState::Rejected) {
+                why.push(format!(
                     "stack {name}: commit {} cannot be used: {}",
                     short(rec.head.as_deref().unwrap_or("")),
                     rec.last_error.as_deref().unwrap_or("")
-                )),
-                Some(StackState::Failed) => why.push(format!(
-                    "stack {name}: {}",
-                    rec.last_error.as_deref().unwrap_or("failed")
-                )),
-                _ => {}
+                ));
+            } else if let Some(f) = &rec.failure {
+                why.push(format!("stack {name}: {f}"));
             }
         }
         if r.records.is_empty() && r.repositories.iter().all(|x| x.head.is_none()) && why.is_empty()

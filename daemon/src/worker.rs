@@ -36,6 +36,8 @@ pub struct Worker {
     pub location: StackLocation,
     pub source: StackSource,
     pub head: HeadWatch,
+    /// Every repository's head, to refuse a stack name declared twice.
+    pub heads: crate::follow::Heads,
     pub sync: SyncOptions,
     pub client: kube::Client,
     pub metrics: Arc<Metrics>,
@@ -204,8 +206,14 @@ impl Worker {
                 )
             }
         };
+        let failed = state == StackState::Failed;
         self.record(|r| {
             r.state = Some(state);
+            if failed {
+                r.failure = error.clone();
+            } else if ok {
+                r.failure = None;
+            }
             r.last_error = error;
             if ok {
                 r.plan = None;
@@ -266,7 +274,7 @@ impl Worker {
         tracing::info!(stack = %self.location.file, revision = %commit, trigger = why.as_str(), "new commit for stack {}", self.location.file);
         mem.rejected = None;
         // A name another file declares too is refused before anything runs.
-        let duplicate = self.board.duplicate(&self.key);
+        let duplicate = self.heads.duplicate(&self.location);
         let loaded = match (found.name, duplicate) {
             (_, Some(why)) => {
                 Err(anyhow::anyhow!(why).context(plimsoll_syncer::desired::UnusableContent))
@@ -341,8 +349,11 @@ impl Worker {
     /// Runs until stopped. Passes start only while the owner lease is
     /// confirmed.
     pub async fn run(self) {
+        tracing::info!(stack = %self.location.file, key = %self.key, "working on the stack");
         let mut mem = Memory::default();
         let mut head = self.head.clone();
+        // The head now is this worker's first pass; later ones wake it.
+        head.borrow_and_update();
         let mut why = Trigger::Start;
         let mut failures = 0u32;
         loop {
@@ -372,9 +383,11 @@ impl Worker {
                             self.metrics.error(&mem.label, &text);
                         }
                         mem.last_failure = Some(text.clone());
+                        let why = format!("the last reconcile pass failed: {text}");
                         self.record(|r| {
                             r.state = Some(StackState::Failed);
-                            r.last_error = Some(format!("the last reconcile pass failed: {text}"));
+                            r.last_error = Some(why.clone());
+                            r.failure = Some(why);
                             r.last_pass = Some(at);
                         });
                         true
@@ -419,5 +432,6 @@ impl Worker {
         if !mem.label.is_empty() {
             self.metrics.forget(&mem.label);
         }
+        tracing::info!(stack = %self.location.file, key = %self.key, "stopped working on the stack");
     }
 }

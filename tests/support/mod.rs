@@ -141,3 +141,5 @@ pub fn example_repo(ns: &str, patch: bool) -> tempfile::TempDir {
     std::fs::write(dir.path().join("plimsoll.yaml"), stack).unwrap();
     dir
 }
+
+pub mod fleet;
