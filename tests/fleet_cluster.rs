@@ -354,3 +354,24 @@ async fn three_replicas_share_nine_stacks_and_rebalance_when_one_dies_and_return
     assert!(o.is_empty(), "a stack worked on by two replicas at once: {o:?}");
 }
 }
+
+/// The overlap check reads the replicas' logs as they are written, and
+/// finds two replicas working on one stack at once.
+#[test]
+fn the_overlap_check_finds_two_replicas_on_one_stack() {
+    let a = "2026-12-06T19:00:00.000000Z  INFO plimsoll_daemon::worker: working on the stack stack=stacks/s00/plimsoll.yaml key=aaaa\n\
+             2026-12-06T19:00:10.000000Z  INFO plimsoll_daemon::worker: stopped working on the stack stack=stacks/s00/plimsoll.yaml key=aaaa\n";
+    let b_after = "2026-12-06T19:00:10.500000Z  INFO plimsoll_daemon::worker: working on the stack stack=stacks/s00/plimsoll.yaml key=aaaa\n";
+    let b_during = "2026-12-06T19:00:09.000000Z  INFO plimsoll_daemon::worker: working on the stack stack=stacks/s00/plimsoll.yaml key=aaaa\n";
+    let end = support::fleet::rfc3339_seconds("2026-12-06T19:01:00Z").unwrap();
+    let check = |b: &str| {
+        let mut m = BTreeMap::new();
+        m.insert("a".to_string(), working_intervals(a, end));
+        m.insert("b".to_string(), working_intervals(b, end));
+        overlaps(&m)
+    };
+    assert!(check(b_after).is_empty());
+    let o = check(b_during);
+    assert_eq!(o.len(), 1, "{o:?}");
+    assert!((o[0].3 - 1.0).abs() < 1e-6, "{o:?}");
+}

@@ -15,7 +15,7 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
 
 use plimsoll_syncer::progress::{RunState, RunTracker};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::discover::StackLocation;
 
@@ -28,7 +28,7 @@ pub fn now() -> u64 {
 }
 
 /// Where a stack stands, in one word.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum StackState {
     /// Held here; the first pass has not finished.
@@ -82,7 +82,7 @@ impl StackState {
 }
 
 /// A release of a stack as its commit declares it.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ReleaseInfo {
     pub name: String,
     pub namespace: String,
@@ -91,13 +91,21 @@ pub struct ReleaseInfo {
     pub version: String,
 }
 
+/// A release's steps in a plan.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReleaseSteps {
+    pub release: String,
+    pub steps: Vec<String>,
+}
+
 /// A plan not (yet) applied: the steps per release, and refusals.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PlanSummary {
     /// The commit it was planned for.
     pub revision: String,
-    /// Steps by release (described as the plan describes them).
-    pub steps: BTreeMap<String, Vec<String>>,
+    /// Steps by release, in the plan's order (stages first to last),
+    /// described as the plan describes them.
+    pub steps: Vec<ReleaseSteps>,
     pub refusals: Vec<String>,
 }
 
@@ -113,11 +121,9 @@ impl PlanSummary {
                 .releases
                 .iter()
                 .filter(|r| !r.steps.is_empty())
-                .map(|r| {
-                    (
-                        r.release.clone(),
-                        r.steps.iter().map(|s| scrub(&s.describe())).collect(),
-                    )
+                .map(|r| ReleaseSteps {
+                    release: r.release.clone(),
+                    steps: r.steps.iter().map(|s| scrub(&s.describe())).collect(),
                 })
                 .collect(),
             refusals: plan.refusals.iter().map(|r| scrub(&r.message())).collect(),
@@ -125,7 +131,12 @@ impl PlanSummary {
     }
 
     pub fn step_count(&self) -> usize {
-        self.steps.values().map(Vec::len).sum()
+        self.steps.iter().map(|r| r.steps.len()).sum()
+    }
+
+    /// Whether the plan has steps for `release`.
+    pub fn touches(&self, release: &str) -> bool {
+        self.steps.iter().any(|r| r.release == release)
     }
 }
 
@@ -153,7 +164,7 @@ pub struct StackRecord {
 }
 
 /// A repository as its follower last read it.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RepositoryStatus {
     pub repository: String,
     pub branch: String,
@@ -314,7 +325,7 @@ impl Board {
         let Ok(r) = self.inner.read() else {
             return FleetStatus::default();
         };
-        let stacks = r
+        let stacks: Vec<StackStatus> = r
             .stacks
             .iter()
             .map(|(key, (location, name))| {
@@ -352,6 +363,8 @@ impl Board {
                 }
             })
             .collect();
+        let mut stacks: Vec<StackStatus> = stacks;
+        stacks.sort_by(|a, b| a.location.cmp(&b.location));
         FleetStatus {
             identity: self.identity.clone(),
             group: self.group.clone(),
@@ -375,7 +388,7 @@ impl Board {
 }
 
 /// A peer of the group.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Peer {
     pub identity: String,
     pub stacks: usize,
@@ -383,7 +396,7 @@ pub struct Peer {
 }
 
 /// One stack, as the page shows it.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StackStatus {
     pub key: String,
     pub location: StackLocation,
@@ -404,7 +417,7 @@ pub struct StackStatus {
 }
 
 /// The whole page's data (`/status.json`).
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FleetStatus {
     pub identity: String,
     pub group: String,
@@ -468,6 +481,7 @@ fn ago(t: u64, now: u64) -> String {
 
 const STYLE: &str = "body{font:14px/1.45 system-ui,sans-serif;margin:0;color:#1d2330;background:#f5f6f8}\
 header{background:#1d2330;color:#fff;padding:12px 24px}header h1{margin:0;font-size:18px}\
+header code{background:#3a4254;color:#fff}\
 header p{margin:4px 0 0;color:#c4c9d4}main{padding:16px 24px;max-width:1200px}\
 section.stack{background:#fff;border:1px solid #d8dce3;border-radius:6px;margin:0 0 16px;padding:12px 16px}\
 h2{font-size:16px;margin:0 0 6px}h3{font-size:14px;margin:12px 0 4px}\
@@ -579,7 +593,11 @@ fn stack_section(h: &mut String, st: &StackStatus, now: u64) {
         if let Some(err) = &st.last_error {
             h.push_str(&format!("<p class=\"error\">{}</p>", e(err)));
         }
-        h.push_str("<p class=\"meta\">Its details are on the page of the replica holding it.</p></section>\n");
+        h.push_str(if st.holder.is_some() {
+            "<p class=\"meta\">Its details are on the page of the replica holding it.</p></section>\n"
+        } else {
+            "<p class=\"meta\">No replica holds it yet.</p></section>\n"
+        });
         return;
     }
     h.push_str(&format!(
@@ -638,7 +656,7 @@ fn stack_section(h: &mut String, st: &StackStatus, now: u64) {
             }
             h.push_str("</ul>");
         }
-        for (release, steps) in &plan.steps {
+        for ReleaseSteps { release, steps } in &plan.steps {
             h.push_str(&format!(
                 "<p><a href=\"#{}\">{}</a></p><ol class=\"plan\">",
                 anchor(&["release", &st.key, release]),
@@ -678,7 +696,7 @@ fn stack_section(h: &mut String, st: &StackStatus, now: u64) {
             } else if st
                 .plan
                 .as_ref()
-                .is_some_and(|p| p.steps.contains_key(&r.name))
+                .is_some_and(|p| p.touches(&r.name))
             {
                 "pending"
             } else {

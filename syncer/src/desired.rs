@@ -294,6 +294,7 @@ pub fn load(source: &StackSource, rev: Option<&str>, helm: &Path) -> anyhow::Res
                 values_file: p.values_file,
                 values: values.clone(),
                 statefulsets: statefulsets.iter().map(|s| s.name.clone()).collect(),
+                deployments: deployments.clone(),
             },
         );
         releases.push(DesiredRelease {

@@ -45,6 +45,9 @@ pub struct ReleaseSource {
     /// StatefulSets the chart renders (an upgrade is not done while one is
     /// missing).
     pub statefulsets: Vec<String>,
+    /// Deployments the chart renders (their condition is reported while
+    /// `helm upgrade --wait` runs).
+    pub deployments: Vec<String>,
 }
 
 /// Time limits and the helm executable.
@@ -1122,25 +1125,21 @@ impl Executor {
         cmd.args(["--", release, &src.chart])
             .stdin(std::process::Stdio::null())
             .kill_on_drop(true);
-        self.waiting(
-            &format!(
-                "helm upgrade --wait (up to {}s: the release's objects applied and ready)",
-                timeout.as_secs()
-            ),
-            false,
-        );
         // helm enforces --timeout itself; the margin covers a hung helm.
-        let out = tokio::time::timeout(timeout + Duration::from_secs(60), cmd.output())
-            .await
-            .map_err(|_| {
-                StepError::Timeout(format!(
-                    "helm upgrade {release} did not finish within {}s",
-                    timeout.as_secs() + 60
-                ))
-            })?
-            .map_err(|e| {
-                StepError::Helm(format!("cannot run {}: {e}", self.settings.helm.display()))
-            })?;
+        let out = tokio::time::timeout(
+            timeout + Duration::from_secs(60),
+            self.helm_while_reporting(cmd.output(), ns, src),
+        )
+        .await
+        .map_err(|_| {
+            StepError::Timeout(format!(
+                "helm upgrade {release} did not finish within {}s",
+                timeout.as_secs() + 60
+            ))
+        })?
+        .map_err(|e| {
+            StepError::Helm(format!("cannot run {}: {e}", self.settings.helm.display()))
+        })?;
         if !out.status.success() {
             let stderr = String::from_utf8_lossy(&out.stderr);
             let tail: Vec<&str> = stderr.trim().lines().rev().take(5).collect();
@@ -1151,6 +1150,77 @@ impl Executor {
             )));
         }
         Ok(true)
+    }
+
+    /// Runs `helm` (an upgrade with `--wait`) and meanwhile reports the
+    /// condition of the release's workloads as what the step waits on:
+    /// helm itself says nothing until it is done.
+    async fn helm_while_reporting<T>(
+        &self,
+        helm: impl std::future::Future<Output = T>,
+        ns: &str,
+        src: &ReleaseSource,
+    ) -> T {
+        tokio::pin!(helm);
+        let every = self.settings.poll.max(Duration::from_millis(500));
+        let mut last_said: Option<(Instant, String)> = None;
+        loop {
+            tokio::select! {
+                out = &mut helm => return out,
+                _ = tokio::time::sleep(every) => {}
+            }
+            let now = self
+                .workload_conditions(ns, &src.statefulsets, &src.deployments)
+                .await;
+            let text = if now.is_empty() {
+                "helm upgrade --wait: the release's workloads are ready; helm finishes".to_string()
+            } else {
+                format!("helm upgrade --wait: {}", now.join("; "))
+            };
+            let due = last_said
+                .as_ref()
+                .is_none_or(|(at, said)| *said != text || at.elapsed() > Duration::from_secs(5));
+            self.waiting(&format!("  {text}"), due);
+            if due {
+                last_said = Some((Instant::now(), text));
+            }
+        }
+    }
+
+    /// What keeps the StatefulSets and Deployments named from being ready
+    /// (empty: all ready).
+    async fn workload_conditions(
+        &self,
+        ns: &str,
+        statefulsets: &[String],
+        deployments: &[String],
+    ) -> Vec<String> {
+        let sts_api: Api<StatefulSet> = Api::namespaced(self.client.clone(), ns);
+        let dep_api: Api<Deployment> = Api::namespaced(self.client.clone(), ns);
+        let mut waiting = Vec::new();
+        for name in statefulsets {
+            match sts_api.get_opt(name).await {
+                Ok(Some(s)) => {
+                    if let Some(why) = statefulset_unready(&s) {
+                        waiting.push(format!("statefulset/{name}: {why}"));
+                    }
+                }
+                Ok(None) => waiting.push(format!("statefulset/{name}: missing")),
+                Err(e) => waiting.push(format!("statefulset/{name}: {e}")),
+            }
+        }
+        for name in deployments {
+            match dep_api.get_opt(name).await {
+                Ok(Some(d)) => {
+                    if let Some(why) = deployment_unready(&d) {
+                        waiting.push(format!("deployment/{name}: {why}"));
+                    }
+                }
+                Ok(None) => waiting.push(format!("deployment/{name}: missing")),
+                Err(e) => waiting.push(format!("deployment/{name}: {e}")),
+            }
+        }
+        waiting
     }
 
     /// Until the StatefulSets and Deployments are ready and every resource
@@ -1164,37 +1234,15 @@ impl Executor {
         resources: &[ResourceRef],
         limit: Duration,
     ) -> Result<bool, StepError> {
-        let sts_api: Api<StatefulSet> = Api::namespaced(self.client.clone(), ns);
-        let dep_api: Api<Deployment> = Api::namespaced(self.client.clone(), ns);
         let start = Instant::now();
         let mut first = true;
         // What is waited on is said when it changes (the condition now),
         // and every 5 s.
         let mut last_report: Option<(Instant, String)> = None;
         loop {
-            let mut waiting = Vec::new();
-            for name in statefulsets {
-                match sts_api.get_opt(name).await {
-                    Ok(Some(s)) => {
-                        if let Some(why) = statefulset_unready(&s) {
-                            waiting.push(format!("statefulset/{name}: {why}"));
-                        }
-                    }
-                    Ok(None) => waiting.push(format!("statefulset/{name}: missing")),
-                    Err(e) => waiting.push(format!("statefulset/{name}: {e}")),
-                }
-            }
-            for name in deployments {
-                match dep_api.get_opt(name).await {
-                    Ok(Some(d)) => {
-                        if let Some(why) = deployment_unready(&d) {
-                            waiting.push(format!("deployment/{name}: {why}"));
-                        }
-                    }
-                    Ok(None) => waiting.push(format!("deployment/{name}: missing")),
-                    Err(e) => waiting.push(format!("deployment/{name}: {e}")),
-                }
-            }
+            let mut waiting = self
+                .workload_conditions(ns, statefulsets, deployments)
+                .await;
             for r in resources {
                 let what = format!("{}/{}", r.kind, r.name);
                 match self.resource_health(r).await {
