@@ -22,7 +22,9 @@ pub const MAX_ENTRIES: usize = 200_000;
 pub const MAX_DEPTH: usize = 32;
 
 /// Where a stack lives.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
 pub struct StackLocation {
     /// The repository as configured (a URL, or a local path).
     pub repository: String,

@@ -693,11 +693,7 @@ fn stack_section(h: &mut String, st: &StackStatus, now: u64) {
                 "syncing"
             } else if st.drift.contains_key(&r.name) {
                 "drifted"
-            } else if st
-                .plan
-                .as_ref()
-                .is_some_and(|p| p.touches(&r.name))
-            {
+            } else if st.plan.as_ref().is_some_and(|p| p.touches(&r.name)) {
                 "pending"
             } else {
                 "—"

@@ -19,8 +19,8 @@ fn pages_render_as_expected() {
     assert!(!entries.is_empty(), "no cases in {}", dir.display());
     for input in entries {
         let text = std::fs::read_to_string(&input).unwrap();
-        let status: FleetStatus = serde_json::from_str(&text)
-            .unwrap_or_else(|e| panic!("{}: {e}", input.display()));
+        let status: FleetStatus =
+            serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", input.display()));
         let json = to_json(&status);
         let back: FleetStatus = serde_json::from_str(&json).unwrap();
         assert_eq!(back, status, "{} does not round-trip", input.display());
@@ -30,9 +30,8 @@ fn pages_render_as_expected() {
             std::fs::write(&input, &json).unwrap();
             std::fs::write(&expected, &html).unwrap();
         }
-        let want = std::fs::read_to_string(&expected).unwrap_or_else(|_| {
-            panic!("{} missing; run with UPDATE_EXPECT=1", expected.display())
-        });
+        let want = std::fs::read_to_string(&expected)
+            .unwrap_or_else(|_| panic!("{} missing; run with UPDATE_EXPECT=1", expected.display()));
         assert_eq!(html, want, "differs from {}", expected.display());
         // Whatever a repository puts in names and messages stays text.
         assert!(!html.contains("<script"), "{}", input.display());

@@ -122,6 +122,23 @@ pub struct Env {
     pub helm_python: PathBuf,
 }
 
+/// What the API server audits: deletes of the objects that hold data or
+/// own it (StatefulSets, claims, volumes), with their request bodies; the
+/// safety checks read them ([`ControlPlane::audited_deletes`]).
+const AUDIT_POLICY: &str = r#"apiVersion: audit.k8s.io/v1
+kind: Policy
+omitStages: [RequestReceived]
+rules:
+  - level: Request
+    verbs: [delete, deletecollection]
+    resources:
+      - group: apps
+        resources: [statefulsets]
+      - group: ""
+        resources: [persistentvolumeclaims, persistentvolumes]
+  - level: None
+"#;
+
 const PROVISION_HINT: &str = "provision it with `bash scripts/provision-test-env.sh` (about 6 minutes the first time, seconds afterwards)";
 
 impl Env {
@@ -292,6 +309,7 @@ impl ControlPlane {
             format!("{token},admin,admin,system:masters\n"),
         )
         .map_err(|e| e.to_string())?;
+        std::fs::write(d.join("audit-policy.yaml"), AUDIT_POLICY).map_err(|e| e.to_string())?;
         let status = Command::new("openssl")
             .args(["genrsa", "-out"])
             .arg(d.join("sa.key"))
@@ -369,6 +387,11 @@ impl ControlPlane {
                 "--service-account-signing-key-file={}",
                 d.join("sa.key").display()
             ),
+            format!(
+                "--audit-policy-file={}",
+                d.join("audit-policy.yaml").display()
+            ),
+            format!("--audit-log-path={}", d.join("audit.log").display()),
         ];
         match env.version {
             // The insecure port was removed in 1.24.
@@ -455,6 +478,18 @@ impl ControlPlane {
         self.record_pid(apiserver.id());
         self.children.push(("kube-apiserver", apiserver));
         Ok(())
+    }
+
+    /// Every delete of a StatefulSet, PersistentVolumeClaim or
+    /// PersistentVolume the API server was asked for, as its audit log
+    /// records them (one JSON event each, with the request's
+    /// DeleteOptions in `requestObject` and who asked in `user`).
+    pub fn audited_deletes(&self) -> Vec<serde_json::Value> {
+        std::fs::read_to_string(self.dir.path().join("audit.log"))
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
     }
 
     /// Stops kube-apiserver (SIGTERM, as a rolling control-plane update

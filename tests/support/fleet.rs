@@ -207,6 +207,17 @@ impl Replica {
         }
     }
 
+    /// SIGTERM without waiting: the process stops at its next safe
+    /// boundary (a helm upgrade running finishes first) and gives its
+    /// leases back, while the rest goes on (a rolling update).
+    pub fn signal_term(&mut self) {
+        if let Some(c) = &self.child {
+            let _ = Command::new("kill")
+                .args(["-TERM", &c.id().to_string()])
+                .status();
+        }
+    }
+
     /// SIGTERM: a clean stop (leases given back); waits for the exit.
     pub fn terminate(&mut self) -> Option<std::process::ExitStatus> {
         let mut c = self.child.take()?;
@@ -227,6 +238,21 @@ impl Replica {
 impl Drop for Replica {
     fn drop(&mut self) {
         self.kill();
+    }
+}
+
+impl Replica {
+    /// Waits (up to `limit`) for a process sent SIGTERM to exit by itself.
+    pub fn wait_exit(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+        let c = self.child.as_mut()?;
+        let start = std::time::Instant::now();
+        while start.elapsed() < limit {
+            if let Ok(Some(s)) = c.try_wait() {
+                return Some(s);
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        None
     }
 }
 
