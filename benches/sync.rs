@@ -27,6 +27,25 @@ fn write(root: &Path, rel: &str, text: &str) {
     std::fs::write(p, text).unwrap();
 }
 
+/// CPU seconds (user + system) of a process so far, from /proc (`self`
+/// for this one: the node and storage stand-ins run in it).
+fn process_cpu(pid: &str) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let t = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    (t(11) + t(12)) / 100.0
+}
+
+/// CPU of the control plane's processes (etcd, kube-apiserver,
+/// kube-controller-manager) and of this process (the stand-ins).
+fn cluster_cpu(pids: &[u32]) -> (f64, f64) {
+    (
+        pids.iter().map(|p| process_cpu(&p.to_string())).sum(),
+        process_cpu("self"),
+    )
+}
+
 /// Children's CPU seconds (user + system) so far, from /proc.
 fn children_cpu() -> f64 {
     let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
@@ -40,12 +59,14 @@ fn children_cpu() -> f64 {
 struct Run {
     wall: f64,
     cpu: f64,
+    /// CPU of the control plane, and of the node and storage stand-ins.
+    cluster_cpu: (f64, f64),
     peak_rss_kb: u64,
     stdout: String,
 }
 
 /// Runs plimsoll under `/usr/bin/time -v` when available (peak RSS).
-fn plimsoll(repo: &Path, kubeconfig: &Path, helm: &Path, args: &[&str]) -> Run {
+fn plimsoll(repo: &Path, kubeconfig: &Path, helm: &Path, pids: &[u32], args: &[&str]) -> Run {
     let time = Path::new("/usr/bin/time");
     let mut cmd = if time.exists() {
         let mut c = Command::new(time);
@@ -61,6 +82,7 @@ fn plimsoll(repo: &Path, kubeconfig: &Path, helm: &Path, args: &[&str]) -> Run {
         .arg("--helm")
         .arg(helm);
     let cpu0 = children_cpu();
+    let cluster0 = cluster_cpu(pids);
     let start = Instant::now();
     let o = cmd.output().unwrap();
     let wall = start.elapsed().as_secs_f64();
@@ -78,9 +100,11 @@ fn plimsoll(repo: &Path, kubeconfig: &Path, helm: &Path, args: &[&str]) -> Run {
         })
         .and_then(|v| v.parse().ok())
         .unwrap_or(0);
+    let cluster1 = cluster_cpu(pids);
     Run {
         wall,
         cpu: children_cpu() - cpu0,
+        cluster_cpu: (cluster1.0 - cluster0.0, cluster1.1 - cluster0.1),
         peak_rss_kb,
         stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
     }
@@ -88,10 +112,12 @@ fn plimsoll(repo: &Path, kubeconfig: &Path, helm: &Path, args: &[&str]) -> Run {
 
 fn report(what: &str, r: &Run) {
     println!(
-        "{what:<44} wall {:>7.2} s ({:>6.1} ms/release)  CPU of plimsoll+helm {:>7.2} s  peak RSS of the largest of plimsoll and its helm processes {:>6.1} MB",
+        "{what:<44} wall {:>7.2} s ({:>6.1} ms/release)  CPU: plimsoll+helm {:>6.2} s, control plane {:>6.2} s, stand-ins {:>5.2} s  peak RSS of the largest of plimsoll and its helm processes {:>6.1} MB",
         r.wall,
         r.wall * 1000.0 / RELEASES as f64,
         r.cpu,
+        r.cluster_cpu.0,
+        r.cluster_cpu.1,
         r.peak_rss_kb as f64 / 1024.0
     );
 }
@@ -117,12 +143,12 @@ async fn main() {
             .await
             .expect("namespace");
         println!("--concurrency {concurrency}");
-        run_at(&kc, &helm, concurrency);
+        run_at(&kc, &helm, &cluster.cp.pids(), concurrency);
     }
 }
 
 /// The whole sequence with `--concurrency N`, in a namespace of its own.
-fn run_at(kc: &Path, helm: &Path, concurrency: &str) {
+fn run_at(kc: &Path, helm: &Path, pids: &[u32], concurrency: &str) {
     let (kc, helm) = (kc.to_path_buf(), helm.to_path_buf());
     let sync = ["sync", "--yes", "--concurrency", concurrency];
     let repo = tempfile::tempdir().unwrap();
@@ -148,12 +174,12 @@ fn run_at(kc: &Path, helm: &Path, concurrency: &str) {
     }
     write(r, "plimsoll.yaml", &stack);
 
-    let install = plimsoll(r, &kc, &helm, &sync);
+    let install = plimsoll(r, &kc, &helm, pids, &sync);
     report("install (sync from nothing)", &install);
-    let plan = plimsoll(r, &kc, &helm, &["plan"]);
+    let plan = plimsoll(r, &kc, &helm, pids, &["plan"]);
     report("plan, nothing to change", &plan);
     assert!(plan.stdout.contains("No changes"), "{}", plan.stdout);
-    let idle = plimsoll(r, &kc, &helm, &sync);
+    let idle = plimsoll(r, &kc, &helm, pids, &sync);
     report("sync, nothing to change", &idle);
     for i in 0..CHANGED {
         write(r, &format!("values/r{:03}.yaml", i * 11), "message: v2\n");
@@ -161,7 +187,7 @@ fn run_at(kc: &Path, helm: &Path, concurrency: &str) {
     // The plan a reviewer reads: each changed release with its manifest
     // diff (against the manifest stored with the deployed release), every
     // release's live objects compared with it.
-    let reviewed = plimsoll(r, &kc, &helm, &["plan"]);
+    let reviewed = plimsoll(r, &kc, &helm, pids, &["plan"]);
     report(
         &format!("plan, {CHANGED} changed (manifest diffs)"),
         &reviewed,
@@ -175,7 +201,7 @@ fn run_at(kc: &Path, helm: &Path, concurrency: &str) {
         "{}",
         reviewed.stdout
     );
-    let changed = plimsoll(r, &kc, &helm, &sync);
+    let changed = plimsoll(r, &kc, &helm, pids, &sync);
     report(
         &format!("sync, {CHANGED} releases with a values change"),
         &changed,

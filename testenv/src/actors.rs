@@ -60,13 +60,7 @@ impl NodeActor {
         let behaviour = Arc::new(Mutex::new(behaviour));
         let b = behaviour.clone();
         let node_name = name.to_string();
-        let task = tokio::spawn(async move {
-            let mut first_seen: BTreeMap<String, std::time::Instant> = BTreeMap::new();
-            loop {
-                let _ = node_step(&client, &node_name, &b, &mut first_seen).await;
-                tokio::time::sleep(Duration::from_millis(150)).await;
-            }
-        });
+        let task = tokio::spawn(node_loop(client, node_name, b));
         Ok(NodeActor {
             name: name.to_string(),
             behaviour,
@@ -96,17 +90,83 @@ fn now() -> String {
     format!("{y:04}-{mo:02}-{d:02}T{h:02}:{m:02}:{s:02}Z")
 }
 
-async fn node_step(
+/// The node's loop, as a kubelet watches its pods: one list, then a
+/// watch from its resourceVersion (listed again when the watch ends); a
+/// tick every 150 ms acts on what time or the behaviour changed (a pod
+/// due to become ready). Listing every pod of the cluster every tick made
+/// the stand-in, and the API server serving it, the bottleneck of syncs
+/// with many releases.
+async fn node_loop(client: kube::Client, node: String, behaviour: Arc<Mutex<NodeBehaviour>>) {
+    use futures::StreamExt;
+    use kube::api::WatchParams;
+    use kube::core::WatchEvent;
+    let all: Api<Pod> = Api::all(client.clone());
+    let mut first_seen: BTreeMap<String, std::time::Instant> = BTreeMap::new();
+    let key = |p: &Pod| {
+        (
+            p.metadata.namespace.clone().unwrap_or_default(),
+            p.metadata.name.clone().unwrap_or_default(),
+        )
+    };
+    loop {
+        let list = match all.list(&ListParams::default()).await {
+            Ok(l) => l,
+            Err(_) => {
+                tokio::time::sleep(Duration::from_millis(150)).await;
+                continue;
+            }
+        };
+        let mut version = list.metadata.resource_version.clone().unwrap_or_default();
+        let mut pods: BTreeMap<(String, String), Pod> =
+            list.items.into_iter().map(|p| (key(&p), p)).collect();
+        for pod in pods.values() {
+            let _ = handle_pod(&client, &node, &behaviour, &mut first_seen, pod).await;
+        }
+        let wp = WatchParams::default().timeout(60);
+        let Ok(stream) = all.watch(&wp, &version).await else {
+            tokio::time::sleep(Duration::from_millis(150)).await;
+            continue;
+        };
+        let mut stream = std::pin::pin!(stream);
+        let mut tick = tokio::time::interval(Duration::from_millis(150));
+        loop {
+            tokio::select! {
+                event = stream.next() => match event {
+                    Some(Ok(WatchEvent::Added(p) | WatchEvent::Modified(p))) => {
+                        version = p.metadata.resource_version.clone().unwrap_or(version);
+                        let _ = handle_pod(&client, &node, &behaviour, &mut first_seen, &p).await;
+                        pods.insert(key(&p), p);
+                    }
+                    Some(Ok(WatchEvent::Deleted(p))) => {
+                        pods.remove(&key(&p));
+                    }
+                    Some(Ok(WatchEvent::Bookmark(b))) => version = b.metadata.resource_version,
+                    // Expired, failed or ended: list again.
+                    Some(Ok(WatchEvent::Error(_)) | Err(_)) | None => break,
+                },
+                _ = tick.tick() => {
+                    for pod in pods.values() {
+                        let _ = handle_pod(&client, &node, &behaviour, &mut first_seen, pod).await;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// What a kubelet does for one pod: confirm its deletion, bind it when
+/// unscheduled, report it Running and Ready (or not) by the behaviour.
+async fn handle_pod(
     client: &kube::Client,
     node: &str,
     behaviour: &Arc<Mutex<NodeBehaviour>>,
     first_seen: &mut BTreeMap<String, std::time::Instant>,
+    pod: &Pod,
 ) -> Result<(), kube::Error> {
-    let all: Api<Pod> = Api::all(client.clone());
-    for pod in all.list(&ListParams::default()).await? {
+    {
         let (Some(name), Some(ns)) = (pod.metadata.name.clone(), pod.metadata.namespace.clone())
         else {
-            continue;
+            return Ok(());
         };
         if pod.metadata.deletion_timestamp.is_some() {
             // A kubelet confirms deletion once containers stopped.
@@ -114,7 +174,7 @@ async fn node_step(
             let _ = pods
                 .delete(&name, &kube::api::DeleteParams::default().grace_period(0))
                 .await;
-            continue;
+            return Ok(());
         }
         let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
         let bound_here = pod.spec.as_ref().and_then(|s| s.node_name.as_deref()) == Some(node);
@@ -125,7 +185,7 @@ async fn node_step(
                 .and_then(|s| s.node_name.as_deref())
                 .is_some()
             {
-                continue;
+                return Ok(());
             }
             let binding = json!({"apiVersion": "v1", "kind": "Binding", "metadata": {"name": name},
                                  "target": {"apiVersion": "v1", "kind": "Node", "name": node}});
@@ -137,7 +197,7 @@ async fn node_step(
                     &binding,
                 )
                 .await;
-            continue;
+            return Ok(());
         }
         let uid = pod.metadata.uid.clone().unwrap_or_default();
         let seen = *first_seen
@@ -161,13 +221,13 @@ async fn node_step(
             .unwrap_or_default();
         let status = if b.fail.contains(&name) {
             if phase == "Failed" {
-                continue;
+                return Ok(());
             }
             json!({"status": {"phase": "Failed", "reason": "StandInFailure", "message": "failed by the node stand-in"}})
         } else {
             let want_ready = !b.keep_unready.contains(&name) && seen.elapsed() >= b.ready_after;
             if phase == "Running" && ready == want_ready {
-                continue;
+                return Ok(());
             }
             let flag = if want_ready { "True" } else { "False" };
             let statuses: Vec<serde_json::Value> = containers
