@@ -6,7 +6,8 @@
 #   the source archive in testenv/kubernetes/ with Go 1.23 from
 #   bookworm-backports); and the Helm engine (PyPI helm-python-sdk, Helm v4
 #   Go SDK) in a virtual environment; Debian's docker-registry (an OCI
-#   registry) and apache2-utils (htpasswd) for the chart source tests.
+#   registry) and apache2-utils (htpasswd) for the chart source tests;
+#   Debian's chromium, the real browser the status page's test drives.
 #
 # Results are cached outside the checkout, under $PLIMSOLL_TEST_ENV
 # (default ~/.cache/plimsoll-test-env), keyed by package versions: a second
@@ -29,7 +30,7 @@ SUDO=""
 
 need_pkgs=()
 for p in etcd-server golang-go rsync jq dpkg-dev python3-venv openssl golang-github-modern-go-reflect2-dev \
-         docker-registry apache2-utils; do
+         docker-registry apache2-utils chromium; do
   dpkg -s "$p" >/dev/null 2>&1 || need_pkgs+=("$p")
 done
 if [ "${#need_pkgs[@]}" -gt 0 ]; then

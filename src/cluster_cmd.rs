@@ -381,6 +381,7 @@ pub struct DaemonArgs {
     pub status_token_file: Option<PathBuf>,
     pub identity: Option<String>,
     pub group: String,
+    pub max_syncs: usize,
     pub self_heal: bool,
     pub webhook_secret_file: Option<PathBuf>,
 }
@@ -474,6 +475,7 @@ pub fn daemon(
         credentials: common.source().credentials,
         identity,
         group: args.group,
+        max_syncs: args.max_syncs,
     };
     let sync: SyncOptions = sync.options(cluster.namespaces.clone(), false);
     let rt = tokio::runtime::Builder::new_multi_thread()

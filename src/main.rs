@@ -217,6 +217,10 @@ pub enum Command {
         /// Replicas of one group share the group's stacks.
         #[arg(long, default_value = "default")]
         group: String,
+        /// Stacks this replica syncs at once, at most (each stack's releases
+        /// of a stage still run --concurrency at once); the others wait.
+        #[arg(long, default_value_t = 4, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=256))]
+        max_syncs: u16,
         /// Sync drift back to the last synced commit.
         #[arg(long)]
         self_heal: bool,
@@ -525,6 +529,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             status_token_file,
             identity,
             group,
+            max_syncs,
             self_heal,
             webhook_secret_file,
             log_format,
@@ -546,6 +551,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     status_token_file,
                     identity,
                     group,
+                    max_syncs: usize::from(max_syncs),
                     self_heal,
                     webhook_secret_file,
                 },

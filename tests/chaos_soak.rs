@@ -282,7 +282,7 @@ async fn the_fleet_survives_chaos_and_loses_nothing() {
     let (kc, helm) = (cluster.cp.kubeconfig.clone(), cluster.cp.helm.clone());
     let start_replica = |id: &str| Replica::start(repo.path(), &kc, &helm, id, logs.path(), &args);
     let mut replicas: Vec<Replica> = (0..REPLICAS).map(|i| start_replica(&format!("r{i}"))).collect();
-    let mut generation = vec![0u32; REPLICAS];
+    let mut generation = [0u32; REPLICAS];
     // (slot, when to bring it back)
     let mut down: Vec<(usize, Instant)> = Vec::new();
 
@@ -423,11 +423,13 @@ async fn the_fleet_survives_chaos_and_loses_nothing() {
         count("gave the stack up"),
         count("is another replica's now"),
     ));
-    let claims = watch.lock().unwrap();
+    let (claims_watched, violations) = {
+        let w = watch.lock().unwrap();
+        (w.claims.len(), w.violations.clone())
+    };
     report.push_str(&format!(
-        "claims watched: {}, violations: {}\n",
-        claims.claims.len(),
-        claims.violations.len()
+        "claims watched: {claims_watched}, violations: {}\n",
+        violations.len()
     ));
     let deletes = cluster.cp.audited_deletes();
     let sts_deletes: Vec<&serde_json::Value> = deletes
@@ -473,7 +475,7 @@ async fn the_fleet_survives_chaos_and_loses_nothing() {
     .unwrap();
 
     assert!(mismatches.is_empty(), "not settled: {mismatches:#?}\n{report}");
-    assert!(claims.violations.is_empty(), "claims lost or shrunk: {:#?}", claims.violations);
+    assert!(violations.is_empty(), "claims lost or shrunk: {violations:#?}");
     assert!(not_orphan.is_empty(), "StatefulSets deleted without orphan propagation: {not_orphan:#?}");
     assert!(data_deletes.is_empty(), "claims or volumes deleted: {data_deletes:#?}");
     assert!(

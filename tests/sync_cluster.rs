@@ -1775,6 +1775,7 @@ async fn the_daemon_runs_in_process_and_stops_when_asked() {
         credentials: Default::default(),
         identity: "in-process".into(),
         group: "default".into(),
+        max_syncs: 4,
     };
     let stop = plimsoll_syncer::sync::Stop::default();
     let (tx, rx) = std::sync::mpsc::channel();

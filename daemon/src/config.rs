@@ -106,6 +106,9 @@ pub struct DaemonOptions {
     pub identity: String,
     /// Replicas of one group share the group's stacks.
     pub group: String,
+    /// Stacks this replica syncs at once, at most (others wait, queued;
+    /// drift checks are not limited).
+    pub max_syncs: usize,
 }
 
 /// The group name: a label value (63 characters, alphanumerics, `-`, `_`,

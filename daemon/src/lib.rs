@@ -250,6 +250,7 @@ pub async fn run(
         sync.lease_duration,
     );
     tracing::info!(identity = %opts.identity, group = %opts.group, "sharing stacks with the group's replicas through leases in {}", sync.journal_namespace);
+    let sync_slots = Arc::new(tokio::sync::Semaphore::new(opts.max_syncs.max(1)));
     let mut workers: HashMap<String, StackTask> = HashMap::new();
     let mut failures = 0u32;
     let mut namespace_ready = false;
@@ -359,6 +360,7 @@ pub async fn run(
                     owner: owned.check.clone(),
                     stop: worker_stop.clone(),
                     busy: busy.clone(),
+                    sync_slots: sync_slots.clone(),
                 };
                 workers.insert(
                     key.clone(),

@@ -37,6 +37,8 @@ pub enum StackState {
     InSync,
     /// A sync runs now.
     Syncing,
+    /// A sync waits for one of the replica's sync slots (`--max-syncs`).
+    Queued,
     /// The live state differs from the synced commit.
     Drifted,
     /// The plan for the commit is refused (nothing was changed).
@@ -59,6 +61,7 @@ impl StackState {
             StackState::Starting => "starting",
             StackState::InSync => "in sync",
             StackState::Syncing => "syncing",
+            StackState::Queued => "queued",
             StackState::Drifted => "drifted",
             StackState::Refused => "refused",
             StackState::Failed => "failed",
@@ -73,7 +76,7 @@ impl StackState {
     fn class(self) -> &'static str {
         match self {
             StackState::InSync => "ok",
-            StackState::Syncing | StackState::Starting => "busy",
+            StackState::Syncing | StackState::Starting | StackState::Queued => "busy",
             StackState::Drifted | StackState::Unconfirmed => "warn",
             StackState::Refused | StackState::Failed | StackState::Rejected => "bad",
             StackState::Elsewhere | StackState::Unowned => "idle",

@@ -50,6 +50,10 @@ pub struct Worker {
     /// Set while a sync runs (the shard loop does not give a busy stack
     /// up to rebalance).
     pub busy: Arc<AtomicBool>,
+    /// Syncs of this replica at once, at most (`--max-syncs`): a commit
+    /// touching every stack must not start a helm process per release of
+    /// every stack at once.
+    pub sync_slots: Arc<tokio::sync::Semaphore>,
 }
 
 /// The worker's memory between passes.
@@ -68,6 +72,12 @@ struct Memory {
 impl Worker {
     fn record(&self, f: impl FnOnce(&mut crate::status::StackRecord)) {
         self.board.record(&self.key, f);
+    }
+
+    fn board_state(&self) -> Option<StackState> {
+        let mut state = None;
+        self.board.record(&self.key, |r| state = r.state);
+        state
     }
 
     async fn desired(&self, commit: &str) -> anyhow::Result<DesiredState> {
@@ -96,6 +106,24 @@ impl Worker {
         let mut opts = self.sync.clone();
         opts.tracker = Some(tracker.clone());
         self.busy.store(true, Ordering::SeqCst);
+        let slot = match self.sync_slots.clone().try_acquire_owned() {
+            Ok(slot) => slot,
+            Err(_) => {
+                let previous = self.board_state();
+                self.record(|r| r.state = Some(StackState::Queued));
+                tracing::info!(stack = %stack, "waiting for one of the --max-syncs slots");
+                let slot = tokio::select! {
+                    slot = self.sync_slots.clone().acquire_owned() => slot.ok(),
+                    _ = self.stop.requested() => None,
+                };
+                let Some(slot) = slot else {
+                    self.busy.store(false, Ordering::SeqCst);
+                    self.record(|r| r.state = previous);
+                    return false;
+                };
+                slot
+            }
+        };
         let outcome = match prepare(&self.client, desired, &opts, &progress).await {
             Ok(Preparation::Finished(outcome)) => Ok(outcome),
             Ok(Preparation::Ready(prepared)) => {
@@ -119,6 +147,7 @@ impl Worker {
             }
             Err(e) => Err(e),
         };
+        drop(slot);
         self.busy.store(false, Ordering::SeqCst);
         self.record(|r| r.run = None);
         let m = &self.metrics;

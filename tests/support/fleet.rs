@@ -271,7 +271,7 @@ pub fn http_get(addr: &str, path: &str) -> Option<(u16, String)> {
 /// A replica's working intervals per stack key, from its log lines
 /// `working on the stack` / `stopped working on the stack` (RFC 3339
 /// timestamps in UTC, as seconds); an interval still open ends at `end`.
-pub fn working_intervals(log: &str, end: f64) -> BTreeMap<String, Vec<(f64, f64)>> {
+pub fn working_intervals(log: &str, end: f64) -> Intervals {
     let mut open: BTreeMap<String, f64> = BTreeMap::new();
     let mut out: BTreeMap<String, Vec<(f64, f64)>> = BTreeMap::new();
     for line in log.lines() {
@@ -330,11 +330,12 @@ pub fn now_seconds() -> f64 {
         .as_secs_f64()
 }
 
+/// Working intervals (start, end in seconds) by stack key.
+pub type Intervals = BTreeMap<String, Vec<(f64, f64)>>;
+
 /// Pairs of replicas that worked on one stack at the same time:
 /// `(stack key, replica a, replica b, overlap in seconds)`.
-pub fn overlaps(
-    by_replica: &BTreeMap<String, BTreeMap<String, Vec<(f64, f64)>>>,
-) -> Vec<(String, String, String, f64)> {
+pub fn overlaps(by_replica: &BTreeMap<String, Intervals>) -> Vec<(String, String, String, f64)> {
     let mut out = Vec::new();
     let names: Vec<&String> = by_replica.keys().collect();
     for (i, a) in names.iter().enumerate() {
