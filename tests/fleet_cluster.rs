@@ -375,3 +375,64 @@ fn the_overlap_check_finds_two_replicas_on_one_stack() {
     assert_eq!(o.len(), 1, "{o:?}");
     assert!((o[0].3 - 1.0).abs() < 1e-6, "{o:?}");
 }
+
+on_both_versions! {
+/// A commit touching every stack does not start every stack's syncs at
+/// once: at most `--max-syncs` stacks sync together (a helm that logs its
+/// upgrades counts them), the others wait, queued; all are synced.
+async fn a_replica_syncs_at_most_max_syncs_stacks_at_once() {
+    let Some(cluster) = cluster().await else { return };
+    const STACKS: usize = 6;
+    let repo = FleetRepo::new(NS, STACKS);
+    // `helm upgrade ... -- NAME CHART`: logs its start and end, and takes
+    // a second, so that overlaps show.
+    let log = repo.path().join(".git/helm.log");
+    let helm = repo.path().join(".git/logging-helm");
+    std::fs::write(
+        &helm,
+        format!(
+            "#!/bin/sh\nif [ \"$1\" = upgrade ]; then\n  echo \"start $(date +%s.%N)\" >> {log}\n  sleep 1\n  {real} \"$@\"; rc=$?\n  echo \"end $(date +%s.%N)\" >> {log}\n  exit $rc\nfi\nexec {real} \"$@\"\n",
+            log = log.display(),
+            real = cluster.cp.helm.display()
+        ),
+    )
+    .unwrap();
+    std::process::Command::new("chmod").arg("+x").arg(&helm).status().unwrap();
+    let logs = tempfile::tempdir().unwrap();
+    let d = Replica::start(
+        repo.path(),
+        &cluster.cp.kubeconfig,
+        &helm,
+        "bounded",
+        logs.path(),
+        &["--interval", "300", "--lease-duration", "6", "--max-syncs", "2", "--concurrency", "1"],
+    );
+    let client = cluster.client.clone();
+    assert!(
+        wait_until(Duration::from_secs(120), || async {
+            messages(&client, NS).await.len() == STACKS
+        })
+        .await,
+        "{}",
+        d.log()
+    );
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    let mut events: Vec<(f64, i32)> = text
+        .lines()
+        .filter_map(|l| {
+            let (kind, t) = l.split_once(' ')?;
+            Some((t.parse::<f64>().ok()?, if kind == "start" { 1 } else { -1 }))
+        })
+        .collect();
+    events.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    let (mut now, mut most) = (0, 0);
+    for (_, d) in &events {
+        now += d;
+        most = most.max(now);
+    }
+    eprintln!("at most {most} helm upgrades at once for {STACKS} stacks");
+    assert_eq!(events.len(), 2 * STACKS, "{text}");
+    assert_eq!(most, 2, "two stacks at a time, and both slots used: {text}");
+    assert!(d.log().contains("waiting for one of the --max-syncs slots"), "{}", d.log());
+}
+}

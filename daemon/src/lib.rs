@@ -251,6 +251,10 @@ pub async fn run(
     );
     tracing::info!(identity = %opts.identity, group = %opts.group, "sharing stacks with the group's replicas through leases in {}", sync.journal_namespace);
     let sync_slots = Arc::new(tokio::sync::Semaphore::new(opts.max_syncs.max(1)));
+    // Loading a commit is CPU work (helm template): about one per core.
+    let load_slots = Arc::new(tokio::sync::Semaphore::new(
+        std::thread::available_parallelism().map_or(2, |n| n.get().clamp(1, 4)),
+    ));
     let mut workers: HashMap<String, StackTask> = HashMap::new();
     let mut failures = 0u32;
     let mut namespace_ready = false;
@@ -361,6 +365,7 @@ pub async fn run(
                     stop: worker_stop.clone(),
                     busy: busy.clone(),
                     sync_slots: sync_slots.clone(),
+                    load_slots: load_slots.clone(),
                 };
                 workers.insert(
                     key.clone(),

@@ -54,6 +54,10 @@ pub struct Worker {
     /// touching every stack must not start a helm process per release of
     /// every stack at once.
     pub sync_slots: Arc<tokio::sync::Semaphore>,
+    /// Commits loaded at once, at most (each runs `helm template` for its
+    /// releases on a few threads): a new commit for fifty stacks must not
+    /// start fifty loads' helm processes together.
+    pub load_slots: Arc<tokio::sync::Semaphore>,
 }
 
 /// The worker's memory between passes.
@@ -81,6 +85,7 @@ impl Worker {
     }
 
     async fn desired(&self, commit: &str) -> anyhow::Result<DesiredState> {
+        let _slot = self.load_slots.clone().acquire_owned().await?;
         let source = self.source.clone();
         let commit = commit.to_string();
         let helm = self.sync.settings.helm.clone();
@@ -105,7 +110,7 @@ impl Worker {
         let tracker = RunTracker::default();
         let mut opts = self.sync.clone();
         opts.tracker = Some(tracker.clone());
-        self.busy.store(true, Ordering::SeqCst);
+        // Busy once a slot is held: a queued stack may still be given up.
         let slot = match self.sync_slots.clone().try_acquire_owned() {
             Ok(slot) => slot,
             Err(_) => {
@@ -117,13 +122,13 @@ impl Worker {
                     _ = self.stop.requested() => None,
                 };
                 let Some(slot) = slot else {
-                    self.busy.store(false, Ordering::SeqCst);
                     self.record(|r| r.state = previous);
                     return false;
                 };
                 slot
             }
         };
+        self.busy.store(true, Ordering::SeqCst);
         let outcome = match prepare(&self.client, desired, &opts, &progress).await {
             Ok(Preparation::Finished(outcome)) => Ok(outcome),
             Ok(Preparation::Ready(prepared)) => {
@@ -151,6 +156,17 @@ impl Worker {
         self.busy.store(false, Ordering::SeqCst);
         self.record(|r| r.run = None);
         let m = &self.metrics;
+        // A failed sync: reported, remembered (the next pass retries it).
+        let failed = |mem: &mut Memory, why: String| {
+            m.error(&stack, &why);
+            tracing::error!(stack = %stack, "sync failed: {why}");
+            mem.last_failure = Some(why.clone());
+            (
+                false,
+                StackState::Failed,
+                Some(format!("the last sync failed: {why}")),
+            )
+        };
         let (ok, state, error) = match outcome {
             Ok(SyncOutcome::Done {
                 report, elapsed, ..
@@ -213,26 +229,11 @@ impl Worker {
                     }
                     _ => String::new(),
                 };
-                m.error(&stack, &why);
-                tracing::error!(stack = %stack, "sync failed: {why}");
-                mem.last_failure = Some(why.clone());
-                (
-                    false,
-                    StackState::Failed,
-                    Some(format!("the last sync failed: {why}")),
-                )
+                failed(mem, why)
             }
             Err(e) => {
-                let why = scrub(&format!("{e:#}"));
                 m.sync_result(&stack, "failed");
-                m.error(&stack, &why);
-                tracing::error!(stack = %stack, "sync failed: {why}");
-                mem.last_failure = Some(why.clone());
-                (
-                    false,
-                    StackState::Failed,
-                    Some(format!("the last sync failed: {why}")),
-                )
+                failed(mem, scrub(&format!("{e:#}")))
             }
         };
         let failed = state == StackState::Failed;
