@@ -16,7 +16,7 @@
 //! short version CI runs); the soak of the README runs 1,200:
 //!
 //! ```sh
-//! PLIMSOLL_SOAK_SECONDS=1200 cargo nextest run --test chaos_soak --no-capture
+//! PLIMSOLL_SOAK_SECONDS=1200 cargo nextest run --profile soak --test chaos_soak --no-capture
 //! ```
 //!
 //! `PLIMSOLL_SOAK_SEED` replays a run (the seed is printed).

@@ -416,6 +416,13 @@ async fn a_replica_syncs_at_most_max_syncs_stacks_at_once() {
         "{}",
         d.log()
     );
+    // The last helm has written its ConfigMap; its end line follows.
+    let ended = || std::fs::read_to_string(&log).unwrap_or_default().matches("end ").count();
+    assert!(
+        wait_until(Duration::from_secs(30), || async { ended() == STACKS }).await,
+        "{}",
+        d.log()
+    );
     let text = std::fs::read_to_string(&log).unwrap_or_default();
     let mut events: Vec<(f64, i32)> = text
         .lines()
