@@ -177,7 +177,10 @@ pub fn discover(repo: &Path, commit: &str, patterns: &[String]) -> anyhow::Resul
                     plimsoll_renderer::stack::parse(&format!("{file}@{}", &commit[..12]), &bytes)
                         .map(|s| s.name)
                         .map_err(|e| e.to_string())
-                });
+                })
+                // Shown on the status page and in logs: credentials in the
+                // text go.
+                .map_err(|e| plimsoll_planner::redact::redact_text(&e).into_owned());
             Discovered { file, name }
         })
         .collect())
