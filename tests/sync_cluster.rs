@@ -457,6 +457,129 @@ async fn a_killed_sync_resumes_after_the_pvc_patches_and_after_the_orphan_delete
 }
 }
 
+/// The status of a release's newest revision (the storage Secret's label).
+async fn newest_status(client: &kube::Client, release: &str) -> (u64, String) {
+    let api: Api<Secret> = Api::namespaced(client.clone(), NS);
+    api.list(&ListParams::default().labels(&format!("owner=helm,name={release}")))
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter_map(|s| {
+            let l = s.metadata.labels?;
+            Some((l.get("version")?.parse().ok()?, l.get("status")?.clone()))
+        })
+        .max()
+        .unwrap_or_default()
+}
+
+on_both_versions! {
+/// A helm upgrade cut short (the process killed with its helm, as a pod's
+/// death does) leaves the release `pending-upgrade`, which Helm refuses to
+/// upgrade ever after; here after the StatefulSets were orphan-deleted, so
+/// only that upgrade re-creates them. The next sync marks the revision
+/// failed (nothing rolled back) and finishes the upgrade; no claim lost.
+async fn a_helm_upgrade_cut_short_leaves_the_release_pending_and_the_next_sync_finishes_it() {
+    let Some(site) = installed_site(&[]).await else {
+        return;
+    };
+    let installed = site.pvc_uids().await;
+    let mut child = site.spawn_sync(&["--set", "segment=l", "--helm-timeout", "300"]);
+    // Once the StatefulSet is orphan-deleted, a pod of it that the node
+    // keeps unready: the upgrade that re-creates it waits.
+    site.wait_for_step("recreate-stateful-set/mariadb-galera").await;
+    site.cluster
+        .node
+        .behaviour
+        .lock()
+        .unwrap()
+        .keep_unready
+        .insert("mariadb-galera-2".to_string());
+    let pods: Api<k8s_openapi::api::core::v1::Pod> = Api::namespaced(site.client(), NS);
+    pods.delete("mariadb-galera-2", &Default::default())
+        .await
+        .unwrap();
+    let mut pending = (0, String::new());
+    for _ in 0..600 {
+        pending = newest_status(&site.client(), "thingpark-data").await;
+        if pending.1 == "pending-upgrade" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(pending, (2, "pending-upgrade".to_string()));
+    // helm is waiting on the unready pod: the sync dies with it.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(child.try_wait().unwrap().is_none(), "still waiting");
+    support::kill_tree(&mut child);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        newest_status(&site.client(), "thingpark-data").await,
+        (2, "pending-upgrade".to_string()),
+        "left pending: no helm ended it"
+    );
+    let o = Command::new(site.helm())
+        .args(["upgrade", "-n", NS, "thingpark-data", "--reuse-values"])
+        .arg(root().join("fixtures/charts/test-data-1.0.0"))
+        .output()
+        .unwrap();
+    assert!(
+        !o.status.success() && String::from_utf8_lossy(&o.stderr).contains("in progress"),
+        "helm itself refuses: {}",
+        text(&o)
+    );
+
+    site.cluster
+        .node
+        .behaviour
+        .lock()
+        .unwrap()
+        .keep_unready
+        .clear();
+    let o = site.sync("l", &[], &[]);
+    assert!(o.status.success(), "{}", text(&o));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("release thingpark-data: revision 2 was left pending-upgrade")
+            && err.contains("marked failed, so that the upgrade can run"),
+        "{}",
+        text(&o)
+    );
+    assert_eq!(
+        newest_status(&site.client(), "thingpark-data").await,
+        (3, "deployed".to_string())
+    );
+    // Revision 2 as Helm stores it: failed, saying why, the rest as it was.
+    let secrets: Api<Secret> = Api::namespaced(site.client(), NS);
+    let field = secrets
+        .get("sh.helm.release.v1.thingpark-data.v2")
+        .await
+        .unwrap()
+        .data
+        .unwrap()["release"]
+        .0
+        .clone();
+    let gz = plimsoll_syncer::helm_release::base64_decode(&field).unwrap();
+    let mut json = String::new();
+    std::io::Read::read_to_string(&mut flate2::read::GzDecoder::new(&gz[..]), &mut json).unwrap();
+    let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(v["info"]["status"], "failed");
+    assert_eq!(
+        v["info"]["description"],
+        "Marked failed by Plimsoll: the helm that began this revision did not finish"
+    );
+    assert_eq!(v["version"], 2);
+    let sts: Api<StatefulSet> = Api::namespaced(site.client(), NS);
+    assert!(sts.get_opt("mariadb-galera").await.unwrap().is_some());
+    let after = site.pvc_uids().await;
+    for (name, (uid, _)) in &installed {
+        assert_eq!(&after[name].0, uid, "PVC {name} kept");
+    }
+    let o = site.plimsoll(&["plan", "--set", "segment=l"], &[]);
+    assert_eq!(o.status.code(), Some(0), "in sync: {}", text(&o));
+}
+}
+
 on_both_versions! {
 async fn a_stalled_resize_times_out_and_leaves_the_application_stack_alone() {
     let Some(site) = installed_site(&["data-mongo-replicaset-0"]).await else {

@@ -1110,6 +1110,7 @@ impl Executor {
         }
         let timeout = self.settings.helm_timeout;
         self.await_lease().await?;
+        self.resolve_pending(ns, release).await?;
         let mut cmd = tokio::process::Command::new(&self.settings.helm);
         // Positionals after `--`: never read as flags.
         cmd.args(["upgrade", "--install"])
@@ -1136,7 +1137,7 @@ impl Executor {
                 "helm upgrade {release} did not finish within {}s",
                 timeout.as_secs() + 60
             ))
-        })?
+        })??
         .map_err(|e| {
             StepError::Helm(format!("cannot run {}: {e}", self.settings.helm.display()))
         })?;
@@ -1152,22 +1153,113 @@ impl Executor {
         Ok(true)
     }
 
+    /// Before `helm upgrade`: a newest revision left `pending-install`,
+    /// `pending-upgrade` or `pending-rollback` makes Helm refuse every
+    /// later operation ("another operation is in progress") for good. Under
+    /// this sync's lease no helm of Plimsoll's is at work on the release
+    /// (a helm of this process has ended or was killed before its step
+    /// ended; a previous holder's was killed when its lease went
+    /// unconfirmed, or died with it), so the revision was cut short: it is
+    /// marked failed, as Helm itself records a failed operation, and the
+    /// upgrade proceeds. Nothing is rolled back: the workloads stay as they
+    /// are until the upgrade applies the desired state. The update is
+    /// conditional on the Secret's resourceVersion: a helm that did touch
+    /// it meanwhile wins, and the step fails to be retried.
+    async fn resolve_pending(&self, ns: &str, release: &str) -> Result<(), StepError> {
+        use k8s_openapi::api::core::v1::Secret;
+        use kube::api::{ListParams, PostParams};
+        let api: Api<Secret> = Api::namespaced(self.client.clone(), ns);
+        let list = api
+            .list(&ListParams::default().labels(&format!("owner=helm,name={release}")))
+            .await
+            .map_err(StepError::kube(format!("list release {release}")))?;
+        let Some((revision, mut secret)) = list
+            .items
+            .into_iter()
+            .filter(|s| s.type_.as_deref() == Some("helm.sh/release.v1"))
+            .filter_map(|s| {
+                let revision = s
+                    .metadata
+                    .labels
+                    .as_ref()?
+                    .get("version")?
+                    .parse::<u64>()
+                    .ok()?;
+                Some((revision, s))
+            })
+            .max_by_key(|(revision, _)| *revision)
+        else {
+            return Ok(());
+        };
+        let Some(field) = secret.data.as_ref().and_then(|d| d.get("release")) else {
+            return Ok(());
+        };
+        let description =
+            "Marked failed by Plimsoll: the helm that began this revision did not finish";
+        let (rewritten, pending) = match crate::helm_release::mark_failed(&field.0, description) {
+            Ok(Some(done)) => done,
+            Ok(None) => return Ok(()),
+            Err(e) => {
+                return Err(StepError::Invalid(format!(
+                    "release {release} revision {revision}: {e}"
+                )))
+            }
+        };
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or_default();
+        if let Some(d) = secret.data.as_mut() {
+            d.insert("release".into(), k8s_openapi::ByteString(rewritten));
+        }
+        let labels = secret.metadata.labels.get_or_insert_with(Default::default);
+        labels.insert("status".into(), "failed".into());
+        labels.insert("modifiedAt".into(), now.to_string());
+        let name = secret.metadata.name.clone().unwrap_or_default();
+        self.await_lease().await?;
+        // The resourceVersion read above makes the update conditional.
+        api.replace(&name, &PostParams::default(), &secret)
+            .await
+            .map_err(StepError::kube(format!(
+                "mark release {release} revision {revision} (left {}) failed",
+                pending.status
+            )))?;
+        let line = format!(
+            "  release {release}: revision {revision} was left {} (begun {}) by a helm that did not finish: marked failed, so that the upgrade can run",
+            pending.status,
+            if pending.begun.is_empty() { "at an unknown time" } else { &pending.begun }
+        );
+        self.say(&line);
+        Ok(())
+    }
+
     /// Runs `helm` (an upgrade with `--wait`) and meanwhile reports the
     /// condition of the release's workloads as what the step waits on:
-    /// helm itself says nothing until it is done.
+    /// helm itself says nothing until it is done. Once the lease is not
+    /// confirmed, helm is killed (dropped): a writer acts only while its
+    /// lease is confirmed, and the next holder resolves the revision it
+    /// leaves pending ([`Executor::resolve_pending`]).
     async fn helm_while_reporting<T>(
         &self,
         helm: impl std::future::Future<Output = T>,
         ns: &str,
         src: &ReleaseSource,
-    ) -> T {
+    ) -> Result<T, StepError> {
         tokio::pin!(helm);
         let every = self.settings.poll.max(Duration::from_millis(500));
         let mut last_said: Option<(Instant, String)> = None;
         loop {
             tokio::select! {
-                out = &mut helm => return out,
+                out = &mut helm => return Ok(out),
                 _ = tokio::time::sleep(every) => {}
+            }
+            if self.lease.is_lost() {
+                self.say("  the lease is another's: helm is stopped");
+                return Err(StepError::LeaseLost);
+            }
+            if !self.lease.is_confirmed() {
+                self.say("  the lease could not be renewed in time: helm is stopped before another syncer may take over");
+                return Err(StepError::LeaseUnconfirmed);
             }
             let now = self
                 .workload_conditions(ns, &src.statefulsets, &src.deployments)

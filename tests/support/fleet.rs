@@ -199,11 +199,11 @@ impl Replica {
         )
     }
 
-    /// SIGKILL: no clean stop, its leases expire.
+    /// SIGKILL to the replica and its helm processes (as the pod's death
+    /// does): no clean stop, its leases expire.
     pub fn kill(&mut self) {
         if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
+            super::kill_tree(&mut c);
         }
     }
 

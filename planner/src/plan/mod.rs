@@ -78,6 +78,11 @@ pub enum Step {
         /// edited them).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         restores: Option<DriftRepair>,
+        /// The release's newest revision is not deployed (a helm that was
+        /// cut short left it pending, or it failed): the upgrade finishes
+        /// it even when nothing else changed.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        finishes: Option<UnfinishedRevision>,
     },
     WaitForReady {
         namespace: String,
@@ -184,6 +189,22 @@ pub struct AttributedChange {
 pub struct DriftRepair {
     pub revision: u32,
     pub objects: Vec<crate::live_drift::ObjectDrift>,
+}
+
+/// A release's newest revision that is not `deployed`: `pending-install`,
+/// `pending-upgrade` or `pending-rollback` (the helm that began it was cut
+/// short: Helm refuses every later operation until it is resolved) or
+/// `failed`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UnfinishedRevision {
+    pub revision: u32,
+    pub status: String,
+}
+
+impl UnfinishedRevision {
+    pub fn is_pending(&self) -> bool {
+        self.status.starts_with("pending-")
+    }
 }
 
 /// The plan of one release.
@@ -310,6 +331,7 @@ impl Step {
                 changed_values,
                 pulled,
                 restores,
+                finishes,
                 ..
             } => {
                 let drifted = restores.as_ref().map_or(0, |r| r.objects.len());
@@ -329,8 +351,15 @@ impl Step {
                 } else {
                     String::new()
                 };
+                let finished = match finishes {
+                    Some(u) if u.is_pending() => {
+                        format!("; finishes revision {}, left {}", u.revision, u.status)
+                    }
+                    Some(u) => format!("; retries revision {}, which is {}", u.revision, u.status),
+                    None => String::new(),
+                };
                 format!(
-                    "helm upgrade --install {release} ({version}, {} value change(s){restored})",
+                    "helm upgrade --install {release} ({version}, {} value change(s){restored}{finished})",
                     changed_values.len()
                 )
             }

@@ -82,7 +82,21 @@ pub(super) fn plan_upgrade(
         }),
         _ => None,
     };
-    if version_change || !changes.is_empty() || recreates || restores.is_some() {
+    // A revision left pending (Helm refuses every later operation until it
+    // is resolved) or failed is not in sync even when its values are the
+    // desired ones: the upgrade finishes it.
+    let finishes = live
+        .filter(|l| l.status != "deployed" && !l.status.is_empty())
+        .map(|l| super::UnfinishedRevision {
+            revision: l.revision,
+            status: l.status.clone(),
+        });
+    if version_change
+        || !changes.is_empty()
+        || recreates
+        || restores.is_some()
+        || finishes.is_some()
+    {
         rp.steps.push(Step::HelmUpgrade {
             namespace: d.namespace.clone(),
             release: d.name.clone(),
@@ -92,6 +106,7 @@ pub(super) fn plan_upgrade(
             changed_values: changes,
             pulled: d.pulled.clone(),
             restores,
+            finishes,
         });
     }
 }
