@@ -36,8 +36,10 @@ pub const MAX_BODY: usize = 1 << 20;
 /// What the handlers share.
 pub struct Endpoint {
     pub metrics: Arc<Metrics>,
-    /// Each repository follower's trigger: a webhook wakes them all.
-    pub triggers: Vec<mpsc::Sender<Trigger>>,
+    /// Each repository follower's trigger, with its URL's key
+    /// ([`crate::hook::url_key`]; `None` for a local repository): a
+    /// webhook wakes those its payload names.
+    pub triggers: Vec<(Option<String>, mpsc::Sender<Trigger>)>,
     pub webhook_secret: Option<Vec<u8>>,
     /// What `/readyz` and the status page read.
     pub board: Arc<Board>,
@@ -165,10 +167,29 @@ async fn handle(
                         None => true,
                     };
                     if ok {
-                        for t in &endpoint.triggers {
-                            let _ = t.try_send(Trigger::Webhook);
+                        let keys: Vec<Option<String>> =
+                            endpoint.triggers.iter().map(|(k, _)| k.clone()).collect();
+                        let woken = crate::hook::woken(&keys, &body);
+                        for &i in &woken {
+                            let _ = endpoint.triggers[i].1.try_send(Trigger::Webhook);
                         }
-                        text(StatusCode::ACCEPTED, PLAIN, "fetch scheduled\n")
+                        if woken.is_empty() {
+                            text(
+                                StatusCode::ACCEPTED,
+                                PLAIN,
+                                "no followed repository is the payload's: nothing to fetch\n",
+                            )
+                        } else {
+                            text(
+                                StatusCode::ACCEPTED,
+                                PLAIN,
+                                format!(
+                                    "fetch scheduled ({} of {} repositories)\n",
+                                    woken.len(),
+                                    keys.len()
+                                ),
+                            )
+                        }
                     } else {
                         text(StatusCode::UNAUTHORIZED, PLAIN, "bad signature\n")
                     }

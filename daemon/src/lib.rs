@@ -26,6 +26,7 @@ pub mod config;
 pub mod discover;
 pub mod drift;
 pub mod follow;
+pub mod hook;
 pub mod http;
 pub mod metrics;
 pub mod shard;
@@ -167,7 +168,11 @@ pub async fn run(
         if let Upstream::Local(path) = &repo.upstream {
             watchers.push(watch::watch_local(path, trigger_tx.clone())?);
         }
-        triggers.push(trigger_tx);
+        let key = match &repo.upstream {
+            Upstream::Remote { url, .. } => hook::url_key(url),
+            Upstream::Local(_) => None,
+        };
+        triggers.push((key, trigger_tx));
         heads.push(rx.clone());
         let notify = heads_changed.clone();
         let mut published = rx;
