@@ -291,6 +291,31 @@ async fn three_replicas_share_nine_stacks_and_rebalance_when_one_dies_and_return
         let owned = metric_lines(&r.addr, "plimsoll_owned_stacks ");
         assert_eq!(owned, ["plimsoll_owned_stacks 3"], "{}", r.identity);
     }
+    // Each replica's page shows the whole fleet: the six stacks its peers
+    // hold as their holders report them (through the leases), in sync.
+    let fleet_wide = || {
+        let replicas = &replicas;
+        move || async move {
+            replicas.iter().all(|r| {
+                let v = r.status_json().unwrap_or_default();
+                let stacks = v["stacks"].as_array().cloned().unwrap_or_default();
+                let reported: Vec<&serde_json::Value> = stacks
+                    .iter()
+                    .filter(|x| x["mine"] == false)
+                    .filter_map(|x| x.get("reported"))
+                    .collect();
+                reported.len() == STACKS - 3
+                    && reported
+                        .iter()
+                        .all(|x| x["state"] == "in-sync" && x["synced"].is_string())
+            })
+        }
+    };
+    assert!(
+        wait_until(Duration::from_secs(30), fleet_wide()).await,
+        "{:?}",
+        replicas[0].status_json()
+    );
 
     // r2 dies.
     let killed_at = now_seconds();

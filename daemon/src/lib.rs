@@ -291,7 +291,7 @@ pub async fn run(
                     .await
                     .is_ok();
         }
-        let round = shard.round(&stacks, &busy).await;
+        let round = shard.round(&stacks, &busy, &board.reports()).await;
         let failed = match round {
             Ok((release, view)) => {
                 board.set_shard(&view, None);

@@ -39,6 +39,8 @@ pub const ROLE_LABEL: &str = "plimsoll.io/role";
 const FILE_ANNOTATION: &str = "plimsoll.io/stack-file";
 const REPOSITORY_ANNOTATION: &str = "plimsoll.io/repository";
 const BRANCH_ANNOTATION: &str = "plimsoll.io/branch";
+/// What the holder reports of the stack ([`crate::status::Reported`]).
+pub const REPORT_ANNOTATION: &str = "plimsoll.io/report";
 
 /// Every lease request gives up after this long.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
@@ -148,6 +150,9 @@ pub struct ShardView {
     pub holders: BTreeMap<String, String>,
     /// This replica's fair share.
     pub share: usize,
+    /// What peers report of the stacks they hold (their leases'
+    /// annotation), by key.
+    pub reported: BTreeMap<String, crate::status::Reported>,
 }
 
 /// The record of a lease, and since when (monotonic) it is unchanged.
@@ -290,8 +295,13 @@ impl Shard {
         }
     }
 
-    /// Renews an owned stack's lease; `false` once it is another's.
-    async fn renew(&self, lease: Option<&Lease>) -> Result<bool, kube::Error> {
+    /// Renews an owned stack's lease, with this replica's report of the
+    /// stack; `false` once it is another's.
+    async fn renew(
+        &self,
+        lease: Option<&Lease>,
+        report: Option<&String>,
+    ) -> Result<bool, kube::Error> {
         let Some(lease) = lease else {
             // Deleted by someone: not ours any more.
             return Ok(false);
@@ -306,6 +316,13 @@ impl Shard {
         }
         if let Some(spec) = lease.spec.as_mut() {
             spec.renew_time = Some(MicroTime(Timestamp::now()));
+        }
+        if let Some(report) = report {
+            lease
+                .metadata
+                .annotations
+                .get_or_insert_with(Default::default)
+                .insert(REPORT_ANNOTATION.to_string(), report.clone());
         }
         let name = lease.metadata.name.clone().unwrap_or_default();
         match bounded(self.api.replace(&name, &PostParams::default(), &lease)).await {
@@ -456,6 +473,7 @@ impl Shard {
         &mut self,
         stacks: &BTreeMap<String, StackLocation>,
         busy: &HashSet<String>,
+        reports: &BTreeMap<String, String>,
     ) -> Result<(Vec<String>, ShardView), kube::Error> {
         self.rounds += 1;
         self.announce().await?;
@@ -527,7 +545,7 @@ impl Shard {
         let keys: Vec<String> = self.owned.keys().cloned().collect();
         let renewals = futures::future::join_all(keys.iter().map(|k| {
             let lease = by_name.get(stack_lease_name(k).as_str()).copied();
-            self.renew(lease)
+            self.renew(lease, reports.get(k))
         }))
         .await;
         for (k, r) in keys.iter().zip(renewals) {
@@ -568,6 +586,13 @@ impl Shard {
                 }
                 Holder::Peer(p) => {
                     view.holders.insert(key.clone(), p.clone());
+                    let report = lease
+                        .and_then(|l| l.metadata.annotations.as_ref())
+                        .and_then(|a| a.get(REPORT_ANNOTATION))
+                        .and_then(|t| crate::status::Reported::from_annotation(t));
+                    if let Some(r) = report {
+                        view.reported.insert(key.clone(), r);
+                    }
                 }
                 Holder::Free => {}
             }

@@ -166,6 +166,68 @@ pub struct StackRecord {
     pub last_pass: Option<u64>,
 }
 
+/// What the replica holding a stack reports of it to its peers (an
+/// annotation of the stack's lease, renewed with it): the status page of
+/// every replica shows the whole fleet. Its texts are scrubbed already and
+/// bounded ([`Reported::bounded`]).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Reported {
+    pub state: StackState,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub head: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub synced: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+    /// Steps of the plan being applied or pending, and the running sync's
+    /// steps done.
+    #[serde(default)]
+    pub steps: usize,
+    #[serde(default)]
+    pub done: usize,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_pass: Option<u64>,
+}
+
+/// The longest annotation a peer's report may be (larger ones are not
+/// read), and the longest error text one carries.
+pub const REPORT_LIMIT: usize = 4096;
+const REPORT_ERROR_CHARS: usize = 600;
+
+impl Reported {
+    /// Texts cut to fit the annotation.
+    fn bounded(mut self) -> Reported {
+        let cut = |t: &mut Option<String>, n: usize| {
+            if let Some(x) = t.as_mut() {
+                if x.chars().count() > n {
+                    *x = x.chars().take(n).collect::<String>() + "…";
+                }
+            }
+        };
+        cut(&mut self.last_error, REPORT_ERROR_CHARS);
+        cut(&mut self.name, 253);
+        cut(&mut self.head, 64);
+        cut(&mut self.synced, 64);
+        self
+    }
+
+    pub fn to_annotation(&self) -> String {
+        serde_json::to_string(&self.clone().bounded()).unwrap_or_default()
+    }
+
+    /// A peer's annotation; `None` when too large or not a report.
+    pub fn from_annotation(text: &str) -> Option<Reported> {
+        if text.len() > REPORT_LIMIT {
+            return None;
+        }
+        serde_json::from_str::<Reported>(text)
+            .ok()
+            .map(Reported::bounded)
+    }
+}
+
 /// A repository as its follower last read it.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RepositoryStatus {
@@ -199,6 +261,8 @@ struct Inner {
     holders: BTreeMap<String, String>,
     /// What this replica's workers recorded, by key.
     records: BTreeMap<String, StackRecord>,
+    /// What peers report of the stacks they hold, by key.
+    reported: BTreeMap<String, Reported>,
 }
 
 impl Board {
@@ -247,11 +311,40 @@ impl Board {
             if error.is_none() {
                 w.peers = view.peers.clone();
                 w.holders = view.holders.clone();
+                w.reported = view.reported.clone();
                 w.share = view.share;
                 w.shared_once = true;
             }
             w.shard_error = error;
         });
+    }
+
+    /// What this replica reports to its peers of each stack it holds.
+    pub fn reports(&self) -> BTreeMap<String, String> {
+        let Ok(r) = self.inner.read() else {
+            return BTreeMap::new();
+        };
+        r.records
+            .iter()
+            .filter(|(key, _)| r.holders.get(*key) == Some(&self.identity))
+            .filter_map(|(key, rec)| {
+                let progress = rec.run.as_ref().map(RunTracker::snapshot);
+                Some((
+                    key.clone(),
+                    Reported {
+                        state: rec.state?,
+                        name: rec.name.clone(),
+                        head: rec.head.clone(),
+                        synced: rec.synced.clone(),
+                        last_error: rec.last_error.clone(),
+                        steps: rec.plan.as_ref().map_or(0, PlanSummary::step_count),
+                        done: progress.map_or(0, |p| p.done),
+                        last_pass: rec.last_pass,
+                    }
+                    .to_annotation(),
+                ))
+            })
+            .collect()
     }
 
     /// A worker's record of its stack.
@@ -335,6 +428,11 @@ impl Board {
                 let holder = r.holders.get(key).cloned();
                 let mine = holder.as_deref() == Some(self.identity.as_str());
                 let rec = r.records.get(key).filter(|_| mine);
+                let reported = r
+                    .reported
+                    .get(key)
+                    .filter(|_| !mine && holder.is_some())
+                    .cloned();
                 let state = match rec.and_then(|x| x.state) {
                     Some(s) => s,
                     None if mine => StackState::Starting,
@@ -363,6 +461,7 @@ impl Board {
                         .or_else(|| name.as_ref().err().cloned()),
                     releases: rec.map(|x| x.releases.clone()).unwrap_or_default(),
                     last_pass: rec.and_then(|x| x.last_pass),
+                    reported,
                 }
             })
             .collect();
@@ -417,6 +516,9 @@ pub struct StackStatus {
     pub last_error: Option<String>,
     pub releases: Vec<ReleaseInfo>,
     pub last_pass: Option<u64>,
+    /// Held by a peer: what it reports (its lease's annotation).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reported: Option<Reported>,
 }
 
 /// The whole page's data (`/status.json`).
@@ -596,8 +698,28 @@ fn stack_section(h: &mut String, st: &StackStatus, now: u64) {
         if let Some(err) = &st.last_error {
             h.push_str(&format!("<p class=\"error\">{}</p>", e(err)));
         }
+        if let Some(r) = &st.reported {
+            let steps = if r.state == StackState::Syncing && r.steps > 0 {
+                format!(" · step {} of {}", (r.done + 1).min(r.steps), r.steps)
+            } else if r.steps > 0 {
+                format!(" · a plan of {} step(s)", r.steps)
+            } else {
+                String::new()
+            };
+            h.push_str(&format!(
+                "<p class=\"reported\">Its holder reports: <span class=\"badge {}\">{}</span>{steps}</p>\
+                 <table><tr><th>branch head</th><td><code class=\"head\">{}</code></td><th>synced</th><td><code class=\"synced\">{}</code></td></tr></table>",
+                r.state.class(),
+                e(r.state.as_str()),
+                e(r.head.as_deref().unwrap_or("—")),
+                e(r.synced.as_deref().unwrap_or("—")),
+            ));
+            if let Some(err) = &r.last_error {
+                h.push_str(&format!("<p class=\"error\">{}</p>", e(err)));
+            }
+        }
         h.push_str(if st.holder.is_some() {
-            "<p class=\"meta\">Its details are on the page of the replica holding it.</p></section>\n"
+            "<p class=\"meta\">Its plan, progress and drift are on the page of the replica holding it.</p></section>\n"
         } else {
             "<p class=\"meta\">No replica holds it yet.</p></section>\n"
         });
@@ -741,5 +863,34 @@ mod tests {
         assert_eq!(ago(100, 130), "30s ago");
         assert_eq!(ago(0, 3_700), "1h 1m ago");
         assert_eq!(ago(200, 100), "0s ago", "a clock step back is not negative");
+    }
+
+    #[test]
+    fn reports_are_bounded_both_ways() {
+        let long = "e".repeat(5_000);
+        let r = Reported {
+            state: StackState::Failed,
+            name: Some("eu-1".into()),
+            head: None,
+            synced: None,
+            last_error: Some(long.clone()),
+            steps: 2,
+            done: 1,
+            last_pass: Some(7),
+        };
+        let text = r.to_annotation();
+        assert!(text.len() < REPORT_LIMIT, "{}", text.len());
+        let back = Reported::from_annotation(&text).unwrap();
+        assert_eq!(back.state, StackState::Failed);
+        assert_eq!(
+            back.last_error.unwrap().chars().count(),
+            REPORT_ERROR_CHARS + 1,
+            "cut, with an ellipsis"
+        );
+        // A peer's annotation is read only when small and well formed.
+        let huge = format!(r#"{{"state":"failed","last_error":"{long}"}}"#);
+        assert!(Reported::from_annotation(&huge).is_none());
+        assert!(Reported::from_annotation("{").is_none());
+        assert!(Reported::from_annotation(r#"{"state":"exploded"}"#).is_none());
     }
 }
