@@ -118,6 +118,10 @@ async fn one_daemon_follows_many_stacks_and_a_failing_one_never_delays_the_other
     let (code, body) = http_get(&d.addr, "/readyz").unwrap();
     assert_eq!(code, 503);
     assert!(body.contains("stack s03: the last sync failed"), "{body}");
+    // The replica itself is ready: the chart's readiness probe, so that a
+    // stack failing in git does not stall a rolling update of the daemon.
+    let (code, body) = http_get(&d.addr, "/readyz/replica").unwrap();
+    assert_eq!(code, 200, "{body}");
     // Each stack has its own journal.
     let journals: Api<k8s_openapi::api::core::v1::ConfigMap> =
         Api::namespaced(client.clone(), "plimsoll");

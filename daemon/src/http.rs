@@ -127,6 +127,19 @@ fn text(status: StatusCode, content_type: &str, body: impl Into<Bytes>) -> Respo
     r
 }
 
+/// 200, or 503 with why.
+fn readiness(why: Option<String>) -> Response<Full<Bytes>> {
+    const PLAIN: &str = "text/plain; charset=utf-8";
+    match why {
+        None => text(StatusCode::OK, PLAIN, "ready\n"),
+        Some(why) => text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            PLAIN,
+            format!("not ready: {why}\n"),
+        ),
+    }
+}
+
 async fn handle(
     endpoint: Arc<Endpoint>,
     req: Request<Incoming>,
@@ -138,14 +151,8 @@ async fn handle(
     let response = match (req.method(), req.uri().path()) {
         (&Method::GET, "/metrics") => text(StatusCode::OK, CONTENT_TYPE, endpoint.metrics.render()),
         (&Method::GET, "/healthz") => text(StatusCode::OK, PLAIN, "ok\n"),
-        (&Method::GET, "/readyz") => match endpoint.board.not_ready() {
-            None => text(StatusCode::OK, PLAIN, "ready\n"),
-            Some(why) => text(
-                StatusCode::SERVICE_UNAVAILABLE,
-                PLAIN,
-                format!("not ready: {why}\n"),
-            ),
-        },
+        (&Method::GET, "/readyz") => readiness(endpoint.board.not_ready()),
+        (&Method::GET, "/readyz/replica") => readiness(endpoint.board.replica_not_ready()),
         (&Method::POST, "/hook") => {
             let signature = req
                 .headers()

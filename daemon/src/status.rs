@@ -365,8 +365,20 @@ impl Board {
 
     /// Why this replica is not ready, if it is not: the shard loop cannot
     /// reach the cluster, a repository cannot be read, or a stack held
-    /// here failed or was rejected.
+    /// here failed or was rejected (`/readyz`).
     pub fn not_ready(&self) -> Option<String> {
+        self.why_not_ready(true)
+    }
+
+    /// The replica's own readiness, whatever its stacks' (`/readyz/replica`,
+    /// the chart's readiness probe): a stack failing in git must not keep a
+    /// new replica out of service, which would stall a rolling update of
+    /// the daemon itself.
+    pub fn replica_not_ready(&self) -> Option<String> {
+        self.why_not_ready(false)
+    }
+
+    fn why_not_ready(&self, stacks: bool) -> Option<String> {
         let r = self.inner.read().ok()?;
         let mut why = Vec::new();
         if let Some(e) = &r.shard_error {
@@ -375,7 +387,7 @@ impl Board {
             why.push("no round of sharing stacks has completed".to_string());
         }
         // Held here: ready once each has completed a pass.
-        for (key, holder) in &r.holders {
+        for (key, holder) in r.holders.iter().filter(|_| stacks) {
             if *holder == self.identity && r.records.get(key).is_none_or(|x| x.last_pass.is_none())
             {
                 let file = r
@@ -393,7 +405,7 @@ impl Board {
                 ));
             }
         }
-        for (key, rec) in &r.records {
+        for (key, rec) in r.records.iter().filter(|_| stacks) {
             let file = r
                 .stacks
                 .get(key)
