@@ -453,19 +453,14 @@ async fn a_replica_syncs_at_most_max_syncs_stacks_at_once() {
         d.log()
     );
     let text = std::fs::read_to_string(&log).unwrap_or_default();
-    let mut events: Vec<(f64, i32)> = text
+    let events: Vec<(f64, i32)> = text
         .lines()
         .filter_map(|l| {
             let (kind, t) = l.split_once(' ')?;
             Some((t.parse::<f64>().ok()?, if kind == "start" { 1 } else { -1 }))
         })
         .collect();
-    events.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    let (mut now, mut most) = (0, 0);
-    for (_, d) in &events {
-        now += d;
-        most = most.max(now);
-    }
+    let most = support::most_at_once(events.clone());
     eprintln!("at most {most} helm upgrades at once for {STACKS} stacks");
     assert_eq!(events.len(), 2 * STACKS, "{text}");
     assert_eq!(most, 2, "two stacks at a time, and both slots used: {text}");

@@ -70,21 +70,15 @@ fn site(dir: &Path, real_helm: &Path) -> std::path::PathBuf {
 /// The most `helm upgrade`s running at once, from the log.
 fn most_at_once(dir: &Path) -> usize {
     let log = std::fs::read_to_string(dir.join("helm.log")).unwrap_or_default();
-    let mut events: Vec<(f64, i32)> = log
-        .lines()
-        .filter_map(|l| {
-            let mut f = l.split_whitespace();
-            let (kind, _, t) = (f.next()?, f.next()?, f.next()?.parse::<f64>().ok()?);
-            Some((t, if kind == "start" { 1 } else { -1 }))
-        })
-        .collect();
-    events.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    let (mut now, mut most) = (0, 0);
-    for (_, d) in events {
-        now += d;
-        most = most.max(now);
-    }
-    most as usize
+    support::most_at_once(
+        log.lines()
+            .filter_map(|l| {
+                let mut f = l.split_whitespace();
+                let (kind, _, t) = (f.next()?, f.next()?, f.next()?.parse::<f64>().ok()?);
+                Some((t, if kind == "start" { 1 } else { -1 }))
+            })
+            .collect(),
+    )
 }
 
 fn upgraded(dir: &Path) -> Vec<String> {

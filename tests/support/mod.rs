@@ -5,6 +5,18 @@
 use std::path::Path;
 use std::process::{Command, Output};
 
+/// The most intervals open at once, from (time, +1 start / -1 end)
+/// events in any order.
+pub fn most_at_once(mut events: Vec<(f64, i32)>) -> usize {
+    events.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    let (mut now, mut most) = (0, 0);
+    for (_, d) in events {
+        now += d;
+        most = most.max(now);
+    }
+    most as usize
+}
+
 /// Every descendant of `pid` (children first found through /proc).
 pub fn descendants(pid: u32) -> Vec<u32> {
     let mut parent_of = Vec::new();
