@@ -781,6 +781,10 @@ struct DaemonProcess {
 
 impl DaemonProcess {
     fn start(site: &Site, extra: &[&str]) -> DaemonProcess {
+        DaemonProcess::start_with_env(site, extra, &[])
+    }
+
+    fn start_with_env(site: &Site, extra: &[&str], env: &[(&str, &str)]) -> DaemonProcess {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
@@ -801,6 +805,7 @@ impl DaemonProcess {
             ])
             .args(["--kubeconfig", &site.kubeconfig(), "--helm", &site.helm()])
             .args(extra)
+            .envs(env.iter().copied())
             .stdout(std::process::Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
@@ -1076,6 +1081,77 @@ async fn the_daemon_syncs_new_commits_reports_drift_and_heals_it() {
         "{}",
         text(&o)
     );
+}
+}
+
+on_both_versions! {
+/// A sync cut short, then a commit that cannot be synced (not YAML, or a
+/// shrink the plan refuses): the daemon still finishes the interrupted
+/// sync of the earlier, accepted commit — the cluster is left at the last
+/// commit accepted, its journal complete, not half way — and keeps
+/// reporting why the branch's commit is not synced.
+async fn an_interrupted_sync_is_finished_when_the_next_commit_cannot_be_synced() {
+    let Some(site) = site(StorageBehaviour::default(), false).await else {
+        return;
+    };
+    let git = git2::Repository::init(site.repo.path()).unwrap();
+    git.set_head("refs/heads/main").unwrap();
+    let first = commit_all(&git, "segment m");
+    let d = DaemonProcess::start(&site, &[]);
+    d.wait_for("the first commit to be synced", |d| {
+        metric(&d.addr, "plimsoll_synced_revision_info").is_some_and(|l| l.contains(&first))
+    })
+    .await;
+    d.terminate();
+
+    // Grow (m := l); the daemon dies right after the first PVC patch.
+    let l = std::fs::read_to_string(site.repo.path().join("profiles/l.yaml")).unwrap();
+    std::fs::write(site.repo.path().join("profiles/m.yaml"), &l).unwrap();
+    let grow = commit_all(&git, "grow");
+    let mut d = DaemonProcess::start_with_env(
+        &site,
+        &[],
+        &[("PLIMSOLL_FAULT_ABORT_AFTER", "expand-pvc")],
+    );
+    let mut exited = None;
+    for _ in 0..600 {
+        exited = d.child.try_wait().unwrap();
+        if exited.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(exited.is_some(), "aborted after the first expand: {}", d.log());
+    let j = site.journal().await;
+    assert_eq!(j["status"], "running", "{j:?}");
+    assert_eq!(j["revision"], grow);
+    assert!(!j["completed"].contains("helm-upgrade"), "{j:?}");
+
+    // The next commit is not YAML.
+    std::fs::write(site.repo.path().join("site/data-stack.yaml"), "a: [unclosed\n").unwrap();
+    let bad = commit_all(&git, "not YAML");
+    let d = DaemonProcess::start(&site, &[]);
+    d.wait_for("the interrupted sync to be finished", |d| {
+        metric(&d.addr, "plimsoll_synced_revision_info").is_some_and(|l| l.contains(&grow))
+    })
+    .await;
+    let log = d.log();
+    assert!(log.contains("the commit cannot be used"), "{log}");
+    assert!(log.contains("finishing the interrupted sync"), "{log}");
+    let j = site.journal().await;
+    assert_eq!((j["status"].as_str(), j["revision"].as_str()), ("succeeded", grow.as_str()), "{j:?}");
+    for (name, (_, size)) in site.pvc_uids().await {
+        if name.starts_with("data-mariadb-galera") {
+            assert_eq!(size, "15Gi", "{name}");
+        }
+    }
+    let sts: Api<StatefulSet> = Api::namespaced(site.client(), NS);
+    assert!(sts.get_opt("mariadb-galera").await.unwrap().is_some(), "re-created");
+    // The branch's commit is still reported as unusable.
+    let (code, body) = http(&d.addr, "GET", "/readyz");
+    assert_eq!(code, 503, "{body}");
+    assert!(body.contains(&bad[..12]), "{body}");
+    d.terminate();
 }
 }
 

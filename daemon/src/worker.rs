@@ -69,6 +69,9 @@ struct Memory {
     last_failure: Option<String>,
     /// A commit whose content cannot be used, and why.
     rejected: Option<(String, String)>,
+    /// The stack's name while its commit is rejected: the interrupted
+    /// sync of an earlier commit is finished (and retried) under it.
+    rejected_name: Option<String>,
     /// The name metrics carry (the stack's name, else its file).
     label: String,
 }
@@ -295,7 +298,11 @@ impl Worker {
         let new_commit = mem.synced.as_ref().is_none_or(|(c, _)| *c != commit);
         let rejected = mem.rejected.as_ref().is_some_and(|(c, _)| *c == commit);
         if new_commit && rejected {
-            // Reported already; the same commit fails the same way.
+            // Reported already; the same commit fails the same way. An
+            // interrupted earlier sync that failed to finish is retried.
+            if let (Some(_), Some(name)) = (&mem.last_failure, mem.rejected_name.clone()) {
+                self.finish_interrupted(mem, &name, &commit).await?;
+            }
             return self.check_drift(mem).await;
         }
         if !new_commit {
@@ -303,8 +310,10 @@ impl Worker {
         }
         tracing::info!(stack = %self.location.file, revision = %commit, trigger = why.as_str(), "new commit for stack {}", self.location.file);
         mem.rejected = None;
+        mem.rejected_name = None;
         // A name another file declares too is refused before anything runs.
         let duplicate = self.heads.duplicate(&self.location);
+        let declared = found.name.clone().ok();
         let loaded = match (found.name, duplicate) {
             (_, Some(why)) => {
                 Err(anyhow::anyhow!(why).context(plimsoll_syncer::desired::UnusableContent))
@@ -318,6 +327,16 @@ impl Worker {
             Ok(d) => d,
             Err(e) if plimsoll_syncer::desired::is_unusable_content(&e) => {
                 self.reject(mem, &commit, &e).await;
+                // Not when two files declare the name: whose journal it
+                // is cannot be told.
+                let name = (!mem.label.is_empty())
+                    .then(|| mem.label.clone())
+                    .or(declared)
+                    .filter(|_| self.heads.duplicate(&self.location).is_none());
+                if let Some(name) = name {
+                    mem.rejected_name = Some(name.clone());
+                    self.finish_interrupted(mem, &name, &commit).await?;
+                }
                 return Ok(());
             }
             Err(e) => return Err(e),
@@ -348,6 +367,72 @@ impl Worker {
             self.metrics.synced(&desired.stack_name, &commit);
             self.record(|r| r.synced = Some(commit.clone()));
             mem.synced = Some((commit, Arc::new(desired)));
+        } else if self.board_state() == Some(StackState::Refused) {
+            self.finish_interrupted(mem, &desired.stack_name, &commit)
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// The branch's commit cannot be synced (refused, or its content
+    /// unusable), but the journal holds a sync of an earlier commit that
+    /// was cut short (a replica killed, the API server gone): that commit
+    /// was accepted and is partly applied, so it is finished — resumed
+    /// when its journal still agrees with a fresh plan, else planned
+    /// afresh — and the cluster is left at the last commit accepted, not
+    /// half way. The page keeps showing why the branch's commit is not
+    /// synced.
+    async fn finish_interrupted(
+        &self,
+        mem: &mut Memory,
+        name: &str,
+        head: &str,
+    ) -> anyhow::Result<()> {
+        let at = plimsoll_syncer::journal_store::JournalLocation::for_stack(
+            &self.sync.journal_namespace,
+            name,
+        );
+        let journal = match plimsoll_syncer::journal_store::load(&self.client, &at).await {
+            Ok(Some(j)) => j,
+            Ok(None) => return Ok(()),
+            // Unreadable: the next sync of a good commit replaces it.
+            Err(_) => return Ok(()),
+        };
+        let Some(revision) = journal.revision.clone().filter(|r| !r.is_empty()) else {
+            return Ok(());
+        };
+        let finished = journal.status == plimsoll_planner::journal::JournalStatus::Succeeded
+            || journal.is_complete();
+        let synced_here = mem.synced.as_ref().is_some_and(|(c, _)| *c == revision);
+        if finished || revision == head || synced_here {
+            return Ok(());
+        }
+        let desired = match self.desired(&revision).await {
+            Ok(d) if d.stack_name == name => d,
+            // That commit is not this stack's any more (renamed, moved).
+            Ok(_) => return Ok(()),
+            Err(e) if plimsoll_syncer::desired::is_unusable_content(&e) => return Ok(()),
+            Err(e) => return Err(e),
+        };
+        let mut shown = None;
+        self.board.record(&self.key, |r| {
+            shown = Some((r.state, r.last_error.clone(), r.plan.clone()));
+        });
+        tracing::info!(stack = %name, revision = %revision, head = %head, "the branch's commit cannot be synced; finishing the interrupted sync of {}", &revision[..12.min(revision.len())]);
+        if self
+            .sync(mem, &desired, "finish the interrupted sync")
+            .await
+        {
+            self.metrics.synced(&desired.stack_name, &revision);
+            self.record(|r| r.synced = Some(revision.clone()));
+            mem.synced = Some((revision, Arc::new(desired)));
+            if let Some((state, error, plan)) = shown {
+                self.record(|r| {
+                    r.state = state;
+                    r.last_error = error;
+                    r.plan = plan;
+                });
+            }
         }
         Ok(())
     }

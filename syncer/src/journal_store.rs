@@ -77,6 +77,17 @@ pub async fn save(
     }
 }
 
+/// The journal as this process last wrote it (metadata, resourceVersion
+/// included), by (namespace, name): the next save replaces it without
+/// reading it first — a sync saves after every step, and reading back a
+/// large journal each time doubled its traffic. Anyone else's write in
+/// between makes the replace conflict; then it is read first, as before.
+fn last_written() -> &'static std::sync::Mutex<BTreeMap<(String, String), ObjectMeta>> {
+    static LAST: std::sync::OnceLock<std::sync::Mutex<BTreeMap<(String, String), ObjectMeta>>> =
+        std::sync::OnceLock::new();
+    LAST.get_or_init(Default::default)
+}
+
 async fn save_once(
     client: &kube::Client,
     at: &JournalLocation,
@@ -84,7 +95,33 @@ async fn save_once(
 ) -> Result<(), StoreError> {
     let api: Api<ConfigMap> = Api::namespaced(client.clone(), &at.namespace);
     let data = journal.to_data();
-    match api.get_opt(&at.name).await? {
+    let key = (at.namespace.clone(), at.name.clone());
+    let remember = |cm: &ConfigMap| {
+        if let Ok(mut last) = last_written().lock() {
+            last.insert(key.clone(), cm.metadata.clone());
+        }
+    };
+    let known = last_written()
+        .lock()
+        .ok()
+        .and_then(|last| last.get(&key).cloned());
+    if let Some(metadata) = known {
+        let cm = ConfigMap {
+            metadata,
+            data: Some(data.clone()),
+            ..Default::default()
+        };
+        match api.replace(&at.name, &PostParams::default(), &cm).await {
+            Ok(written) => {
+                remember(&written);
+                return Ok(());
+            }
+            // Written or deleted by someone else since: read it first.
+            Err(kube::Error::Api(e)) if e.code == 409 || e.code == 404 => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    let written = match api.get_opt(&at.name).await? {
         None => {
             let cm = ConfigMap {
                 metadata: ObjectMeta {
@@ -98,12 +135,13 @@ async fn save_once(
                 data: Some(data),
                 ..Default::default()
             };
-            api.create(&PostParams::default(), &cm).await?;
+            api.create(&PostParams::default(), &cm).await?
         }
         Some(mut cm) => {
             cm.data = Some(data);
-            api.replace(&at.name, &PostParams::default(), &cm).await?;
+            api.replace(&at.name, &PostParams::default(), &cm).await?
         }
-    }
+    };
+    remember(&written);
     Ok(())
 }
