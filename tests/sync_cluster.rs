@@ -773,6 +773,21 @@ fn metric(addr: &str, prefix: &str) -> Option<String> {
         .map(str::to_string)
 }
 
+/// A site whose repository is a git branch `main` with one commit
+/// (segment m), and a daemon following it that has synced that commit.
+async fn followed_site(extra: &[&str]) -> Option<(Site, git2::Repository, DaemonProcess)> {
+    let site = site(StorageBehaviour::default(), false).await?;
+    let git = git2::Repository::init(site.repo.path()).unwrap();
+    git.set_head("refs/heads/main").unwrap();
+    let first = commit_all(&git, "segment m");
+    let d = DaemonProcess::start(&site, extra);
+    d.wait_for("the first commit to be synced", |d| {
+        metric(&d.addr, "plimsoll_synced_revision_info").is_some_and(|l| l.contains(&first))
+    })
+    .await;
+    Some((site, git, d))
+}
+
 struct DaemonProcess {
     child: std::process::Child,
     log: PathBuf,
@@ -845,17 +860,9 @@ impl Drop for DaemonProcess {
 
 on_both_versions! {
 async fn the_daemon_syncs_new_commits_reports_drift_and_heals_it() {
-    let Some(site) = site(StorageBehaviour::default(), false).await else {
+    let Some((site, git, d)) = followed_site(&["--log-format", "json"]).await else {
         return;
     };
-    let git = git2::Repository::init(site.repo.path()).unwrap();
-    git.set_head("refs/heads/main").unwrap();
-    let first = commit_all(&git, "segment m");
-    let d = DaemonProcess::start(&site, &["--log-format", "json"]);
-    d.wait_for("the first commit to be synced", |d| {
-        metric(&d.addr, "plimsoll_synced_revision_info").is_some_and(|l| l.contains(&first))
-    })
-    .await;
     assert_eq!(http(&d.addr, "GET", "/readyz").0, 200);
     assert_eq!(http(&d.addr, "GET", "/healthz").0, 200);
     assert!(
@@ -1091,17 +1098,9 @@ on_both_versions! {
 /// commit accepted, its journal complete, not half way — and keeps
 /// reporting why the branch's commit is not synced.
 async fn an_interrupted_sync_is_finished_when_the_next_commit_cannot_be_synced() {
-    let Some(site) = site(StorageBehaviour::default(), false).await else {
+    let Some((site, git, d)) = followed_site(&[]).await else {
         return;
     };
-    let git = git2::Repository::init(site.repo.path()).unwrap();
-    git.set_head("refs/heads/main").unwrap();
-    let first = commit_all(&git, "segment m");
-    let d = DaemonProcess::start(&site, &[]);
-    d.wait_for("the first commit to be synced", |d| {
-        metric(&d.addr, "plimsoll_synced_revision_info").is_some_and(|l| l.contains(&first))
-    })
-    .await;
     d.terminate();
 
     // Grow (m := l); the daemon dies right after the first PVC patch.
@@ -1161,17 +1160,9 @@ on_both_versions! {
 /// Event, /readyz), not retried until the branch moves; the daemon stays
 /// up and syncs the next good commit.
 async fn the_daemon_survives_hostile_commits_and_waits_for_the_branch_to_move() {
-    let Some(site) = site(StorageBehaviour::default(), false).await else {
+    let Some((site, git, mut d)) = followed_site(&[]).await else {
         return;
     };
-    let git = git2::Repository::init(site.repo.path()).unwrap();
-    git.set_head("refs/heads/main").unwrap();
-    let first = commit_all(&git, "segment m");
-    let mut d = DaemonProcess::start(&site, &[]);
-    d.wait_for("the first commit to be synced", |d| {
-        metric(&d.addr, "plimsoll_synced_revision_info").is_some_and(|l| l.contains(&first))
-    })
-    .await;
 
     // An alias bomb within the size limit: one 1 MiB string, 1,000 uses.
     let good_site = std::fs::read_to_string(site.repo.path().join("site/data-stack.yaml")).unwrap();
