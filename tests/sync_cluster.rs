@@ -457,6 +457,44 @@ async fn a_killed_sync_resumes_after_the_pvc_patches_and_after_the_orphan_delete
 }
 }
 
+on_both_versions! {
+/// A sync killed after a step took effect but before the journal recorded
+/// it: the next sync finds nothing left to do and records the journal as
+/// complete (no journal stays `running` for work that is done); a dry run
+/// writes nothing, the journal included.
+async fn an_interrupted_journal_whose_work_is_done_is_recorded_complete() {
+    let Some(site) = installed_site(&[]).await else {
+        return;
+    };
+    // As if killed after the last step's effect, before its record.
+    let api: Api<ConfigMap> = Api::namespaced(site.client(), "plimsoll");
+    let mut cm = api.get("plimsoll-journal-example").await.unwrap();
+    let data = cm.data.as_mut().unwrap();
+    let completed: Vec<String> = data["completed"].lines().map(str::to_string).collect();
+    assert!(completed.len() > 1, "{completed:?}");
+    data.insert("completed".into(), completed[..completed.len() - 1].join("\n"));
+    data.insert("status".into(), "running".into());
+    api.replace("plimsoll-journal-example", &PostParams::default(), &cm)
+        .await
+        .unwrap();
+
+    let o = site.plimsoll(&["sync", "--dry-run", "--set", "segment=m"], &[]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert_eq!(site.journal().await["status"], "running", "a dry run writes nothing");
+
+    let o = site.sync("m", &[], &[]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("remaining steps are done already"),
+        "{}",
+        text(&o)
+    );
+    let j = site.journal().await;
+    assert_eq!(j["status"], "succeeded", "{j:?}");
+    assert_eq!(j["message"], "its remaining steps were found done already");
+}
+}
+
 /// The status of a release's newest revision (the storage Secret's label).
 async fn newest_status(client: &kube::Client, release: &str) -> (u64, String) {
     let api: Api<Secret> = Api::namespaced(client.clone(), NS);

@@ -278,6 +278,18 @@ pub async fn prepare(
             lease.release().await;
             Ok(Preparation::Finished(outcome))
         }
+        Ok(Decision::Close(mut journal)) => {
+            journal.status = plimsoll_planner::journal::JournalStatus::Succeeded;
+            journal.message = "its remaining steps were found done already".to_string();
+            let saved = if lease.check().is_confirmed() {
+                journal_store::save(client, &journal_at, &journal).await
+            } else {
+                Ok(())
+            };
+            lease.release().await;
+            saved?;
+            Ok(Preparation::Finished(SyncOutcome::NothingToDo))
+        }
         Ok(Decision::Run {
             journal,
             plan,
@@ -299,6 +311,10 @@ pub async fn prepare(
 
 enum Decision {
     Outcome(SyncOutcome),
+    /// Nothing to do, but the journal holds an interrupted sync of this
+    /// desired state: it is recorded as complete (under the lease), so
+    /// that no journal stays `running` for work that is done.
+    Close(Box<Journal>),
     Run {
         journal: Journal,
         plan: Box<Plan>,
@@ -344,8 +360,12 @@ async fn decide(
         return Ok(Decision::Outcome(SyncOutcome::Refused(plan)));
     }
     if !plan.has_changes() {
-        if previous.is_some() {
+        if let Some(j) = previous {
             say("the interrupted sync's remaining steps are done already");
+            // A dry run writes nothing, the journal included.
+            if !opts.dry_run {
+                return Ok(Decision::Close(Box::new(j)));
+            }
         }
         return Ok(Decision::Outcome(SyncOutcome::NothingToDo));
     }
