@@ -280,7 +280,6 @@ pub async fn prepare(
         }
         Ok(Decision::Close(mut journal)) => {
             journal.status = plimsoll_planner::journal::JournalStatus::Succeeded;
-            journal.message = "its remaining steps were found done already".to_string();
             let saved = if lease.check().is_confirmed() {
                 journal_store::save(client, &journal_at, &journal).await
             } else {
@@ -339,8 +338,8 @@ async fn decide(
             p(line)
         }
     };
-    let previous = match journal_store::load(client, journal_at).await {
-        Ok(j) => j.filter(|j| j.resumes(&desired.digest)),
+    let stored = match journal_store::load(client, journal_at).await {
+        Ok(j) => j,
         Err(StoreError::Journal(e)) => {
             say(&format!(
                 "the stack's journal is damaged ({e}); a fresh plan replaces it"
@@ -349,6 +348,12 @@ async fn decide(
         }
         Err(e) => return Err(e.into()),
     };
+    // An interrupted sync: of this desired state it may be resumed; of
+    // another, it is superseded once the cluster needs nothing more.
+    let unfinished = stored.filter(|j| {
+        j.status != plimsoll_planner::journal::JournalStatus::Succeeded && !j.is_complete()
+    });
+    let previous = unfinished.clone().filter(|j| j.resumes(&desired.digest));
     let observed = observe_desired(client, desired, &opts.namespaces_for(desired)).await?;
     let plan = plan::plan(&desired.releases, &observed, &opts.plan_options(desired));
     if let Some(saved) = &opts.saved {
@@ -360,8 +365,18 @@ async fn decide(
         return Ok(Decision::Outcome(SyncOutcome::Refused(plan)));
     }
     if !plan.has_changes() {
-        if let Some(j) = previous {
-            say("the interrupted sync's remaining steps are done already");
+        if let Some(mut j) = unfinished {
+            j.message = if previous.is_some() {
+                say("the interrupted sync's remaining steps are done already");
+                "its remaining steps were found done already".to_string()
+            } else {
+                // A later commit's desired state is live: the interrupted
+                // sync is not to be finished any more.
+                format!(
+                    "superseded: the cluster is at the desired state of {} with nothing left to do",
+                    desired.revision.as_deref().unwrap_or("the working tree")
+                )
+            };
             // A dry run writes nothing, the journal included.
             if !opts.dry_run {
                 return Ok(Decision::Close(Box::new(j)));

@@ -51,7 +51,16 @@ async fn observes_a_helm_installed_data_stack_and_plans_its_scale_up() {
                     == Some(want)
             }
         };
-        if ready("mariadb-galera", 2).await && ready("mongo-replicaset", 1).await {
+        // Ready pods, and claims whose capacity the binder has recorded.
+        let claims: Api<k8s_openapi::api::core::v1::PersistentVolumeClaim> =
+            Api::namespaced(client.clone(), &ns);
+        let bound = claims.list(&Default::default()).await.is_ok_and(|l| {
+            l.items.len() == 3
+                && l.items
+                    .iter()
+                    .all(|c| c.status.as_ref().and_then(|s| s.capacity.as_ref()).is_some())
+        });
+        if ready("mariadb-galera", 2).await && ready("mongo-replicaset", 1).await && bound {
             break;
         }
         assert!(Instant::now() < deadline, "statefulsets not ready");
