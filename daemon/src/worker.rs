@@ -411,8 +411,13 @@ impl Worker {
             Ok(d) if d.stack_name == name => d,
             // That commit is not this stack's any more (renamed, moved).
             Ok(_) => return Ok(()),
-            Err(e) if plimsoll_syncer::desired::is_unusable_content(&e) => return Ok(()),
-            Err(e) => return Err(e),
+            // Gone from the repository (a forced push) or unreadable: the
+            // branch's next good commit is synced as usual.
+            Err(e) => {
+                let why = plimsoll_planner::redact::redact_text(&format!("{e:#}")).into_owned();
+                tracing::warn!(stack = %name, revision = %revision, "cannot load the interrupted sync's commit to finish it: {why}");
+                return Ok(());
+            }
         };
         let mut shown = None;
         self.board.record(&self.key, |r| {
