@@ -1167,28 +1167,12 @@ impl Executor {
     /// it meanwhile wins, and the step fails to be retried.
     async fn resolve_pending(&self, ns: &str, release: &str) -> Result<(), StepError> {
         use k8s_openapi::api::core::v1::Secret;
-        use kube::api::{ListParams, PostParams};
+        use kube::api::PostParams;
         let api: Api<Secret> = Api::namespaced(self.client.clone(), ns);
-        let list = api
-            .list(&ListParams::default().labels(&format!("owner=helm,name={release}")))
+        let newest = crate::observe::newest_release_secrets(&self.client, ns, Some(release))
             .await
             .map_err(StepError::kube(format!("list release {release}")))?;
-        let Some((revision, mut secret)) = list
-            .items
-            .into_iter()
-            .filter(|s| s.type_.as_deref() == Some("helm.sh/release.v1"))
-            .filter_map(|s| {
-                let revision = s
-                    .metadata
-                    .labels
-                    .as_ref()?
-                    .get("version")?
-                    .parse::<u64>()
-                    .ok()?;
-                Some((revision, s))
-            })
-            .max_by_key(|(revision, _)| *revision)
-        else {
+        let Some((revision, mut secret)) = newest.into_values().next() else {
             return Ok(());
         };
         let Some(field) = secret.data.as_ref().and_then(|d| d.get("release")) else {

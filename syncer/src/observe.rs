@@ -230,11 +230,13 @@ pub async fn observe_capacity(
 /// The newest revision of each Helm release in a namespace. Only the
 /// newest storage Secret of each release is decoded (Helm labels each with
 /// its `name` and revision `version`).
-pub async fn helm_releases(
+/// The storage Secret of each Helm release's newest revision (by its
+/// labels), by release name; one release's only when `release` is given.
+pub async fn newest_release_secrets(
     client: &kube::Client,
     namespace: &str,
     release: Option<&str>,
-) -> Result<Vec<ReleaseState>, ObserveError> {
+) -> Result<BTreeMap<String, (u64, Secret)>, kube::Error> {
     let secrets: Api<Secret> = Api::namespaced(client.clone(), namespace);
     let selector = match release {
         Some(r) => format!("owner=helm,name={r}"),
@@ -259,6 +261,15 @@ pub async fn helm_releases(
             newest.insert(name, (revision, s));
         }
     }
+    Ok(newest)
+}
+
+pub async fn helm_releases(
+    client: &kube::Client,
+    namespace: &str,
+    release: Option<&str>,
+) -> Result<Vec<ReleaseState>, ObserveError> {
+    let newest = newest_release_secrets(client, namespace, release).await?;
     let mut out = Vec::new();
     for (_, s) in newest.into_values() {
         let name = s.metadata.name.clone().unwrap_or_default();
