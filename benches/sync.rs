@@ -10,6 +10,12 @@
 //! bash scripts/provision-test-env.sh && cargo bench --bench sync
 //! ```
 //!
+//! By default: Kubernetes 1.32 (`PLIMSOLL_KUBE_VERSION=1.20` for the
+//! other), the helm command line (`PLIMSOLL_BENCH_HELM=sdk`: the tests'
+//! front end over the Helm SDK), kube-controller-manager at 200 requests
+//! a second (`PLIMSOLL_BENCH_KCM_QPS=N` or `default`), concurrency 1 then 4
+//! (`PLIMSOLL_BENCH_CONCURRENCY=4`: only 4).
+//!
 //! Not criterion: one iteration takes minutes (a cluster, 110 Helm
 //! installs). For scale, Flux's published benchmark reconciles 100
 //! HelmReleases in 27 s with 190 MiB of memory.
@@ -128,15 +134,47 @@ async fn main() {
     if !std::env::args().any(|a| a == "--bench") {
         return;
     }
-    let env = plimsoll_testenv::Env::discover()
+    // The current control plane unless told otherwise
+    // (PLIMSOLL_KUBE_VERSION=1.20).
+    if std::env::var("PLIMSOLL_KUBE_VERSION").is_err() {
+        plimsoll_testenv::KubeVersion::V1_32.select();
+    }
+    let mut env = plimsoll_testenv::Env::discover()
         .expect("provision the test environment first: bash scripts/provision-test-env.sh");
+    // With Kubernetes' default client rate for kube-controller-manager (20
+    // requests a second) the install measures the controller manager: each
+    // Deployment costs it about five requests, so about four releases a
+    // second come up whatever runs helm. 200 (as large clusters set it)
+    // unless PLIMSOLL_BENCH_KCM_QPS says otherwise (`default`: Kubernetes'
+    // own).
+    env.controller_manager_qps = match std::env::var("PLIMSOLL_BENCH_KCM_QPS").as_deref() {
+        Ok("default") => None,
+        Ok(n) => Some(
+            n.parse()
+                .expect("PLIMSOLL_BENCH_KCM_QPS: a number or `default`"),
+        ),
+        Err(_) => Some(200),
+    };
     let cluster = plimsoll_testenv::Cluster::start(&env, "bench")
         .await
         .expect("control plane");
-    let (kc, helm) = (cluster.cp.kubeconfig.clone(), cluster.cp.helm.clone());
-
-    println!("{RELEASES} releases of a ConfigMap + one-replica Deployment chart, helm through the test Helm engine");
-    for concurrency in ["1", "4"] {
+    // The helm command line production runs, unless told to use the
+    // tests' front end over the Helm SDK.
+    let sdk = std::env::var("PLIMSOLL_BENCH_HELM").as_deref() == Ok("sdk");
+    let kc = cluster.cp.kubeconfig.clone();
+    let helm = if sdk {
+        cluster.cp.helm.clone()
+    } else {
+        cluster.cp.helm_cli.clone()
+    };
+    let engine = if sdk {
+        "the test front end over the Helm SDK"
+    } else {
+        "the helm command line (v4.1.4)"
+    };
+    println!("{RELEASES} releases of a ConfigMap + one-replica Deployment chart, helm being {engine}, Kubernetes {}, kube-controller-manager at {} requests/s", env.version.as_str(), env.controller_manager_qps.map_or("the default 20".to_string(), |q| q.to_string()));
+    let levels = std::env::var("PLIMSOLL_BENCH_CONCURRENCY").unwrap_or_else(|_| "1,4".into());
+    for concurrency in levels.split(',') {
         cluster
             .cp
             .namespace(&cluster.client, &format!("bench-c{concurrency}"))

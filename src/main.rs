@@ -308,13 +308,15 @@ pub struct SyncArgs {
 }
 
 impl SyncArgs {
-    fn options(&self, namespaces: Vec<String>, dry_run: bool) -> SyncOptions {
+    fn options(&self, cluster: &Cluster, dry_run: bool) -> SyncOptions {
+        let namespaces = cluster.namespaces.clone();
         SyncOptions {
             journal_namespace: self.journal_namespace.clone(),
             strict: self.strict,
             dry_run,
             settings: Settings {
                 helm: helm_executable(self.helm.as_deref()),
+                cluster: cluster.options(),
                 concurrency: usize::from(self.concurrency),
                 expansion_timeout: Duration::from_secs(self.expansion_timeout),
                 helm_timeout: Duration::from_secs(self.helm_timeout),

@@ -368,6 +368,72 @@ async fn scale_the_bundled_example_from_m_to_l_end_to_end() {
 }
 
 on_both_versions! {
+/// The helm command line itself (the official Helm 4 binary), as
+/// production runs it, scaling the example from m to l. Its environment
+/// names no cluster (the wrapper points `KUBECONFIG` at nothing): it must be
+/// told the one Plimsoll was given. On servers that validate fields
+/// themselves (1.27 on) helm's own OpenAPI check is turned off; on older
+/// ones it stays.
+async fn the_helm_command_line_scales_the_example_on_the_cluster_plimsoll_was_given() {
+    let Some(site) = site(StorageBehaviour::default(), false).await else {
+        return;
+    };
+    let calls = tempfile::tempdir().unwrap();
+    let log = calls.path().join("calls");
+    let helm = calls.path().join("helm");
+    std::fs::write(
+        &helm,
+        format!(
+            "#!/bin/sh\necho \"$*\" >> {}\nexec {} \"$@\"\n",
+            log.display(),
+            site.cluster.cp.helm_cli.display()
+        ),
+    )
+    .unwrap();
+    Command::new("chmod").arg("+x").arg(&helm).status().unwrap();
+    let sync = |segment: &str| {
+        Command::new(env!("CARGO_BIN_EXE_plimsoll"))
+            .current_dir(site.repo.path())
+            .args(["sync", "--yes", "--set", &format!("segment={segment}")])
+            .args(["--kubeconfig", &site.kubeconfig()])
+            .arg("--helm")
+            .arg(&helm)
+            .output()
+            .unwrap()
+    };
+
+    let o = sync("m");
+    assert!(o.status.success(), "{}", text(&o));
+    let installed = site.pvc_uids().await;
+    assert_eq!(installed.len(), 8, "{installed:?}");
+    let o = sync("l");
+    assert!(o.status.success(), "{}", text(&o));
+    let out = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert!(out.contains("8 expand-pvc") && out.contains("2 helm-upgrade"), "{}", text(&o));
+    let after = site.pvc_uids().await;
+    for (name, (uid, _)) in &after {
+        assert_eq!(uid, &installed[name].0, "PVC {name} kept");
+    }
+    assert_eq!(after["data-mariadb-galera-0"].1, "15Gi");
+    assert_eq!(site.release_revision("thingpark-data").await, 2);
+    assert_eq!(site.release_revision("thingpark-enterprise").await, 2);
+    let o = sync("l");
+    assert!(String::from_utf8_lossy(&o.stdout).contains("No changes"), "{}", text(&o));
+
+    let calls = std::fs::read_to_string(&log).unwrap();
+    let upgrades: Vec<&str> = calls.lines().filter(|l| l.starts_with("upgrade ")).collect();
+    assert_eq!(upgrades.len(), 4, "{calls}");
+    let told = format!("--kubeconfig={}", site.kubeconfig());
+    let validates = Env::discover().unwrap().version != plimsoll_testenv::KubeVersion::V1_20;
+    for call in &upgrades {
+        assert!(call.contains(&told), "{call}");
+        assert_eq!(call.contains("--disable-openapi-validation"), validates, "{call}");
+    }
+    drop(site.storage);
+}
+}
+
+on_both_versions! {
 async fn a_killed_sync_resumes_after_the_pvc_patches_and_after_the_orphan_delete() {
     let Some(site) = installed_site(&[]).await else {
         return;
@@ -1776,6 +1842,7 @@ fn sync_options(site: &Site) -> plimsoll_syncer::sync::SyncOptions {
         dry_run: false,
         settings: plimsoll_syncer::execute::Settings {
             helm: PathBuf::from(site.helm()),
+            cluster: Default::default(),
             expansion_timeout: Duration::from_secs(120),
             helm_timeout: Duration::from_secs(120),
             ready_timeout: Duration::from_secs(120),

@@ -14,6 +14,26 @@ pub struct ClusterOptions {
     pub context: Option<String>,
 }
 
+impl ClusterOptions {
+    /// helm's flags for the same cluster, each as one `--flag=value`
+    /// argument: a value that begins with `-` is never read as a flag of
+    /// its own. None when neither is set: helm then finds the cluster as
+    /// [`connect`] does (`$KUBECONFIG`, `~/.kube/config`, in a pod its
+    /// service account).
+    pub fn helm_flags(&self) -> Vec<std::ffi::OsString> {
+        let mut flags = Vec::new();
+        if let Some(path) = &self.kubeconfig {
+            let mut f = std::ffi::OsString::from("--kubeconfig=");
+            f.push(path);
+            flags.push(f);
+        }
+        if let Some(context) = &self.context {
+            flags.push(format!("--kube-context={context}").into());
+        }
+        flags
+    }
+}
+
 /// Builds the client. With no kubeconfig at all, the in-cluster
 /// configuration is tried; when both fail, both reasons are reported.
 pub async fn connect(opts: &ClusterOptions) -> anyhow::Result<kube::Client> {
@@ -37,4 +57,26 @@ pub async fn connect(opts: &ClusterOptions) -> anyhow::Result<kube::Client> {
         },
     };
     Ok(kube::Client::try_from(config)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn helm_is_told_the_same_kubeconfig_and_context_each_as_one_argument() {
+        let none = ClusterOptions::default();
+        assert!(none.helm_flags().is_empty());
+        let both = ClusterOptions {
+            kubeconfig: Some(PathBuf::from("/tmp/-odd path/kubeconfig")),
+            context: Some("--all-namespaces".into()),
+        };
+        assert_eq!(
+            both.helm_flags(),
+            vec![
+                std::ffi::OsString::from("--kubeconfig=/tmp/-odd path/kubeconfig"),
+                std::ffi::OsString::from("--kube-context=--all-namespaces"),
+            ]
+        );
+    }
 }

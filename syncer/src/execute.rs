@@ -54,6 +54,10 @@ pub struct ReleaseSource {
 #[derive(Clone, Debug)]
 pub struct Settings {
     pub helm: PathBuf,
+    /// The cluster Plimsoll reads and writes: helm is told the same
+    /// kubeconfig and context, so that it changes that cluster and no
+    /// other (by itself it would take `$KUBECONFIG`'s current context).
+    pub cluster: crate::client::ClusterOptions,
     /// Releases of one stage run at once, at most (`--concurrency`).
     pub concurrency: usize,
     pub expansion_timeout: Duration,
@@ -66,6 +70,7 @@ impl Default for Settings {
     fn default() -> Settings {
         Settings {
             helm: PathBuf::from("helm"),
+            cluster: crate::client::ClusterOptions::default(),
             concurrency: 4,
             expansion_timeout: Duration::from_secs(600),
             helm_timeout: Duration::from_secs(600),
@@ -251,6 +256,9 @@ pub struct Executor {
     pub progress: Progress,
     /// What runs now, for a status page (`None`: nobody looks).
     pub tracker: Option<RunTracker>,
+    /// Whether the API server validates fields itself (asked once, at the
+    /// first `helm upgrade`).
+    pub server_validates_fields: tokio::sync::OnceCell<bool>,
 }
 
 tokio::task_local! {
@@ -1114,6 +1122,7 @@ impl Executor {
         let mut cmd = tokio::process::Command::new(&self.settings.helm);
         // Positionals after `--`: never read as flags.
         cmd.args(["upgrade", "--install"])
+            .args(self.settings.cluster.helm_flags())
             .args(["--namespace", ns, "--version", &src.version, "-f"])
             .arg(&src.values_file)
             .args(["--wait", "--timeout", &format!("{}s", timeout.as_secs())]);
@@ -1122,6 +1131,14 @@ impl Executor {
         // back by itself and has no such flag).
         if repair.is_some() && crate::helm::major_version(&self.settings.helm).await >= Some(4) {
             cmd.arg("--force-conflicts");
+        }
+        // helm's own schema check fetches and parses the cluster's OpenAPI
+        // documents (half of an upgrade's CPU) only to learn that a server
+        // that validates fields itself needs no check from it: there it
+        // checks nothing, and the server refuses unknown fields of an
+        // apply. Older servers (before 1.27) keep helm's check.
+        if self.server_validates_fields().await {
+            cmd.arg("--disable-openapi-validation");
         }
         cmd.args(["--", release, &src.chart])
             .stdin(std::process::Stdio::null())
@@ -1165,6 +1182,20 @@ impl Executor {
     /// are until the upgrade applies the desired state. The update is
     /// conditional on the Secret's resourceVersion: a helm that did touch
     /// it meanwhile wins, and the step fails to be retried.
+    /// Kubernetes 1.27 and later validate fields on the server (field
+    /// validation is GA there). Unknown (the version unreadable): no.
+    async fn server_validates_fields(&self) -> bool {
+        *self
+            .server_validates_fields
+            .get_or_init(|| async {
+                match self.client.apiserver_version().await {
+                    Ok(v) => validates_fields(&v.major, &v.minor),
+                    Err(_) => false,
+                }
+            })
+            .await
+    }
+
     async fn resolve_pending(&self, ns: &str, release: &str) -> Result<(), StepError> {
         use k8s_openapi::api::core::v1::Secret;
         use kube::api::PostParams;
@@ -1354,6 +1385,17 @@ impl Executor {
     }
 }
 
+/// Whether a server of this version validates fields itself: 1.27 and
+/// later (a minor such as `32+` counts as 32).
+pub fn validates_fields(major: &str, minor: &str) -> bool {
+    let number = |s: &str| -> Option<u32> { s.trim_end_matches('+').parse().ok() };
+    match (number(major), number(minor)) {
+        (Some(1), Some(minor)) => minor >= 27,
+        (Some(major), _) => major > 1,
+        _ => false,
+    }
+}
+
 /// Why a StatefulSet is not ready at its newest generation, if it is not.
 pub fn statefulset_unready(s: &StatefulSet) -> Option<String> {
     let want = s.spec.as_ref().and_then(|x| x.replicas).unwrap_or(1);
@@ -1450,4 +1492,20 @@ fn pvc_conditions(p: &PersistentVolumeClaim) -> Vec<String> {
         .into_iter()
         .chain(statuses)
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::validates_fields;
+
+    #[test]
+    fn servers_from_1_27_validate_fields_themselves() {
+        assert!(!validates_fields("1", "20"));
+        assert!(!validates_fields("1", "26+"));
+        assert!(validates_fields("1", "27"));
+        assert!(validates_fields("1", "32+"));
+        assert!(validates_fields("2", "0"));
+        assert!(!validates_fields("", ""));
+        assert!(!validates_fields("1", "x"));
+    }
 }

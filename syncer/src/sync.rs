@@ -572,6 +572,7 @@ impl Prepared {
             lease: lease.map_or_else(LeaseCheck::unleased, |l| l.check()),
             progress,
             tracker: opts.tracker.clone(),
+            server_validates_fields: Default::default(),
         };
         let report = executor.run(&mut self.journal).await;
         Ok(match report.end {

@@ -67,6 +67,9 @@ def parse(argv):
         "-a", "--all", "-A", "--all-namespaces", "--keep-history", "--ignore-not-found",
         "--atomic", "--rollback-on-failure", "--cleanup-on-fail", "--dry-run",
         "--password-stdin", "--force-update", "--short", "--force-conflicts",
+        # Accepted and without effect: the SDK's binding has no such option
+        # and always validates (testenv/helm/README.md).
+        "--disable-openapi-validation",
     }
     aliases = {"-n": "--namespace", "-f": "--values", "-o": "--output", "-i": "--install", "-d": "--destination",
                "-a": "--all", "-A": "--all-namespaces", "--atomic": "--rollback-on-failure"}

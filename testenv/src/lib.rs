@@ -120,6 +120,13 @@ pub struct Env {
     pub kube_apiserver: PathBuf,
     pub kube_controller_manager: PathBuf,
     pub helm_python: PathBuf,
+    /// The helm command line itself (the official Helm 4 binary).
+    pub helm_cli: PathBuf,
+    /// kube-controller-manager's client rate (`--kube-api-qps`, burst
+    /// twice that); `None` keeps Kubernetes' default of 20 requests a
+    /// second, which bounds how fast Deployments come up (about five
+    /// requests each: ReplicaSet, Pod, statuses).
+    pub controller_manager_qps: Option<u32>,
 }
 
 /// What the API server audits: deletes of the objects that hold data or
@@ -183,6 +190,8 @@ impl Env {
             kube_apiserver: get(&format!("PLIMSOLL_KUBE_APISERVER{x}"))?,
             kube_controller_manager: get(&format!("PLIMSOLL_KUBE_CONTROLLER_MANAGER{x}"))?,
             helm_python: get("PLIMSOLL_HELM_PYTHON")?,
+            helm_cli: get("PLIMSOLL_HELM_CLI")?,
+            controller_manager_qps: None,
         })
     }
 
@@ -237,8 +246,16 @@ pub fn write_helm_command(
     let kc = kubeconfig
         .map(|k| format!(" --kubeconfig {}", k.display()))
         .unwrap_or_default();
+    // client-go caches discovery and the OpenAPI documents per API server
+    // address under `~/.kube/cache` (3 MB a cluster, and every test cluster
+    // has a new port: a gigabyte after a few hundred runs); a cluster's own
+    // directory goes away with it.
+    let cache = kubeconfig
+        .and_then(Path::parent)
+        .map(|d| format!("KUBECACHEDIR={} ", d.join("kube-cache").display()))
+        .unwrap_or_default();
     let text = format!(
-        "#!/bin/sh\nexec {} {}{kc} \"$@\"\n",
+        "#!/bin/sh\n{cache}exec {} {}{kc} \"$@\"\n",
         env.helm_python.display(),
         script.display()
     );
@@ -266,6 +283,10 @@ pub struct ControlPlane {
     pub kubeconfig: PathBuf,
     /// A `helm` command backed by the Helm SDK (see `testenv/helm/helm.py`).
     pub helm: PathBuf,
+    /// The helm command line itself, with its own configuration, cache and
+    /// data directories in this control plane's directory, and no cluster:
+    /// whoever runs it says which (`--kubeconfig`), as Plimsoll must.
+    pub helm_cli: PathBuf,
     /// How kube-apiserver was started, to restart it.
     apiserver: Option<(PathBuf, Vec<String>)>,
 }
@@ -345,6 +366,7 @@ impl ControlPlane {
             token,
             kubeconfig: kubeconfig.clone(),
             helm: d.join("helm"),
+            helm_cli: d.join("helm-cli"),
             apiserver: None,
         };
 
@@ -437,6 +459,10 @@ impl ControlPlane {
         cm.arg(format!("--kubeconfig={}", kubeconfig.display()))
             .arg("--bind-address=127.0.0.1")
             .args(["--secure-port=0", "--leader-elect=false", "--controllers=*"]);
+        if let Some(qps) = env.controller_manager_qps {
+            cm.arg(format!("--kube-api-qps={qps}"))
+                .arg(format!("--kube-api-burst={}", qps * 2));
+        }
         if env.version == KubeVersion::V1_20 {
             // The insecure port was removed in 1.24.
             cm.arg("--port=0");
@@ -569,7 +595,21 @@ impl ControlPlane {
     }
 
     fn write_helm_wrapper(&self, env: &Env) -> Result<(), String> {
-        write_helm_command(env, &self.helm, Some(&self.kubeconfig)).map(|_| ())
+        write_helm_command(env, &self.helm, Some(&self.kubeconfig))?;
+        let home = self.dir.path().join("helm-cli-home");
+        let text = format!(
+            "#!/bin/sh\nHELM_CONFIG_HOME={h}/config HELM_CACHE_HOME={h}/cache HELM_DATA_HOME={h}/data \
+             KUBECACHEDIR={h}/kube-cache KUBECONFIG={h}/no-kubeconfig exec {} \"$@\"\n",
+            env.helm_cli.display(),
+            h = home.display()
+        );
+        std::fs::write(&self.helm_cli, text).map_err(|e| e.to_string())?;
+        Command::new("chmod")
+            .arg("+x")
+            .arg(&self.helm_cli)
+            .status()
+            .map_err(|e| e.to_string())?;
+        Ok(())
     }
 
     /// A client for the control plane (admin token).
