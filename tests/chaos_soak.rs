@@ -271,6 +271,14 @@ async fn the_fleet_survives_chaos_and_loses_nothing() {
         .map(|_| Good { version: 0, mariadb_gi: 10, mongo_gi: 10, cpu_m: 100 })
         .collect();
     let mut last: Vec<Change> = vec![Change::Values; STACKS];
+    // Each stack's good contents, oldest first, and the oldest of them it
+    // may still be at: a stack whose last commit must be refused stays at
+    // the state it was synced to, which is its last good commit's only if
+    // the daemon saw that commit before the next (Argo CD and Flux do the
+    // same: a broken head is reported, no older commit applied). The floor
+    // is the newest good state seen live when a refused commit was made.
+    let mut history: Vec<Vec<Good>> = good.iter().map(|g| vec![g.clone()]).collect();
+    let mut floor: Vec<usize> = vec![0; STACKS];
     for (i, g) in good.iter().enumerate() {
         write_stack(&repo, i, g, None);
     }
@@ -329,6 +337,17 @@ async fn the_fleet_survives_chaos_and_loses_nothing() {
                 _ => {}
             }
             let bad = (change.expected() != "in-sync").then_some(change);
+            if bad.is_some() {
+                if let Some((v, m, g2, c)) = live(&client, i).await {
+                    if let Some(k) = history[i].iter().rposition(|h| {
+                        (VERSIONS[h.version].to_string(), h.mariadb_gi, h.mongo_gi, h.cpu_m) == (v.clone(), m, g2, c)
+                    }) {
+                        floor[i] = floor[i].max(k);
+                    }
+                }
+            } else {
+                history[i].push(good[i].clone());
+            }
             write_stack(&repo, i, &good[i], bad);
             head = repo.commit(&format!("s{i:02}: {change:?}"));
             last[i] = change;
@@ -372,17 +391,24 @@ async fn the_fleet_survives_chaos_and_loses_nothing() {
     let settle = Instant::now();
     let mut outcome: BTreeMap<usize, String> = BTreeMap::new();
     let mut mismatches = Vec::new();
+    let as_tuple = |g: &Good| (VERSIONS[g.version].to_string(), g.mariadb_gi, g.mongo_gi, g.cpu_m);
     while settle.elapsed() < Duration::from_secs(360) {
         mismatches.clear();
         for i in 0..STACKS {
             let g = &good[i];
-            let want = (VERSIONS[g.version].to_string(), g.mariadb_gi, g.mongo_gi, g.cpu_m);
+            let want = as_tuple(g);
             let got = live(&client, i).await;
             let state = held_state(&replicas, i);
-            let ok = got.as_ref() == Some(&want)
-                && state.as_ref().is_some_and(|(_, s, h)| s == last[i].expected() && *h == head);
-            if ok {
+            let held_ok = state.as_ref().is_some_and(|(_, s, h)| s == last[i].expected() && *h == head);
+            // With a refused head, an earlier good commit's state (never
+            // older than the floor, never a mix) is what was synced.
+            let earlier = last[i].expected() != "in-sync"
+                && got.as_ref() != Some(&want)
+                && history[i][floor[i]..].iter().any(|h| got.as_ref() == Some(&as_tuple(h)));
+            if held_ok && got.as_ref() == Some(&want) {
                 outcome.insert(i, last[i].expected().to_string());
+            } else if held_ok && earlier {
+                outcome.insert(i, format!("{} (at an earlier good commit: the last one came after its last sync)", last[i].expected()));
             } else {
                 mismatches.push(format!("s{i:02}: want {want:?} {} at {}, live {got:?}, held {state:?}", last[i].expected(), &head[..12]));
             }
