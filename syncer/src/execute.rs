@@ -261,6 +261,15 @@ pub struct Executor {
     pub server_validates_fields: tokio::sync::OnceCell<bool>,
 }
 
+/// A release before its `helm upgrade` step.
+enum BeforeUpgrade {
+    /// At the desired version and values, deployed, its StatefulSets there.
+    Done,
+    /// To upgrade; `pending`: its newest revision was left pending (or
+    /// could not be read), which [`Executor::resolve_pending`] settles.
+    Needed { pending: bool },
+}
+
 tokio::task_local! {
     /// The release whose steps the current future performs (the releases
     /// of a stage run side by side in one task).
@@ -1068,40 +1077,44 @@ impl Executor {
         }
     }
 
-    /// Whether the newest deployed revision already has this chart version
-    /// and values, and every StatefulSet the chart renders exists.
-    /// Done when the release is deployed at the version with the values
-    /// (and its StatefulSets exist); an upgrade that restores drifted
-    /// objects is done once the release has a revision newer than the one
-    /// they drifted from.
-    async fn upgrade_done(
+    /// Done when the release's newest revision is deployed at the version
+    /// with the values and every StatefulSet the chart renders exists; an
+    /// upgrade that restores drifted objects is done once the release has
+    /// a revision newer than the one they drifted from. Otherwise needed,
+    /// saying whether that revision was left pending (so that the release
+    /// is read once per step, not twice, when it was not).
+    async fn before_upgrade(
         &self,
         ns: &str,
         release: &str,
         src: &ReleaseSource,
         repair: Option<&plimsoll_planner::plan::DriftRepair>,
-    ) -> bool {
+    ) -> BeforeUpgrade {
         let Ok(releases) = crate::observe::helm_releases(&self.client, ns, Some(release)).await
         else {
-            return false;
+            // Unknown: resolve_pending reads the release again.
+            return BeforeUpgrade::Needed { pending: true };
         };
         let Some(r) = releases.into_iter().find(|r| r.name == release) else {
-            return false;
+            return BeforeUpgrade::Needed { pending: false };
+        };
+        let needed = BeforeUpgrade::Needed {
+            pending: r.status.starts_with("pending"),
         };
         if r.status != "deployed" || r.version != src.version || r.values != src.values {
-            return false;
+            return needed;
         }
         if repair.is_some_and(|d| r.revision <= d.revision) {
-            return false;
+            return needed;
         }
         let sts: Api<StatefulSet> = Api::namespaced(self.client.clone(), ns);
         for name in &src.statefulsets {
             match sts.get_opt(name).await {
                 Ok(Some(s)) if s.metadata.deletion_timestamp.is_none() => {}
-                _ => return false,
+                _ => return needed,
             }
         }
-        true
+        BeforeUpgrade::Done
     }
 
     async fn helm_upgrade(
@@ -1113,12 +1126,15 @@ impl Executor {
         let src = self.sources.get(release).ok_or_else(|| {
             StepError::Invalid(format!("no rendered values for release {release}"))
         })?;
-        if self.upgrade_done(ns, release, src, repair).await {
-            return Ok(false);
-        }
+        let pending = match self.before_upgrade(ns, release, src, repair).await {
+            BeforeUpgrade::Done => return Ok(false),
+            BeforeUpgrade::Needed { pending } => pending,
+        };
         let timeout = self.settings.helm_timeout;
         self.await_lease().await?;
-        self.resolve_pending(ns, release).await?;
+        if pending {
+            self.resolve_pending(ns, release).await?;
+        }
         let mut cmd = tokio::process::Command::new(&self.settings.helm);
         // Positionals after `--`: never read as flags.
         cmd.args(["upgrade", "--install"])
