@@ -83,17 +83,40 @@ pub fn payload_repositories(body: &[u8]) -> Vec<String> {
     keys
 }
 
-/// Which of the followed repositories (their URL keys; `None` for a local
-/// repository) a payload wakes: indexes into `followed`.
-pub fn woken(followed: &[Option<String>], body: &[u8]) -> Vec<usize> {
+/// A followed repository as a webhook payload is matched against it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Followed {
+    /// Its URL's key ([`url_key`]); `None` for a local repository.
+    pub key: Option<String>,
+    /// The branch it tracks.
+    pub branch: String,
+}
+
+/// The branch a push payload names (`"ref": "refs/heads/BRANCH"`, as
+/// GitHub, GitLab and Gitea send), if it names one.
+pub fn payload_branch(body: &[u8]) -> Option<String> {
+    let v = serde_json::from_slice::<serde_json::Value>(body).ok()?;
+    v["ref"]
+        .as_str()?
+        .strip_prefix("refs/heads/")
+        .map(str::to_string)
+}
+
+/// Which of the followed repositories a payload wakes: indexes into
+/// `followed`. Those it names (every one when it names none), except the
+/// ones tracking another branch than the one it says was pushed; a payload
+/// that names no branch (a tag, another event) wakes them all the same: a
+/// fetch too many costs little, one too few delays a sync.
+pub fn woken(followed: &[Followed], body: &[u8]) -> Vec<usize> {
     let named = payload_repositories(body);
-    if named.is_empty() {
-        return (0..followed.len()).collect();
-    }
+    let branch = payload_branch(body);
     followed
         .iter()
         .enumerate()
-        .filter(|(_, key)| key.as_ref().is_some_and(|k| named.contains(k)))
+        .filter(|(_, f)| {
+            named.is_empty() || f.key.as_ref().is_some_and(|k| named.contains(k))
+        })
+        .filter(|(_, f)| branch.as_ref().is_none_or(|b| *b == f.branch))
         .map(|(i, _)| i)
         .collect()
 }
@@ -132,12 +155,19 @@ mod tests {
         }
     }
 
+    fn followed(key: Option<String>, branch: &str) -> Followed {
+        Followed {
+            key,
+            branch: branch.into(),
+        }
+    }
+
     #[test]
     fn a_push_wakes_the_repository_it_names() {
         let followed = vec![
-            url_key("https://github.com/org/platform.git"),
-            url_key("git@gitlab.example:team/site.git"),
-            None,
+            followed(url_key("https://github.com/org/platform.git"), "main"),
+            followed(url_key("git@gitlab.example:team/site.git"), "main"),
+            followed(None, "main"),
         ];
         let github = br#"{"ref":"refs/heads/main","repository":{"full_name":"org/platform",
             "clone_url":"https://github.com/org/platform.git","ssh_url":"git@github.com:org/platform.git",
@@ -156,5 +186,24 @@ mod tests {
             woken(&followed, br#"{"zen":"Keep it simple."}"#),
             vec![0, 1, 2]
         );
+    }
+
+    #[test]
+    fn a_push_to_another_branch_wakes_only_the_followers_of_that_branch() {
+        let followed = vec![
+            followed(url_key("https://github.com/org/platform.git"), "main"),
+            followed(url_key("https://github.com/org/platform.git"), "staging"),
+            followed(None, "main"),
+        ];
+        let push = |r: &str| {
+            format!(r#"{{"ref":"{r}","repository":{{"clone_url":"https://github.com/org/platform.git"}}}}"#)
+        };
+        assert_eq!(woken(&followed, push("refs/heads/main").as_bytes()), vec![0]);
+        assert_eq!(woken(&followed, push("refs/heads/staging").as_bytes()), vec![1]);
+        assert!(woken(&followed, push("refs/heads/feature").as_bytes()).is_empty());
+        // A tag names no branch: the repository's followers look.
+        assert_eq!(woken(&followed, push("refs/tags/v1").as_bytes()), vec![0, 1]);
+        // Names no repository but a branch: that branch's followers.
+        assert_eq!(woken(&followed, br#"{"ref":"refs/heads/main"}"#), vec![0, 2]);
     }
 }

@@ -36,10 +36,10 @@ pub const MAX_BODY: usize = 1 << 20;
 /// What the handlers share.
 pub struct Endpoint {
     pub metrics: Arc<Metrics>,
-    /// Each repository follower's trigger, with its URL's key
-    /// ([`crate::hook::url_key`]; `None` for a local repository): a
-    /// webhook wakes those its payload names.
-    pub triggers: Vec<(Option<String>, mpsc::Sender<Trigger>)>,
+    /// Each repository follower's trigger, with what a webhook payload is
+    /// matched against (its URL's key and branch): a webhook wakes those
+    /// its payload names.
+    pub triggers: Vec<(crate::hook::Followed, mpsc::Sender<Trigger>)>,
     pub webhook_secret: Option<Vec<u8>>,
     /// What `/readyz` and the status page read.
     pub board: Arc<Board>,
@@ -174,7 +174,7 @@ async fn handle(
                         None => true,
                     };
                     if ok {
-                        let keys: Vec<Option<String>> =
+                        let keys: Vec<crate::hook::Followed> =
                             endpoint.triggers.iter().map(|(k, _)| k.clone()).collect();
                         let woken = crate::hook::woken(&keys, &body);
                         for &i in &woken {

@@ -172,7 +172,11 @@ pub async fn run(
             Upstream::Remote { url, .. } => hook::url_key(url),
             Upstream::Local(_) => None,
         };
-        triggers.push((key, trigger_tx));
+        let followed = hook::Followed {
+            key,
+            branch: repo.branch.clone(),
+        };
+        triggers.push((followed, trigger_tx));
         heads.push(rx.clone());
         let notify = heads_changed.clone();
         let mut published = rx;
