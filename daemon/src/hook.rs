@@ -113,9 +113,7 @@ pub fn woken(followed: &[Followed], body: &[u8]) -> Vec<usize> {
     followed
         .iter()
         .enumerate()
-        .filter(|(_, f)| {
-            named.is_empty() || f.key.as_ref().is_some_and(|k| named.contains(k))
-        })
+        .filter(|(_, f)| named.is_empty() || f.key.as_ref().is_some_and(|k| named.contains(k)))
         .filter(|(_, f)| branch.as_ref().is_none_or(|b| *b == f.branch))
         .map(|(i, _)| i)
         .collect()
@@ -196,14 +194,28 @@ mod tests {
             followed(None, "main"),
         ];
         let push = |r: &str| {
-            format!(r#"{{"ref":"{r}","repository":{{"clone_url":"https://github.com/org/platform.git"}}}}"#)
+            format!(
+                r#"{{"ref":"{r}","repository":{{"clone_url":"https://github.com/org/platform.git"}}}}"#
+            )
         };
-        assert_eq!(woken(&followed, push("refs/heads/main").as_bytes()), vec![0]);
-        assert_eq!(woken(&followed, push("refs/heads/staging").as_bytes()), vec![1]);
+        assert_eq!(
+            woken(&followed, push("refs/heads/main").as_bytes()),
+            vec![0]
+        );
+        assert_eq!(
+            woken(&followed, push("refs/heads/staging").as_bytes()),
+            vec![1]
+        );
         assert!(woken(&followed, push("refs/heads/feature").as_bytes()).is_empty());
         // A tag names no branch: the repository's followers look.
-        assert_eq!(woken(&followed, push("refs/tags/v1").as_bytes()), vec![0, 1]);
+        assert_eq!(
+            woken(&followed, push("refs/tags/v1").as_bytes()),
+            vec![0, 1]
+        );
         // Names no repository but a branch: that branch's followers.
-        assert_eq!(woken(&followed, br#"{"ref":"refs/heads/main"}"#), vec![0, 2]);
+        assert_eq!(
+            woken(&followed, br#"{"ref":"refs/heads/main"}"#),
+            vec![0, 2]
+        );
     }
 }
