@@ -122,6 +122,12 @@ async fn main() {
     }
     let stacks = env_usize("PLIMSOLL_FLEET_STACKS", 50);
     let per_stack = env_usize("PLIMSOLL_FLEET_RELEASES", 20);
+    // As the sync bench: Kubernetes 1.32 and the helm command line unless
+    // told otherwise (PLIMSOLL_KUBE_VERSION=1.20, PLIMSOLL_BENCH_HELM=sdk).
+    if std::env::var("PLIMSOLL_KUBE_VERSION").is_err() {
+        plimsoll_testenv::KubeVersion::V1_32.select();
+    }
+    let sdk = std::env::var("PLIMSOLL_BENCH_HELM").as_deref() == Ok("sdk");
     let env = plimsoll_testenv::Env::discover()
         .expect("provision the test environment first: bash scripts/provision-test-env.sh");
     let cluster = plimsoll_testenv::Cluster::start(&env, "fleet")
@@ -146,12 +152,22 @@ async fn main() {
     }
     repo.commit("the fleet");
     println!(
-        "{} releases in {stacks} stacks of {per_stack}, Kubernetes {}, helm through the test Helm engine",
+        "{} releases in {stacks} stacks of {per_stack}, Kubernetes {}, helm being {}",
         stacks * per_stack,
-        env.version.as_str()
+        env.version.as_str(),
+        if sdk {
+            "the test front end over the Helm SDK"
+        } else {
+            "the helm command line (v4.1.4)"
+        }
     );
     let logs = tempfile::tempdir().unwrap();
-    let (kc, helm) = (cluster.cp.kubeconfig.clone(), cluster.cp.helm.clone());
+    let kc = cluster.cp.kubeconfig.clone();
+    let helm = if sdk {
+        cluster.cp.helm.clone()
+    } else {
+        cluster.cp.helm_cli.clone()
+    };
     let start = |id: &str| {
         Replica::start(
             repo.path(),
