@@ -434,6 +434,53 @@ async fn the_helm_command_line_scales_the_example_on_the_cluster_plimsoll_was_gi
 }
 
 on_both_versions! {
+/// What leaving helm's OpenAPI check off on 1.27 and later relies on: the
+/// server itself refuses a chart's unknown field. On 1.20 helm's check
+/// stays and refuses the chart before anything is applied.
+async fn a_chart_with_an_unknown_field_is_refused_on_either_server() {
+    let Some(env) = Env::require() else { return };
+    let cluster = Cluster::start(&env, "unknown-field").await.expect("cluster");
+    let ns = cluster.namespace.clone();
+    let repo = tempfile::tempdir().unwrap();
+    let r = repo.path();
+    std::fs::create_dir_all(r.join("charts/bad/templates")).unwrap();
+    std::fs::write(r.join("charts/bad/Chart.yaml"), "apiVersion: v2\nname: bad\nversion: 1.0.0\n").unwrap();
+    std::fs::write(
+        r.join("charts/bad/templates/all.yaml"),
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: bad-first}\ndata: {a: b}\n---\n\
+         apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: bad}\nspec:\n  replicas: 1\n  replicaz: 3\n\
+         \x20 selector: {matchLabels: {app: bad}}\n  template:\n    metadata: {labels: {app: bad}}\n\
+         \x20   spec: {containers: [{name: main, image: registry.invalid/bad:1}]}\n",
+    )
+    .unwrap();
+    std::fs::write(r.join("values.yaml"), "a: 1\n").unwrap();
+    std::fs::write(
+        r.join("plimsoll.yaml"),
+        format!("name: bad\nreleases:\n  - {{name: bad, chart: charts/bad, version: 1.0.0, namespace: {ns}, stage: apps, layers: [values.yaml]}}\n"),
+    )
+    .unwrap();
+    let o = Command::new(env!("CARGO_BIN_EXE_plimsoll"))
+        .current_dir(r)
+        .args(["sync", "--yes", "--kubeconfig"])
+        .arg(&cluster.cp.kubeconfig)
+        .arg("--helm")
+        .arg(&cluster.cp.helm_cli)
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    let err = String::from_utf8_lossy(&o.stderr);
+    let configmaps: Api<ConfigMap> = Api::namespaced(cluster.client.clone(), &ns);
+    let first = configmaps.get_opt("bad-first").await.unwrap();
+    if env.version == plimsoll_testenv::KubeVersion::V1_20 {
+        assert!(err.contains("unknown field \"replicaz\""), "{}", text(&o));
+        assert!(first.is_none(), "helm's check refuses before anything is applied");
+    } else {
+        assert!(err.contains(".spec.replicaz: field not declared in schema"), "{}", text(&o));
+    }
+}
+}
+
+on_both_versions! {
 async fn a_killed_sync_resumes_after_the_pvc_patches_and_after_the_orphan_delete() {
     let Some(site) = installed_site(&[]).await else {
         return;
