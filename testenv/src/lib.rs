@@ -597,6 +597,18 @@ impl ControlPlane {
     fn write_helm_wrapper(&self, env: &Env) -> Result<(), String> {
         write_helm_command(env, &self.helm, Some(&self.kubeconfig))?;
         let home = self.dir.path().join("helm-cli-home");
+        if std::env::var("PLIMSOLL_TEST_HELM").as_deref() == Ok("cli") {
+            // The whole suite against the helm binary: `helm` is it too,
+            // with this cluster's kubeconfig as the SDK front end has.
+            let text = format!(
+                "#!/bin/sh\nHELM_CONFIG_HOME={h}/config HELM_CACHE_HOME={h}/cache HELM_DATA_HOME={h}/data \
+                 KUBECACHEDIR={h}/kube-cache exec {} --kubeconfig {} \"$@\"\n",
+                env.helm_cli.display(),
+                self.kubeconfig.display(),
+                h = home.display()
+            );
+            std::fs::write(&self.helm, text).map_err(|e| e.to_string())?;
+        }
         let text = format!(
             "#!/bin/sh\nHELM_CONFIG_HOME={h}/config HELM_CACHE_HOME={h}/cache HELM_DATA_HOME={h}/data \
              KUBECACHEDIR={h}/kube-cache KUBECONFIG={h}/no-kubeconfig exec {} \"$@\"\n",
