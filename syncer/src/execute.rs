@@ -1186,18 +1186,6 @@ impl Executor {
         Ok(true)
     }
 
-    /// Before `helm upgrade`: a newest revision left `pending-install`,
-    /// `pending-upgrade` or `pending-rollback` makes Helm refuse every
-    /// later operation ("another operation is in progress") for good. Under
-    /// this sync's lease no helm of Plimsoll's is at work on the release
-    /// (a helm of this process has ended or was killed before its step
-    /// ended; a previous holder's was killed when its lease went
-    /// unconfirmed, or died with it), so the revision was cut short: it is
-    /// marked failed, as Helm itself records a failed operation, and the
-    /// upgrade proceeds. Nothing is rolled back: the workloads stay as they
-    /// are until the upgrade applies the desired state. The update is
-    /// conditional on the Secret's resourceVersion: a helm that did touch
-    /// it meanwhile wins, and the step fails to be retried.
     /// Kubernetes 1.27 and later validate fields on the server (field
     /// validation is GA there). Unknown (the version unreadable): no.
     async fn server_validates_fields(&self) -> bool {
@@ -1212,6 +1200,18 @@ impl Executor {
             .await
     }
 
+    /// Before `helm upgrade`: a newest revision left `pending-install`,
+    /// `pending-upgrade` or `pending-rollback` makes Helm refuse every
+    /// later operation ("another operation is in progress") for good. Under
+    /// this sync's lease no helm of Plimsoll's is at work on the release
+    /// (a helm of this process has ended or was killed before its step
+    /// ended; a previous holder's was killed when its lease went
+    /// unconfirmed, or died with it), so the revision was cut short: it is
+    /// marked failed, as Helm itself records a failed operation, and the
+    /// upgrade proceeds. Nothing is rolled back: the workloads stay as they
+    /// are until the upgrade applies the desired state. The update is
+    /// conditional on the Secret's resourceVersion: a helm that did touch
+    /// it meanwhile wins, and the step fails to be retried.
     async fn resolve_pending(&self, ns: &str, release: &str) -> Result<(), StepError> {
         use k8s_openapi::api::core::v1::Secret;
         use kube::api::PostParams;

@@ -259,13 +259,16 @@ pub fn write_helm_command(
         env.helm_python.display(),
         script.display()
     );
-    std::fs::write(path, text).map_err(|e| e.to_string())?;
-    Command::new("chmod")
-        .arg("+x")
-        .arg(path)
-        .status()
-        .map_err(|e| e.to_string())?;
+    write_executable(path, &text)?;
     Ok(path.to_path_buf())
+}
+
+/// Writes a script and makes it executable.
+fn write_executable(path: &Path, text: &str) -> Result<(), String> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::write(path, text).map_err(|e| e.to_string())?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755))
+        .map_err(|e| e.to_string())
 }
 
 /// A running control plane. Dropping it stops every process.
@@ -596,31 +599,31 @@ impl ControlPlane {
 
     fn write_helm_wrapper(&self, env: &Env) -> Result<(), String> {
         write_helm_command(env, &self.helm, Some(&self.kubeconfig))?;
+        // The helm binary with its own homes and cache in this directory.
         let home = self.dir.path().join("helm-cli-home");
+        let cli = |cluster: &str| {
+            format!(
+                "#!/bin/sh\nHELM_CONFIG_HOME={h}/config HELM_CACHE_HOME={h}/cache HELM_DATA_HOME={h}/data \
+                 KUBECACHEDIR={h}/kube-cache {cluster}\"$@\"\n",
+                h = home.display()
+            )
+        };
+        let nowhere = format!(
+            "KUBECONFIG={}/no-kubeconfig exec {} ",
+            home.display(),
+            env.helm_cli.display()
+        );
+        write_executable(&self.helm_cli, &cli(&nowhere))?;
         if std::env::var("PLIMSOLL_TEST_HELM").as_deref() == Ok("cli") {
             // The whole suite against the helm binary: `helm` is it too,
             // with this cluster's kubeconfig as the SDK front end has.
-            let text = format!(
-                "#!/bin/sh\nHELM_CONFIG_HOME={h}/config HELM_CACHE_HOME={h}/cache HELM_DATA_HOME={h}/data \
-                 KUBECACHEDIR={h}/kube-cache exec {} --kubeconfig {} \"$@\"\n",
+            let here = format!(
+                "exec {} --kubeconfig {} ",
                 env.helm_cli.display(),
-                self.kubeconfig.display(),
-                h = home.display()
+                self.kubeconfig.display()
             );
-            std::fs::write(&self.helm, text).map_err(|e| e.to_string())?;
+            write_executable(&self.helm, &cli(&here))?;
         }
-        let text = format!(
-            "#!/bin/sh\nHELM_CONFIG_HOME={h}/config HELM_CACHE_HOME={h}/cache HELM_DATA_HOME={h}/data \
-             KUBECACHEDIR={h}/kube-cache KUBECONFIG={h}/no-kubeconfig exec {} \"$@\"\n",
-            env.helm_cli.display(),
-            h = home.display()
-        );
-        std::fs::write(&self.helm_cli, text).map_err(|e| e.to_string())?;
-        Command::new("chmod")
-            .arg("+x")
-            .arg(&self.helm_cli)
-            .status()
-            .map_err(|e| e.to_string())?;
         Ok(())
     }
 

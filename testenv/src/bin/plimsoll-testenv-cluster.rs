@@ -1,8 +1,9 @@
 //! Starts a test control plane and keeps it up (for poking at it by hand,
 //! and for the teardown test): `plimsoll-testenv-cluster [SECONDS]
 //! [--with-stand-ins]`. With `--with-stand-ins` the node and storage
-//! stand-ins run too (pods become ready, claims bound; namespace `testenv`), as in the syncer's
-//! tests. Prints KUBECONFIG=, HELM=, HELM_CLI= and PIDS= lines once ready.
+//! stand-ins run too (pods become ready, claims bound; namespace
+//! `testenv`), as in the syncer's tests. Prints KUBECONFIG=, HELM=,
+//! HELM_CLI= and PIDS= lines once ready.
 
 #[tokio::main]
 async fn main() {
