@@ -592,6 +592,9 @@ pub fn pods_of_manifest(release: &str, namespace: &str, manifest: &str) -> Vec<P
             per_node: kind == "DaemonSet",
         });
     }
+    // By name, not by the helm's document order (see
+    // `workloads_from_manifests`).
+    out.sort_by(|a, b| (&a.namespace, &a.workload).cmp(&(&b.namespace, &b.workload)));
     out
 }
 

@@ -140,6 +140,8 @@ pub fn manifest_objects(
         let name = s("/metadata/name");
         out.push((api_version, kind, ns, name, v));
     }
+    // By name, not by the helm's document order.
+    out.sort_by(|a, b| (&a.1, &a.2, &a.3, &a.0).cmp(&(&b.1, &b.2, &b.3, &b.0)));
     out
 }
 

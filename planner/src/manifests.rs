@@ -124,12 +124,23 @@ pub fn workloads_from_manifests(manifests: &str) -> Result<Workloads, ManifestEr
             None => {}
         }
     }
+    // Document order is the helm's: the binary sorts by install order
+    // (Deployments before StatefulSets, unknown kinds by name), the SDK's
+    // template by file path. A plan must not depend on which helm
+    // rendered it, so workloads are kept by name.
+    statefulsets.sort_by(|a, b| a.name.cmp(&b.name));
+    deployments.sort();
+    custom_resources.sort_by(|a, b| object_order(&a.target).cmp(&object_order(&b.target)));
     Ok(Workloads {
         statefulsets,
         deployments,
         custom_resources,
         manifest: manifests.to_string(),
     })
+}
+
+fn object_order(r: &ResourceRef) -> (&str, &str, &str, &str) {
+    (&r.kind, &r.namespace, &r.name, &r.api_version)
 }
 
 #[cfg(test)]

@@ -1135,17 +1135,22 @@ impl Executor {
         if pending {
             self.resolve_pending(ns, release).await?;
         }
+        let major = crate::helm::major_version(&self.settings.helm).await;
         let mut cmd = tokio::process::Command::new(&self.settings.helm);
         // Positionals after `--`: never read as flags.
         cmd.args(["upgrade", "--install"])
             .args(self.settings.cluster.helm_flags())
             .args(["--namespace", ns, "--version", &src.version, "-f"])
             .arg(&src.values_file)
-            .args(["--wait", "--timeout", &format!("{}s", timeout.as_secs())]);
+            .args([
+                wait_flag(major),
+                "--timeout",
+                &format!("{}s", timeout.as_secs()),
+            ]);
         // Helm 4 applies server-side: fields someone edited by hand are
         // theirs until taken back (Helm 3's three-way merge takes them
         // back by itself and has no such flag).
-        if repair.is_some() && crate::helm::major_version(&self.settings.helm).await >= Some(4) {
+        if repair.is_some() && major >= Some(4) {
             cmd.arg("--force-conflicts");
         }
         // helm's own schema check fetches and parses the cluster's OpenAPI
@@ -1412,6 +1417,24 @@ pub fn validates_fields(major: &str, minor: &str) -> bool {
     }
 }
 
+/// How `helm upgrade` waits. Helm 4's default `--wait` is its `watcher`
+/// (kstatus), which since Helm 4.1.1 gives up, failing the upgrade, as
+/// soon as a resource it waits for reads Failed; and kstatus reads a
+/// StatefulSet or Deployment Failed while one of its pods crash-loops, as
+/// a stateful platform's pods do while their peers come up (measured:
+/// `sync_cluster::a_pod_crash_looping_for_a_while_during_the_upgrade_is_waited_for`
+/// fails within seconds with it). Its `legacy` waiter, Helm 3's, counts
+/// ready replicas until all are or `--timeout` passes. Custom resources,
+/// which it does not wait for, are Plimsoll's own wait after the upgrade
+/// (`WaitForReady`, by each kind's health rule). Helm 3, or a helm that
+/// does not say its version: `--wait`.
+pub fn wait_flag(helm_major: Option<u32>) -> &'static str {
+    match helm_major {
+        Some(major) if major >= 4 => "--wait=legacy",
+        _ => "--wait",
+    }
+}
+
 /// Why a StatefulSet is not ready at its newest generation, if it is not.
 pub fn statefulset_unready(s: &StatefulSet) -> Option<String> {
     let want = s.spec.as_ref().and_then(|x| x.replicas).unwrap_or(1);
@@ -1512,7 +1535,7 @@ fn pvc_conditions(p: &PersistentVolumeClaim) -> Vec<String> {
 
 #[cfg(test)]
 mod tests {
-    use super::validates_fields;
+    use super::{validates_fields, wait_flag};
 
     #[test]
     fn servers_from_1_27_validate_fields_themselves() {
@@ -1523,5 +1546,13 @@ mod tests {
         assert!(validates_fields("2", "0"));
         assert!(!validates_fields("", ""));
         assert!(!validates_fields("1", "x"));
+    }
+
+    #[test]
+    fn helm_4_waits_with_its_legacy_waiter_and_helm_3_with_its_only_one() {
+        assert_eq!(wait_flag(Some(4)), "--wait=legacy");
+        assert_eq!(wait_flag(Some(5)), "--wait=legacy");
+        assert_eq!(wait_flag(Some(3)), "--wait");
+        assert_eq!(wait_flag(None), "--wait");
     }
 }

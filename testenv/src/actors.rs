@@ -21,6 +21,10 @@ pub struct NodeBehaviour {
     pub keep_unready: HashSet<String>,
     /// Pods (by name) reported as Failed.
     pub fail: HashSet<String>,
+    /// Pods (by name) whose containers crash on start: Running, not ready,
+    /// each container waiting in CrashLoopBackOff, as a kubelet reports a
+    /// container that keeps exiting.
+    pub crash_loop: HashSet<String>,
 }
 
 /// A node that binds every pod to itself and reports it Running and Ready.
@@ -224,6 +228,43 @@ async fn handle_pod(
                 return Ok(());
             }
             json!({"status": {"phase": "Failed", "reason": "StandInFailure", "message": "failed by the node stand-in"}})
+        } else if b.crash_loop.contains(&name) {
+            let looping = pod
+                .status
+                .as_ref()
+                .and_then(|s| s.container_statuses.as_ref())
+                .is_some_and(|cs| {
+                    !cs.is_empty()
+                        && cs.iter().all(|c| {
+                            c.state
+                                .as_ref()
+                                .and_then(|s| s.waiting.as_ref())
+                                .and_then(|w| w.reason.as_deref())
+                                == Some("CrashLoopBackOff")
+                        })
+                });
+            if phase == "Running" && looping {
+                return Ok(());
+            }
+            let statuses: Vec<serde_json::Value> = containers
+                .iter()
+                .map(|c| json!({"name": c, "ready": false, "restartCount": 3, "image": "stand-in", "imageID": "",
+                                "started": false,
+                                "state": {"waiting": {"reason": "CrashLoopBackOff",
+                                                      "message": "back-off restarting failed container (stand-in)"}},
+                                "lastState": {"terminated": {"exitCode": 1, "reason": "Error",
+                                                             "startedAt": now(), "finishedAt": now()}}}))
+                .collect();
+            json!({"status": {
+                "phase": "Running", "hostIP": "127.0.0.1", "podIP": "127.0.0.2", "startTime": now(),
+                "conditions": [
+                    {"type": "PodScheduled", "status": "True", "lastTransitionTime": now()},
+                    {"type": "Initialized", "status": "True", "lastTransitionTime": now()},
+                    {"type": "ContainersReady", "status": "False", "reason": "ContainersNotReady", "lastTransitionTime": now()},
+                    {"type": "Ready", "status": "False", "reason": "ContainersNotReady", "lastTransitionTime": now()},
+                ],
+                "containerStatuses": statuses,
+            }})
         } else {
             let want_ready = !b.keep_unready.contains(&name) && seen.elapsed() >= b.ready_after;
             if phase == "Running" && ready == want_ready {
