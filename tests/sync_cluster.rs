@@ -635,7 +635,30 @@ async fn a_helm_upgrade_cut_short_leaves_the_release_pending_and_the_next_sync_f
         return;
     };
     let installed = site.pvc_uids().await;
-    let mut child = site.spawn_sync(&["--set", "segment=l", "--helm-timeout", "300"]);
+    // A helm held up inside the upgrade: here told to wait on a pod the
+    // node keeps unready (Plimsoll's upgrades do not wait; a chart's hook
+    // or a slow API server holds helm up the same way).
+    let dir = tempfile::tempdir().unwrap();
+    let held = dir.path().join("helm");
+    std::fs::write(
+        &held,
+        format!(
+            "#!/bin/sh\nif [ \"$1\" = upgrade ]; then shift; exec {0} upgrade --wait \"$@\"; fi\nexec {0} \"$@\"\n",
+            site.helm()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&held, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_plimsoll"))
+        .current_dir(site.repo.path())
+        .args(["sync", "--yes", "--set", "segment=l", "--helm-timeout", "300"])
+        .args(["--kubeconfig", &site.kubeconfig()])
+        .arg("--helm")
+        .arg(&held)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
     // Once the StatefulSet is orphan-deleted, a pod of it that the node
     // keeps unready: the upgrade that re-creates it waits.
     site.wait_for_step("recreate-stateful-set/mariadb-galera").await;
@@ -868,10 +891,10 @@ async fn helm_failing_stops_the_sync_before_the_application_stack() {
 
 on_both_versions! {
 /// A pod that crash-loops for a while during the upgrade (as a stateful
-/// platform's pods do while their peers come up) is waited for, by the
-/// helm binary itself, until it is ready or the timeout passes: Helm 4's
-/// `watcher` wait, which reads a crash-looping pod as Failed and gives up
-/// at once, is not the one used.
+/// platform's pods do while their peers come up) is waited for until it is
+/// ready or the timeout passes, with the helm binary: Helm 4's `--wait`
+/// (its `watcher`), which reads the StatefulSet of a crash-looping pod as
+/// Failed and gives up at once, is not used; Plimsoll's own wait is.
 async fn a_pod_crash_looping_for_a_while_during_the_upgrade_is_waited_for() {
     let Some(site) = site(StorageBehaviour::default(), false).await else {
         return;

@@ -248,6 +248,7 @@ mod tests {
                         release: "data".into(),
                         statefulsets: vec!["db".into()],
                         deployments: vec![],
+                        daemonsets: vec![],
                         resources: vec![],
                         timeout_seconds: None,
                     },

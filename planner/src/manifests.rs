@@ -16,6 +16,9 @@ pub struct Workloads {
     pub statefulsets: Vec<DesiredStatefulSet>,
     /// Deployment names.
     pub deployments: Vec<String>,
+    /// DaemonSet names.
+    #[serde(default)]
+    pub daemonsets: Vec<String>,
     /// Custom resources (an operator's kinds), as rendered: waited on by
     /// their health rules after the upgrade.
     pub custom_resources: Vec<DesiredResource>,
@@ -50,6 +53,7 @@ pub enum ManifestError {
 pub fn workloads_from_manifests(manifests: &str) -> Result<Workloads, ManifestError> {
     let mut statefulsets = Vec::new();
     let mut deployments = Vec::new();
+    let mut daemonsets = Vec::new();
     let mut custom_resources = Vec::new();
     for doc in yaml::parse_documents(manifests.as_bytes(), 0)? {
         let obj = doc.unwrap_document();
@@ -100,6 +104,7 @@ pub fn workloads_from_manifests(manifests: &str) -> Result<Workloads, ManifestEr
                 });
             }
             Some("Deployment") => deployments.push(name),
+            Some("DaemonSet") => daemonsets.push(name),
             Some(kind) => {
                 let api_version = text(obj.get("apiVersion")).unwrap_or_default();
                 if is_custom(&api_version) && !name.is_empty() {
@@ -130,10 +135,12 @@ pub fn workloads_from_manifests(manifests: &str) -> Result<Workloads, ManifestEr
     // rendered it, so workloads are kept by name.
     statefulsets.sort_by(|a, b| a.name.cmp(&b.name));
     deployments.sort();
+    daemonsets.sort();
     custom_resources.sort_by(|a, b| object_order(&a.target).cmp(&object_order(&b.target)));
     Ok(Workloads {
         statefulsets,
         deployments,
+        daemonsets,
         custom_resources,
         manifest: manifests.to_string(),
     })
@@ -169,6 +176,47 @@ mod tests {
         let sts = workloads_from_manifests(&with_policy).unwrap().statefulsets;
         assert!(sts[0].pvc_retention.deletes_when_scaled());
         assert!(!sts[0].pvc_retention.deletes_when_deleted());
+    }
+
+    #[test]
+    fn workloads_are_the_same_in_any_document_order() {
+        let docs = [
+            "apiVersion: apps/v1\nkind: StatefulSet\nmetadata:\n  name: lrc\n",
+            "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: twa\n",
+            "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: api\n",
+            "apiVersion: apps/v1\nkind: DaemonSet\nmetadata:\n  name: agent\n",
+            "apiVersion: kafka.strimzi.io/v1beta2\nkind: Kafka\nmetadata:\n  name: k\n",
+            "apiVersion: psmdb.percona.com/v1\nkind: PerconaServerMongoDB\nmetadata:\n  name: m\n",
+            "apiVersion: apps/v1\nkind: StatefulSet\nmetadata:\n  name: db\n",
+        ];
+        let forward = workloads_from_manifests(&docs.join("---\n")).unwrap();
+        let mut reversed = docs;
+        reversed.reverse();
+        let backward = workloads_from_manifests(&reversed.join("---\n")).unwrap();
+        let names = |w: &Workloads| {
+            (
+                w.statefulsets
+                    .iter()
+                    .map(|s| s.name.clone())
+                    .collect::<Vec<_>>(),
+                w.deployments.clone(),
+                w.daemonsets.clone(),
+                w.custom_resources
+                    .iter()
+                    .map(|c| c.target.kind.clone())
+                    .collect::<Vec<_>>(),
+            )
+        };
+        assert_eq!(names(&forward), names(&backward));
+        assert_eq!(
+            names(&forward),
+            (
+                vec!["db".to_string(), "lrc".to_string()],
+                vec!["api".to_string(), "twa".to_string()],
+                vec!["agent".to_string()],
+                vec!["Kafka".to_string(), "PerconaServerMongoDB".to_string()],
+            )
+        );
     }
 
     #[test]

@@ -148,6 +148,9 @@ pub struct DesiredRelease {
     /// Deployments the chart renders (waited for after the upgrade).
     #[serde(default)]
     pub deployments: Vec<String>,
+    /// DaemonSets the chart renders (waited for after the upgrade).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub daemonsets: Vec<String>,
     /// Operator resource patches the stack file declares for the release.
     #[serde(default)]
     pub patches: Vec<DesiredPatch>,

@@ -249,6 +249,7 @@ pub fn load(source: &StackSource, rev: Option<&str>, helm: &Path) -> anyhow::Res
         let Workloads {
             statefulsets,
             deployments,
+            daemonsets,
             custom_resources,
             manifest,
         } = w?;
@@ -294,7 +295,6 @@ pub fn load(source: &StackSource, rev: Option<&str>, helm: &Path) -> anyhow::Res
                 values_file: p.values_file,
                 values: values.clone(),
                 statefulsets: statefulsets.iter().map(|s| s.name.clone()).collect(),
-                deployments: deployments.clone(),
             },
         );
         releases.push(DesiredRelease {
@@ -306,6 +306,7 @@ pub fn load(source: &StackSource, rev: Option<&str>, helm: &Path) -> anyhow::Res
             values,
             statefulsets,
             deployments,
+            daemonsets,
             patches,
             custom_resources,
             ready_timeout: r.release.ready_timeout,

@@ -18,7 +18,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
+use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::PersistentVolumeClaim;
 use kube::api::{Api, DeleteParams, Patch, PatchParams};
 use plimsoll_planner::health::{Health, HealthRules};
@@ -45,9 +45,6 @@ pub struct ReleaseSource {
     /// StatefulSets the chart renders (an upgrade is not done while one is
     /// missing).
     pub statefulsets: Vec<String>,
-    /// Deployments the chart renders (their condition is reported while
-    /// `helm upgrade --wait` runs).
-    pub deployments: Vec<String>,
 }
 
 /// Time limits and the helm executable.
@@ -651,13 +648,19 @@ impl Executor {
                 namespace,
                 statefulsets,
                 deployments,
+                daemonsets,
                 resources,
                 timeout_seconds,
                 ..
             } => {
                 let limit = self.ready_limit(*timeout_seconds);
-                self.wait_for_ready(namespace, statefulsets, deployments, resources, limit)
-                    .await
+                self.wait_for_ready(
+                    namespace,
+                    [statefulsets, deployments, daemonsets],
+                    resources,
+                    limit,
+                )
+                .await
             }
             Step::WaitForOperatorExpansion {
                 namespace,
@@ -702,7 +705,7 @@ impl Executor {
                 ..
             } => {
                 let limit = self.ready_limit(*timeout_seconds);
-                self.wait_for_ready(namespace, &[], &[], resources, limit)
+                self.wait_for_ready(namespace, [&[], &[], &[]], resources, limit)
                     .await
             }
         }
@@ -1135,22 +1138,19 @@ impl Executor {
         if pending {
             self.resolve_pending(ns, release).await?;
         }
-        let major = crate::helm::major_version(&self.settings.helm).await;
         let mut cmd = tokio::process::Command::new(&self.settings.helm);
-        // Positionals after `--`: never read as flags.
+        // Positionals after `--`: never read as flags. No `--wait`: the
+        // plan's `WaitForReady` after the upgrade is the wait (see
+        // `wait_for_ready`); `--timeout` bounds the chart's hooks.
         cmd.args(["upgrade", "--install"])
             .args(self.settings.cluster.helm_flags())
             .args(["--namespace", ns, "--version", &src.version, "-f"])
             .arg(&src.values_file)
-            .args([
-                wait_flag(major),
-                "--timeout",
-                &format!("{}s", timeout.as_secs()),
-            ]);
+            .args(["--timeout", &format!("{}s", timeout.as_secs())]);
         // Helm 4 applies server-side: fields someone edited by hand are
         // theirs until taken back (Helm 3's three-way merge takes them
         // back by itself and has no such flag).
-        if repair.is_some() && major >= Some(4) {
+        if repair.is_some() && crate::helm::major_version(&self.settings.helm).await >= Some(4) {
             cmd.arg("--force-conflicts");
         }
         // helm's own schema check fetches and parses the cluster's OpenAPI
@@ -1167,7 +1167,7 @@ impl Executor {
         // helm enforces --timeout itself; the margin covers a hung helm.
         let out = tokio::time::timeout(
             timeout + Duration::from_secs(60),
-            self.helm_while_reporting(cmd.output(), ns, src),
+            self.helm_while_reporting(cmd.output()),
         )
         .await
         .map_err(|_| {
@@ -1269,8 +1269,7 @@ impl Executor {
         Ok(())
     }
 
-    /// Runs `helm` (an upgrade with `--wait`) and meanwhile reports the
-    /// condition of the release's workloads as what the step waits on:
+    /// Runs `helm` (an upgrade) and meanwhile says what the step waits on:
     /// helm itself says nothing until it is done. Once the lease is not
     /// confirmed, helm is killed (dropped): a writer acts only while its
     /// lease is confirmed, and the next holder resolves the revision it
@@ -1278,8 +1277,6 @@ impl Executor {
     async fn helm_while_reporting<T>(
         &self,
         helm: impl std::future::Future<Output = T>,
-        ns: &str,
-        src: &ReleaseSource,
     ) -> Result<T, StepError> {
         tokio::pin!(helm);
         let every = self.settings.poll.max(Duration::from_millis(500));
@@ -1297,14 +1294,7 @@ impl Executor {
                 self.say("  the lease could not be renewed in time: helm is stopped before another syncer may take over");
                 return Err(StepError::LeaseUnconfirmed);
             }
-            let now = self
-                .workload_conditions(ns, &src.statefulsets, &src.deployments)
-                .await;
-            let text = if now.is_empty() {
-                "helm upgrade --wait: the release's workloads are ready; helm finishes".to_string()
-            } else {
-                format!("helm upgrade --wait: {}", now.join("; "))
-            };
+            let text = "helm upgrade: applying the chart and running its hooks".to_string();
             let due = last_said
                 .as_ref()
                 .is_none_or(|(at, said)| *said != text || at.elapsed() > Duration::from_secs(5));
@@ -1315,16 +1305,18 @@ impl Executor {
         }
     }
 
-    /// What keeps the StatefulSets and Deployments named from being ready
+    /// What keeps the StatefulSets, Deployments and DaemonSets named from being ready
     /// (empty: all ready).
     async fn workload_conditions(
         &self,
         ns: &str,
         statefulsets: &[String],
         deployments: &[String],
+        daemonsets: &[String],
     ) -> Vec<String> {
         let sts_api: Api<StatefulSet> = Api::namespaced(self.client.clone(), ns);
         let dep_api: Api<Deployment> = Api::namespaced(self.client.clone(), ns);
+        let ds_api: Api<DaemonSet> = Api::namespaced(self.client.clone(), ns);
         let mut waiting = Vec::new();
         for name in statefulsets {
             match sts_api.get_opt(name).await {
@@ -1348,20 +1340,44 @@ impl Executor {
                 Err(e) => waiting.push(format!("deployment/{name}: {e}")),
             }
         }
+        for name in daemonsets {
+            match ds_api.get_opt(name).await {
+                Ok(Some(d)) => {
+                    if let Some(why) = daemonset_unready(&d) {
+                        waiting.push(format!("daemonset/{name}: {why}"));
+                    }
+                }
+                Ok(None) => waiting.push(format!("daemonset/{name}: missing")),
+                Err(e) => waiting.push(format!("daemonset/{name}: {e}")),
+            }
+        }
         waiting
     }
 
     /// Until the StatefulSets and Deployments are ready and every resource
     /// is current by its health rule; a resource that *failed* stops the
     /// wait at once with its own reason.
+    ///
+    /// This is the only wait on a release's workloads: `helm upgrade` runs
+    /// without `--wait` (as the seeds' runbooks run it). Helm 4's default
+    /// `--wait`, its `watcher`, gives up as soon as a resource reads Failed
+    /// (since Helm 4.1.1), and kstatus reads a StatefulSet Failed while one
+    /// of its pods crash-loops, as a stateful platform's pods do while
+    /// their peers come up: the upgrade failed within seconds
+    /// (`sync_cluster::a_pod_crash_looping_for_a_while_during_the_upgrade_is_waited_for`
+    /// with it), and in CI it once ended an upgrade mid-rollout. Its
+    /// `legacy` waiter polls every 2 s, which made the suite a third
+    /// slower. Here the StatefulSets' and Deployments' own counts and
+    /// revisions, and each custom resource's health rule, are read every
+    /// `poll`.
     async fn wait_for_ready(
         &self,
         ns: &str,
-        statefulsets: &[String],
-        deployments: &[String],
+        workloads: [&[String]; 3],
         resources: &[ResourceRef],
         limit: Duration,
     ) -> Result<bool, StepError> {
+        let [statefulsets, deployments, daemonsets] = workloads;
         let start = Instant::now();
         let mut first = true;
         // What is waited on is said when it changes (the condition now),
@@ -1369,7 +1385,7 @@ impl Executor {
         let mut last_report: Option<(Instant, String)> = None;
         loop {
             let mut waiting = self
-                .workload_conditions(ns, statefulsets, deployments)
+                .workload_conditions(ns, statefulsets, deployments, daemonsets)
                 .await;
             for r in resources {
                 let what = format!("{}/{}", r.kind, r.name);
@@ -1417,24 +1433,6 @@ pub fn validates_fields(major: &str, minor: &str) -> bool {
     }
 }
 
-/// How `helm upgrade` waits. Helm 4's default `--wait` is its `watcher`
-/// (kstatus), which since Helm 4.1.1 gives up, failing the upgrade, as
-/// soon as a resource it waits for reads Failed; and kstatus reads a
-/// StatefulSet or Deployment Failed while one of its pods crash-loops, as
-/// a stateful platform's pods do while their peers come up (measured:
-/// `sync_cluster::a_pod_crash_looping_for_a_while_during_the_upgrade_is_waited_for`
-/// fails within seconds with it). Its `legacy` waiter, Helm 3's, counts
-/// ready replicas until all are or `--timeout` passes. Custom resources,
-/// which it does not wait for, are Plimsoll's own wait after the upgrade
-/// (`WaitForReady`, by each kind's health rule). Helm 3, or a helm that
-/// does not say its version: `--wait`.
-pub fn wait_flag(helm_major: Option<u32>) -> &'static str {
-    match helm_major {
-        Some(major) if major >= 4 => "--wait=legacy",
-        _ => "--wait",
-    }
-}
-
 /// Why a StatefulSet is not ready at its newest generation, if it is not.
 pub fn statefulset_unready(s: &StatefulSet) -> Option<String> {
     let want = s.spec.as_ref().and_then(|x| x.replicas).unwrap_or(1);
@@ -1474,6 +1472,31 @@ pub fn deployment_unready(d: &Deployment) -> Option<String> {
         return Some(format!(
             "{available}/{want} available, {updated} updated, {total} total"
         ));
+    }
+    None
+}
+
+/// Why a DaemonSet is not ready at its newest generation, if it is not:
+/// each node that should run it runs its newest pod, available. With the
+/// `OnDelete` strategy pods are replaced only when someone deletes them:
+/// available is enough.
+pub fn daemonset_unready(d: &DaemonSet) -> Option<String> {
+    let st = d.status.clone().unwrap_or_default();
+    let generation = d.metadata.generation.unwrap_or(0);
+    if st.observed_generation.unwrap_or(0) < generation {
+        return Some(format!("generation {generation} not observed yet"));
+    }
+    let want = st.desired_number_scheduled;
+    let available = st.number_available.unwrap_or(0);
+    let updated = st.updated_number_scheduled.unwrap_or(0);
+    let on_delete = d
+        .spec
+        .as_ref()
+        .and_then(|s| s.update_strategy.as_ref())
+        .and_then(|u| u.type_.as_deref())
+        == Some("OnDelete");
+    if available < want || (!on_delete && updated < want) {
+        return Some(format!("{available}/{want} available, {updated} updated"));
     }
     None
 }
@@ -1535,7 +1558,47 @@ fn pvc_conditions(p: &PersistentVolumeClaim) -> Vec<String> {
 
 #[cfg(test)]
 mod tests {
-    use super::{validates_fields, wait_flag};
+    use super::{daemonset_unready, validates_fields};
+    use k8s_openapi::api::apps::v1::DaemonSet;
+
+    fn daemonset(generation: i64, status: serde_json::Value, strategy: &str) -> DaemonSet {
+        serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "agent", "generation": generation},
+            "spec": {"selector": {}, "template": {}, "updateStrategy": {"type": strategy}},
+            "status": status,
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn a_daemonset_is_ready_when_every_node_runs_its_newest_pod_available() {
+        let status = |observed: i64, available: i32, updated: i32| {
+            serde_json::json!({"observedGeneration": observed, "desiredNumberScheduled": 3,
+                "currentNumberScheduled": 3, "numberMisscheduled": 0, "numberReady": available,
+                "numberAvailable": available, "updatedNumberScheduled": updated})
+        };
+        assert_eq!(
+            daemonset_unready(&daemonset(2, status(2, 3, 3), "RollingUpdate")),
+            None
+        );
+        assert_eq!(
+            daemonset_unready(&daemonset(2, status(1, 3, 3), "RollingUpdate")).as_deref(),
+            Some("generation 2 not observed yet")
+        );
+        assert_eq!(
+            daemonset_unready(&daemonset(2, status(2, 3, 1), "RollingUpdate")).as_deref(),
+            Some("3/3 available, 1 updated")
+        );
+        assert_eq!(
+            daemonset_unready(&daemonset(2, status(2, 2, 3), "RollingUpdate")).as_deref(),
+            Some("2/3 available, 3 updated")
+        );
+        // OnDelete: old pods stay until someone deletes them.
+        assert_eq!(
+            daemonset_unready(&daemonset(2, status(2, 3, 1), "OnDelete")),
+            None
+        );
+    }
 
     #[test]
     fn servers_from_1_27_validate_fields_themselves() {
@@ -1546,13 +1609,5 @@ mod tests {
         assert!(validates_fields("2", "0"));
         assert!(!validates_fields("", ""));
         assert!(!validates_fields("1", "x"));
-    }
-
-    #[test]
-    fn helm_4_waits_with_its_legacy_waiter_and_helm_3_with_its_only_one() {
-        assert_eq!(wait_flag(Some(4)), "--wait=legacy");
-        assert_eq!(wait_flag(Some(5)), "--wait=legacy");
-        assert_eq!(wait_flag(Some(3)), "--wait");
-        assert_eq!(wait_flag(None), "--wait");
     }
 }

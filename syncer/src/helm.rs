@@ -95,7 +95,7 @@ impl TemplateCache {
     ) -> anyhow::Result<Workloads> {
         let key = digest(
             format!(
-                "v2\0{}\0{chart_digest}\0{}\0{}\0{}\0{values_text}",
+                "v3\0{}\0{chart_digest}\0{}\0{}\0{}\0{values_text}",
                 self.helm_id, release.name, release.namespace, release.version
             )
             .as_bytes(),

@@ -144,6 +144,7 @@ async fn observes_a_helm_installed_data_stack_and_plans_its_scale_up() {
             },
         ],
         deployments: vec![],
+        daemonsets: vec![],
         patches: vec![],
         custom_resources: vec![],
         ready_timeout: None,

@@ -89,6 +89,8 @@ pub enum Step {
         release: String,
         statefulsets: Vec<String>,
         deployments: Vec<String>,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        daemonsets: Vec<String>,
         /// Custom resources the chart renders, current by their health
         /// rules.
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -366,6 +368,7 @@ impl Step {
             Step::WaitForReady {
                 statefulsets,
                 deployments,
+                daemonsets,
                 resources,
                 ..
             } => format!(
@@ -374,6 +377,7 @@ impl Step {
                     .iter()
                     .map(|s| format!("statefulset/{s}"))
                     .chain(deployments.iter().map(|d| format!("deployment/{d}")))
+                    .chain(daemonsets.iter().map(|d| format!("daemonset/{d}")))
                     .chain(resources.iter().map(|r| format!("{}/{}", r.kind, r.name)))
                     .collect::<Vec<_>>()
                     .join(", ")
@@ -562,8 +566,10 @@ pub fn plan(desired: &[DesiredRelease], observed: &ObservedState, options: &Plan
                 }
             }
         }
-        let nothing_to_wait_for =
-            d.statefulsets.is_empty() && d.deployments.is_empty() && d.custom_resources.is_empty();
+        let nothing_to_wait_for = d.statefulsets.is_empty()
+            && d.deployments.is_empty()
+            && d.daemonsets.is_empty()
+            && d.custom_resources.is_empty();
         if (!rp.steps.is_empty() || !unsettled.is_empty()) && nothing_to_wait_for {
             out.releases.push(rp);
         } else if !rp.steps.is_empty() || !unsettled.is_empty() {
@@ -572,6 +578,7 @@ pub fn plan(desired: &[DesiredRelease], observed: &ObservedState, options: &Plan
                 release: d.name.clone(),
                 statefulsets: d.statefulsets.iter().map(|s| s.name.clone()).collect(),
                 deployments: d.deployments.clone(),
+                daemonsets: d.daemonsets.clone(),
                 resources: d
                     .custom_resources
                     .iter()
