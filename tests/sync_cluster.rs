@@ -1037,15 +1037,12 @@ impl DaemonProcess {
         let log = site.repo.path().join(format!(".git/daemon-{port}.log"));
         let child = Command::new(env!("CARGO_BIN_EXE_plimsoll"))
             .current_dir(site.repo.path())
-            .args([
-                "daemon",
-                "--branch",
-                "main",
-                "--interval",
-                "300",
-                "--listen",
-                &addr,
-            ])
+            .args(["daemon", "--branch", "main", "--listen", &addr])
+            .args(if extra.contains(&"--interval") {
+                &[][..]
+            } else {
+                &["--interval", "300"][..]
+            })
             .args(["--kubeconfig", &site.kubeconfig(), "--helm", &site.helm()])
             .args(extra)
             .envs(env.iter().copied())
@@ -1084,6 +1081,74 @@ impl Drop for DaemonProcess {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+on_both_versions! {
+/// A replica whose lease went unconfirmed (the API server gone for longer
+/// than two thirds of the lease) shows the stack as unconfirmed meanwhile,
+/// and what it showed before once confirmed again: here a rejected commit,
+/// which no later pass reports afresh (it stayed "unconfirmed" for good).
+async fn a_stack_shows_its_state_again_once_its_lease_is_confirmed() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let page = format!("127.0.0.1:{port}");
+    let Some((mut site, git, d)) = followed_site(&[
+        "--interval",
+        "1",
+        "--lease-duration",
+        "6",
+        "--status-listen",
+        &page,
+    ])
+    .await
+    else {
+        return;
+    };
+    std::fs::write(site.repo.path().join("site/data-stack.yaml"), "not: [yaml\n").unwrap();
+    commit_all(&git, "not YAML");
+    d.wait_for("the commit to be rejected", |d| {
+        d.log().contains("the commit cannot be used")
+    })
+    .await;
+    let status = |addr: &str| http(addr, "GET", "/status.json").1;
+    assert!(status(&page).contains("\"rejected\""), "{}", status(&page));
+    let addr = page.clone();
+    let watched = tokio::task::spawn_blocking(move || {
+        for _ in 0..300 {
+            if status(&addr).contains("\"unconfirmed\"") {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        false
+    });
+    site.cluster
+        .cp
+        .restart_apiserver(Duration::from_secs(8))
+        .await
+        .unwrap();
+    assert!(
+        watched.await.unwrap(),
+        "unconfirmed while the API server was gone: {}",
+        d.log()
+    );
+    let mut now = String::new();
+    for _ in 0..300 {
+        now = status(&page);
+        if now.contains("\"rejected\"") && !now.contains("\"unconfirmed\"") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(
+        now.contains("\"rejected\"") && !now.contains("\"unconfirmed\""),
+        "the rejected commit shown again: {now}\n{}",
+        d.log()
+    );
+}
 }
 
 on_both_versions! {

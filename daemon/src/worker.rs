@@ -60,6 +60,14 @@ pub struct Worker {
     pub load_slots: Arc<tokio::sync::Semaphore>,
 }
 
+/// What the page shows of a stack: its state, last error and failure.
+type Shown = (Option<StackState>, Option<String>, Option<String>);
+
+struct PassFailure {
+    text: String,
+    shown: Shown,
+}
+
 /// The worker's memory between passes.
 #[derive(Default)]
 struct Memory {
@@ -72,6 +80,10 @@ struct Memory {
     /// The stack's name while its commit is rejected: the interrupted
     /// sync of an earlier commit is finished (and retried) under it.
     rejected_name: Option<String>,
+    /// A reconcile pass that failed (the API server unreachable, say):
+    /// why, and what the page showed before it. The next pass retries
+    /// what it failed to do, so its failure stops being the news then.
+    pass_failure: Option<PassFailure>,
     /// The name metrics carry (the stack's name, else its file).
     label: String,
 }
@@ -79,6 +91,14 @@ struct Memory {
 impl Worker {
     fn record(&self, f: impl FnOnce(&mut crate::status::StackRecord)) {
         self.board.record(&self.key, f);
+    }
+
+    fn shown(&self) -> Shown {
+        let mut shown = (None, None, None);
+        self.board.record(&self.key, |r| {
+            shown = (r.state, r.last_error.clone(), r.failure.clone())
+        });
+        shown
     }
 
     fn board_state(&self) -> Option<StackState> {
@@ -476,11 +496,29 @@ impl Worker {
         head.borrow_and_update();
         let mut why = Trigger::Start;
         let mut failures = 0u32;
+        // The state shown before the lease went unconfirmed: shown again
+        // once it is confirmed, for a pass need not set one (a rejected
+        // head with nothing drifted sets none).
+        let mut paused_from: Option<Option<StackState>> = None;
         loop {
             if self.stop.is_requested() {
                 break;
             }
             let failed = if self.owner.is_confirmed() {
+                if let Some(state) = paused_from.take() {
+                    self.record(|r| r.state = state);
+                }
+                if let Some(f) = mem.pass_failure.take() {
+                    if mem.last_failure.as_deref() == Some(f.text.as_str()) {
+                        mem.last_failure = None;
+                    }
+                    let (state, last_error, failure) = f.shown;
+                    self.record(|r| {
+                        r.state = state;
+                        r.last_error = last_error;
+                        r.failure = failure;
+                    });
+                }
                 let started = Instant::now();
                 let cpu = crate::metrics::cpu_seconds();
                 let result = self.pass(&mut mem, why).await;
@@ -502,6 +540,10 @@ impl Worker {
                         if !mem.label.is_empty() {
                             self.metrics.error(&mem.label, &text);
                         }
+                        mem.pass_failure = Some(PassFailure {
+                            text: text.clone(),
+                            shown: self.shown(),
+                        });
                         mem.last_failure = Some(text.clone());
                         let why = format!("the last reconcile pass failed: {text}");
                         self.record(|r| {
@@ -518,6 +560,9 @@ impl Worker {
                     }
                 }
             } else {
+                if paused_from.is_none() {
+                    paused_from = Some(self.board_state());
+                }
                 self.record(|r| r.state = Some(StackState::Unconfirmed));
                 false
             };

@@ -1314,47 +1314,39 @@ impl Executor {
         deployments: &[String],
         daemonsets: &[String],
     ) -> Vec<String> {
-        let sts_api: Api<StatefulSet> = Api::namespaced(self.client.clone(), ns);
-        let dep_api: Api<Deployment> = Api::namespaced(self.client.clone(), ns);
-        let ds_api: Api<DaemonSet> = Api::namespaced(self.client.clone(), ns);
         let mut waiting = Vec::new();
-        for name in statefulsets {
-            match sts_api.get_opt(name).await {
-                Ok(Some(s)) => {
-                    if let Some(why) = statefulset_unready(&s) {
-                        waiting.push(format!("statefulset/{name}: {why}"));
-                    }
-                }
-                Ok(None) => waiting.push(format!("statefulset/{name}: missing")),
-                Err(e) => waiting.push(format!("statefulset/{name}: {e}")),
-            }
-        }
-        for name in deployments {
-            match dep_api.get_opt(name).await {
-                Ok(Some(d)) => {
-                    if let Some(why) = deployment_unready(&d) {
-                        waiting.push(format!("deployment/{name}: {why}"));
-                    }
-                }
-                Ok(None) => waiting.push(format!("deployment/{name}: missing")),
-                Err(e) => waiting.push(format!("deployment/{name}: {e}")),
-            }
-        }
-        for name in daemonsets {
-            match ds_api.get_opt(name).await {
-                Ok(Some(d)) => {
-                    if let Some(why) = daemonset_unready(&d) {
-                        waiting.push(format!("daemonset/{name}: {why}"));
-                    }
-                }
-                Ok(None) => waiting.push(format!("daemonset/{name}: missing")),
-                Err(e) => waiting.push(format!("daemonset/{name}: {e}")),
-            }
-        }
+        let client = &self.client;
+        unready_of(
+            client,
+            ns,
+            "statefulset",
+            statefulsets,
+            statefulset_unready,
+            &mut waiting,
+        )
+        .await;
+        unready_of(
+            client,
+            ns,
+            "deployment",
+            deployments,
+            deployment_unready,
+            &mut waiting,
+        )
+        .await;
+        unready_of(
+            client,
+            ns,
+            "daemonset",
+            daemonsets,
+            daemonset_unready,
+            &mut waiting,
+        )
+        .await;
         waiting
     }
 
-    /// Until the StatefulSets and Deployments are ready and every resource
+    /// Until the StatefulSets, Deployments and DaemonSets are ready and every resource
     /// is current by its health rule; a resource that *failed* stops the
     /// wait at once with its own reason.
     ///
@@ -1474,6 +1466,36 @@ pub fn deployment_unready(d: &Deployment) -> Option<String> {
         ));
     }
     None
+}
+
+/// Adds to `waiting` why each of the workloads `names` of one kind is not
+/// ready (missing, unreadable, or what `unready` says).
+async fn unready_of<K>(
+    client: &kube::Client,
+    ns: &str,
+    kind: &str,
+    names: &[String],
+    unready: fn(&K) -> Option<String>,
+    waiting: &mut Vec<String>,
+) where
+    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug,
+    K::DynamicType: Default,
+{
+    let api: Api<K> = Api::namespaced(client.clone(), ns);
+    for name in names {
+        match api.get_opt(name).await {
+            Ok(Some(object)) => {
+                if let Some(why) = unready(&object) {
+                    waiting.push(format!("{kind}/{name}: {why}"));
+                }
+            }
+            Ok(None) => waiting.push(format!("{kind}/{name}: missing")),
+            Err(e) => waiting.push(format!("{kind}/{name}: {e}")),
+        }
+    }
 }
 
 /// Why a DaemonSet is not ready at its newest generation, if it is not:

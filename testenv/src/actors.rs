@@ -255,43 +255,40 @@ async fn handle_pod(
                                 "lastState": {"terminated": {"exitCode": 1, "reason": "Error",
                                                              "startedAt": now(), "finishedAt": now()}}}))
                 .collect();
-            json!({"status": {
-                "phase": "Running", "hostIP": "127.0.0.1", "podIP": "127.0.0.2", "startTime": now(),
-                "conditions": [
-                    {"type": "PodScheduled", "status": "True", "lastTransitionTime": now()},
-                    {"type": "Initialized", "status": "True", "lastTransitionTime": now()},
-                    {"type": "ContainersReady", "status": "False", "reason": "ContainersNotReady", "lastTransitionTime": now()},
-                    {"type": "Ready", "status": "False", "reason": "ContainersNotReady", "lastTransitionTime": now()},
-                ],
-                "containerStatuses": statuses,
-            }})
+            running_pod_status(false, statuses)
         } else {
             let want_ready = !b.keep_unready.contains(&name) && seen.elapsed() >= b.ready_after;
             if phase == "Running" && ready == want_ready {
                 return Ok(());
             }
-            let flag = if want_ready { "True" } else { "False" };
             let statuses: Vec<serde_json::Value> = containers
                 .iter()
                 .map(|c| json!({"name": c, "ready": want_ready, "restartCount": 0, "image": "stand-in", "imageID": "",
                                 "started": true, "state": {"running": {"startedAt": now()}}}))
                 .collect();
-            json!({"status": {
-                "phase": "Running", "hostIP": "127.0.0.1", "podIP": "127.0.0.2", "startTime": now(),
-                "conditions": [
-                    {"type": "PodScheduled", "status": "True", "lastTransitionTime": now()},
-                    {"type": "Initialized", "status": "True", "lastTransitionTime": now()},
-                    {"type": "ContainersReady", "status": flag, "lastTransitionTime": now()},
-                    {"type": "Ready", "status": flag, "lastTransitionTime": now()},
-                ],
-                "containerStatuses": statuses,
-            }})
+            running_pod_status(want_ready, statuses)
         };
         let _ = pods
             .patch_status(&name, &PatchParams::default(), &Patch::Merge(&status))
             .await;
     }
     Ok(())
+}
+
+/// A Running pod's status as a kubelet reports it: scheduled,
+/// initialized, ready or not, with its containers' statuses.
+fn running_pod_status(ready: bool, containers: Vec<serde_json::Value>) -> serde_json::Value {
+    let flag = if ready { "True" } else { "False" };
+    json!({"status": {
+        "phase": "Running", "hostIP": "127.0.0.1", "podIP": "127.0.0.2", "startTime": now(),
+        "conditions": [
+            {"type": "PodScheduled", "status": "True", "lastTransitionTime": now()},
+            {"type": "Initialized", "status": "True", "lastTransitionTime": now()},
+            {"type": "ContainersReady", "status": flag, "lastTransitionTime": now()},
+            {"type": "Ready", "status": flag, "lastTransitionTime": now()},
+        ],
+        "containerStatuses": containers,
+    }})
 }
 
 /// What the storage-driver stand-in does with resize requests.
