@@ -40,12 +40,7 @@ impl Drop for Daemon {
 
 /// Starts `plimsoll daemon` on a free port with at most `files` open files.
 fn start(repo: &Path, files: u32, extra: &str) -> Daemon {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let addr = format!("127.0.0.1:{port}");
+    let addr = support::free_addr();
     // Outside .git: the daemon watches .git, and must not see its own log.
     let log = repo.join("daemon.log");
     let command = format!(

@@ -1028,12 +1028,8 @@ impl DaemonProcess {
     }
 
     fn start_with_env(site: &Site, extra: &[&str], env: &[(&str, &str)]) -> DaemonProcess {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let addr = format!("127.0.0.1:{port}");
+        let addr = support::free_addr();
+        let port = addr.rsplit(':').next().unwrap_or_default();
         let log = site.repo.path().join(format!(".git/daemon-{port}.log"));
         let child = Command::new(env!("CARGO_BIN_EXE_plimsoll"))
             .current_dir(site.repo.path())
@@ -1089,12 +1085,7 @@ on_both_versions! {
 /// and what it showed before once confirmed again: here a rejected commit,
 /// which no later pass reports afresh (it stayed "unconfirmed" for good).
 async fn a_stack_shows_its_state_again_once_its_lease_is_confirmed() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let page = format!("127.0.0.1:{port}");
+    let page = support::free_addr();
     let Some((mut site, git, d)) = followed_site(&[
         "--interval",
         "1",

@@ -1358,10 +1358,10 @@ impl Executor {
     /// their peers come up: the upgrade failed within seconds
     /// (`sync_cluster::a_pod_crash_looping_for_a_while_during_the_upgrade_is_waited_for`
     /// with it), and in CI it once ended an upgrade mid-rollout. Its
-    /// `legacy` waiter polls every 2 s, which made the suite a third
-    /// slower. Here the StatefulSets' and Deployments' own counts and
-    /// revisions, and each custom resource's health rule, are read every
-    /// `poll`.
+    /// `legacy` waiter does not, but polls every 2 s (the whole test
+    /// suite: 2,324 s with it, 2,169 s with three more tests without).
+    /// Here the workloads' own counts and revisions, and each custom
+    /// resource's health rule, are read every `poll`.
     async fn wait_for_ready(
         &self,
         ns: &str,
@@ -1372,6 +1372,7 @@ impl Executor {
         let [statefulsets, deployments, daemonsets] = workloads;
         let start = Instant::now();
         let mut first = true;
+        let mut polls = 0u32;
         // What is waited on is said when it changes (the condition now),
         // and every 5 s.
         let mut last_report: Option<(Instant, String)> = None;
@@ -1409,9 +1410,22 @@ impl Executor {
             if due {
                 last_report = Some((Instant::now(), now));
             }
-            tokio::time::sleep(self.settings.poll).await;
+            // Right after an upgrade most workloads are ready within a
+            // second: read again after 50, 100, 200, 400 ms, then every
+            // `poll` (at 500 ms from the start the 110-release install
+            // took 23.3 s instead of 13.7 s).
+            polls += 1;
+            tokio::time::sleep(ready_poll(polls, self.settings.poll)).await;
         }
     }
+}
+
+/// The pause before the `n`th read of a wait (from 1): 50 ms doubled each
+/// time, at most `poll`.
+pub fn ready_poll(n: u32, poll: Duration) -> Duration {
+    Duration::from_millis(50)
+        .saturating_mul(1u32 << n.saturating_sub(1).min(16))
+        .min(poll)
 }
 
 /// Whether a server of this version validates fields itself: 1.27 and
@@ -1580,7 +1594,16 @@ fn pvc_conditions(p: &PersistentVolumeClaim) -> Vec<String> {
 
 #[cfg(test)]
 mod tests {
-    use super::{daemonset_unready, validates_fields};
+    use super::{daemonset_unready, ready_poll, validates_fields};
+    use std::time::Duration;
+
+    #[test]
+    fn a_wait_reads_again_soon_then_every_poll() {
+        let poll = Duration::from_millis(500);
+        let pauses: Vec<u128> = (1..=6).map(|n| ready_poll(n, poll).as_millis()).collect();
+        assert_eq!(pauses, [50, 100, 200, 400, 500, 500]);
+        assert_eq!(ready_poll(u32::MAX, poll), poll);
+    }
     use k8s_openapi::api::apps::v1::DaemonSet;
 
     fn daemonset(generation: i64, status: serde_json::Value, strategy: &str) -> DaemonSet {

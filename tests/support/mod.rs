@@ -125,6 +125,12 @@ pub fn golden(dir: &str, name: &str, actual: &str) {
 }
 
 /// A finished command, for an assertion message: exit code, stdout, stderr.
+/// A loopback address on a port free now (the OS picked it).
+pub fn free_addr() -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    format!("127.0.0.1:{}", listener.local_addr().unwrap().port())
+}
+
 pub fn text(o: &Output) -> String {
     format!(
         "exit {:?}\n--- stdout\n{}\n--- stderr\n{}",
