@@ -63,11 +63,6 @@ pub struct Worker {
 /// What the page shows of a stack: its state, last error and failure.
 type Shown = (Option<StackState>, Option<String>, Option<String>);
 
-struct PassFailure {
-    text: String,
-    shown: Shown,
-}
-
 /// The worker's memory between passes.
 #[derive(Default)]
 struct Memory {
@@ -80,10 +75,14 @@ struct Memory {
     /// The stack's name while its commit is rejected: the interrupted
     /// sync of an earlier commit is finished (and retried) under it.
     rejected_name: Option<String>,
-    /// A reconcile pass that failed (the API server unreachable, say):
-    /// why, and what the page showed before it. The next pass retries
-    /// what it failed to do, so its failure stops being the news then.
-    pass_failure: Option<PassFailure>,
+    /// What the page showed before a transient interruption — a pass that
+    /// failed (the API server unreachable, say) or a stretch with the
+    /// lease unconfirmed — shown again when the next pass starts: that
+    /// pass retries what was interrupted and sets its own state, if any.
+    interrupted: Option<Shown>,
+    /// Why the last reconcile pass failed, if it did: not a sync failure,
+    /// so no longer remembered once the next pass starts.
+    pass_failure: Option<String>,
     /// The name metrics carry (the stack's name, else its file).
     label: String,
 }
@@ -496,23 +495,17 @@ impl Worker {
         head.borrow_and_update();
         let mut why = Trigger::Start;
         let mut failures = 0u32;
-        // The state shown before the lease went unconfirmed: shown again
-        // once it is confirmed, for a pass need not set one (a rejected
-        // head with nothing drifted sets none).
-        let mut paused_from: Option<Option<StackState>> = None;
         loop {
             if self.stop.is_requested() {
                 break;
             }
             let failed = if self.owner.is_confirmed() {
-                if let Some(state) = paused_from.take() {
-                    self.record(|r| r.state = state);
-                }
-                if let Some(f) = mem.pass_failure.take() {
-                    if mem.last_failure.as_deref() == Some(f.text.as_str()) {
+                if let Some(text) = mem.pass_failure.take() {
+                    if mem.last_failure.as_deref() == Some(text.as_str()) {
                         mem.last_failure = None;
                     }
-                    let (state, last_error, failure) = f.shown;
+                }
+                if let Some((state, last_error, failure)) = mem.interrupted.take() {
                     self.record(|r| {
                         r.state = state;
                         r.last_error = last_error;
@@ -540,10 +533,10 @@ impl Worker {
                         if !mem.label.is_empty() {
                             self.metrics.error(&mem.label, &text);
                         }
-                        mem.pass_failure = Some(PassFailure {
-                            text: text.clone(),
-                            shown: self.shown(),
-                        });
+                        if mem.interrupted.is_none() {
+                            mem.interrupted = Some(self.shown());
+                        }
+                        mem.pass_failure = Some(text.clone());
                         mem.last_failure = Some(text.clone());
                         let why = format!("the last reconcile pass failed: {text}");
                         self.record(|r| {
@@ -560,8 +553,8 @@ impl Worker {
                     }
                 }
             } else {
-                if paused_from.is_none() {
-                    paused_from = Some(self.board_state());
+                if mem.interrupted.is_none() {
+                    mem.interrupted = Some(self.shown());
                 }
                 self.record(|r| r.state = Some(StackState::Unconfirmed));
                 false

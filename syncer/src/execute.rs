@@ -1305,8 +1305,8 @@ impl Executor {
         }
     }
 
-    /// What keeps the StatefulSets, Deployments and DaemonSets named from being ready
-    /// (empty: all ready).
+    /// What keeps the StatefulSets, Deployments and DaemonSets named from
+    /// being ready (empty: all ready).
     async fn workload_conditions(
         &self,
         ns: &str,
@@ -1346,9 +1346,9 @@ impl Executor {
         waiting
     }
 
-    /// Until the StatefulSets, Deployments and DaemonSets are ready and every resource
-    /// is current by its health rule; a resource that *failed* stops the
-    /// wait at once with its own reason.
+    /// Until the StatefulSets, Deployments and DaemonSets are ready and
+    /// every resource is current by its health rule; a resource that
+    /// *failed* stops the wait at once with its own reason.
     ///
     /// This is the only wait on a release's workloads: `helm upgrade` runs
     /// without `--wait` (as the seeds' runbooks run it). Helm 4's default
@@ -1361,7 +1361,8 @@ impl Executor {
     /// `legacy` waiter does not, but polls every 2 s (the whole test
     /// suite: 2,324 s with it, 2,169 s with three more tests without).
     /// Here the workloads' own counts and revisions, and each custom
-    /// resource's health rule, are read every `poll`.
+    /// resource's health rule, are read again soon, then every `poll`
+    /// ([`ready_poll`]).
     async fn wait_for_ready(
         &self,
         ns: &str,

@@ -92,24 +92,11 @@ def parse(argv):
                 opts[key] = value
         elif arg in boolean:
             opts[aliases.get(arg, arg)] = True
-        elif name == "--wait" and eq:
-            # As helm 4: `--wait=STRATEGY` (a bare `--wait` is `watcher`).
-            if inline not in ("watcher", "legacy", "hookOnly"):
-                raise Usage(f"invalid argument {inline!r} for --wait")
-            opts["--wait"] = inline
         elif arg.startswith("-"):
             raise Usage(f"unknown flag: {arg}")
         else:
             pos.append(arg)
     return pos, opts
-
-
-def wait_strategy(opts):
-    """`--wait` is Helm 4's `watcher`; `--wait=STRATEGY` names one."""
-    wait = opts.get("--wait")
-    if wait is True:
-        return "watcher"
-    return wait or None
 
 
 def seconds(duration):
@@ -275,7 +262,7 @@ def cmd_upgrade(pos, opts, install_only=False):
     common = dict(
         namespace=opts.get("--namespace", "default"),
         timeout=seconds(opts.get("--timeout")),
-        wait=wait_strategy(opts),
+        wait="watcher" if opts.get("--wait") else None,
         chart_version=opts.get("--version"),
         description=opts.get("--description"),
         rollback_on_failure=bool(opts.get("--rollback-on-failure")),
@@ -350,7 +337,7 @@ def cmd_rollback(pos, opts):
     version = int(pos[1]) if len(pos) == 2 else None
     with config(opts) as cfg:
         cfg.rollback(pos[0], version=version, timeout=seconds(opts.get("--timeout")),
-                     wait=wait_strategy(opts))
+                     wait="watcher" if opts.get("--wait") else None)
     print("Rollback was a success! Happy Helming!")
 
 
@@ -371,7 +358,7 @@ def cmd_uninstall(pos, opts):
     with config(opts) as cfg:
         cfg.uninstall(pos[0], keep_history=bool(opts.get("--keep-history")), timeout=seconds(opts.get("--timeout")),
                       ignore_not_found=bool(opts.get("--ignore-not-found")),
-                      wait=wait_strategy(opts))
+                      wait="watcher" if opts.get("--wait") else None)
     print(f'release "{pos[0]}" uninstalled')
 
 
